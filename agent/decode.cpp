@@ -1,0 +1,167 @@
+#include "decode.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <array>
+#include <cstring>
+
+extern "C" {
+#include "rstwatch_abi.h"
+}
+
+namespace rstwatch {
+
+// The wire layout is shared with BPF: a size change must be deliberate.
+static_assert(sizeof(rw_record_header) == 16);
+static_assert(sizeof(rw_conn) == 80);
+static_assert(sizeof(rw_reset_record) == 184);
+static_assert(sizeof(rw_oom_record) == 72);
+static_assert(sizeof(rw_counters) == 32);
+
+const char *to_string(Direction d) { return d == Direction::Received ? "received" : "sent"; }
+
+const char *to_string(Role r)
+{
+    switch (r) {
+    case Role::Upstream: return "upstream";
+    case Role::Downstream: return "downstream";
+    case Role::Other: break;
+    }
+    return "other";
+}
+
+std::string tcp_state_name(int state)
+{
+    // Kernel numbering (include/net/tcp_states.h), stable since 2.6.
+    static constexpr std::array<const char *, 13> names = {
+        "UNKNOWN",   "ESTABLISHED", "SYN_SENT",   "SYN_RECV", "FIN_WAIT1",
+        "FIN_WAIT2", "TIME_WAIT",   "CLOSE",      "CLOSE_WAIT", "LAST_ACK",
+        "LISTEN",    "CLOSING",     "NEW_SYN_RECV"};
+    if (state > 0 && static_cast<size_t>(state) < names.size())
+        return names[state];
+    return "STATE_" + std::to_string(state);
+}
+
+std::string format_endpoint(bool ipv6, const uint8_t *addr, uint16_t port)
+{
+    char buf[INET6_ADDRSTRLEN] = {};
+    inet_ntop(ipv6 ? AF_INET6 : AF_INET, addr, buf, sizeof(buf));
+    if (ipv6)
+        return "[" + std::string(buf) + "]:" + std::to_string(port);
+    return std::string(buf) + ":" + std::to_string(port);
+}
+
+static std::string comm_string(const char (&comm)[RW_COMM_LEN])
+{
+    return std::string(comm, strnlen(comm, RW_COMM_LEN));
+}
+
+static std::optional<double> ns_to_ms(uint64_t ns)
+{
+    if (ns == RW_UNKNOWN_NS)
+        return std::nullopt;
+    return static_cast<double>(ns) / 1e6;
+}
+
+template <typename T>
+static bool read_record(std::span<const uint8_t> bytes, T &out, std::string &error)
+{
+    if (bytes.size() < sizeof(T)) {
+        error = "record too short: " + std::to_string(bytes.size()) + " bytes, need " +
+                std::to_string(sizeof(T));
+        return false;
+    }
+    std::memcpy(&out, bytes.data(), sizeof(T));
+    return true;
+}
+
+static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ctx)
+{
+    ResetEvent e;
+    e.mono_ns = r.hdr.ts_ns;
+    e.time_ns = static_cast<int64_t>(r.hdr.ts_ns) + ctx.realtime_offset_ns;
+    e.direction = r.direction == RW_DIR_SENT ? Direction::Sent : Direction::Received;
+    e.role = r.role == RW_ROLE_UPSTREAM     ? Role::Upstream
+             : r.role == RW_ROLE_DOWNSTREAM ? Role::Downstream
+                                            : Role::Other;
+    e.ipv6 = r.family == AF_INET6;
+    e.local = format_endpoint(e.ipv6, r.local_addr, r.local_port);
+    e.remote = format_endpoint(e.ipv6, r.remote_addr, r.remote_port);
+    e.state = r.state;
+    if (r.flags & RW_RST_REASON_KNOWN) {
+        e.reason_code = r.reason;
+        e.reason = ctx.reason_name ? ctx.reason_name(r.reason) : std::to_string(r.reason);
+    }
+    e.owner_known = r.flags & RW_RST_OWNER_KNOWN;
+    e.owner_seeded = r.flags & RW_RST_SEEDED;
+    if (e.owner_known) {
+        e.pid = r.owner_tgid;
+        e.comm = comm_string(r.owner_comm);
+    }
+    e.current_pid = r.current_tgid;
+    e.current_comm = comm_string(r.current_comm);
+    e.current_exiting = r.flags & RW_RST_CURRENT_EXITING;
+    e.current_exit_signal = static_cast<int>(r.current_exit_code & 0x7f);
+    e.no_socket = r.flags & RW_RST_NO_SOCKET;
+    e.sock_cookie = r.sock_cookie;
+    e.idle_ms = ns_to_ms(r.idle_ns);
+    e.pool_idle_ms = ns_to_ms(r.pool_idle_ns);
+    e.since_request_ms = ns_to_ms(r.since_send_ns);
+    e.conn_age_ms = ns_to_ms(r.conn_age_ns);
+    if (r.flags & RW_RST_BYTES_KNOWN) {
+        e.bytes_sent = r.bytes_sent;
+        e.bytes_received = r.bytes_received;
+    }
+    e.requests = r.requests;
+    e.total_retrans = r.total_retrans;
+    e.packets_out = r.packets_out;
+    e.mss = r.mss_cache;
+    return e;
+}
+
+static OomEvent decode_oom(const rw_oom_record &r, const DecodeContext &ctx)
+{
+    OomEvent e;
+    e.mono_ns = r.hdr.ts_ns;
+    e.time_ns = static_cast<int64_t>(r.hdr.ts_ns) + ctx.realtime_offset_ns;
+    e.pid = r.pid;
+    e.comm = comm_string(r.comm);
+    if (r.flags & RW_OOM_RSS_KNOWN) {
+        e.rss_kb = r.anon_rss_kb + r.file_rss_kb + r.shmem_rss_kb;
+        e.total_vm_kb = r.total_vm_kb;
+    }
+    return e;
+}
+
+DecodeResult decode_record(std::span<const uint8_t> bytes, const DecodeContext &ctx)
+{
+    DecodeResult result;
+    rw_record_header hdr;
+    if (!read_record(bytes, hdr, result.error))
+        return result;
+    if (hdr.size > bytes.size()) {
+        result.error = "record claims " + std::to_string(hdr.size) + " bytes but has " +
+                       std::to_string(bytes.size());
+        return result;
+    }
+    switch (hdr.type) {
+    case RW_REC_RESET: {
+        rw_reset_record r;
+        if (read_record(bytes, r, result.error))
+            result.event = decode_reset(r, ctx);
+        break;
+    }
+    case RW_REC_OOM: {
+        rw_oom_record r;
+        if (read_record(bytes, r, result.error))
+            result.event = decode_oom(r, ctx);
+        break;
+    }
+    default:
+        result.error = "unknown record type " + std::to_string(hdr.type);
+    }
+    return result;
+}
+
+}  // namespace rstwatch

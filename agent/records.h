@@ -1,0 +1,70 @@
+// Decoded records: what the agent, its tables and its outputs work with.
+// Pure C++: nothing here knows libbpf. Decoding from the ring buffer's bytes
+// lives in decode.h; the wire layout in bpf/rstwatch_abi.h.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace rstwatch {
+
+enum class Direction { Received, Sent };
+enum class Role { Upstream, Downstream, Other };
+
+const char *to_string(Direction d);  // "received" | "sent"
+const char *to_string(Role r);       // "upstream" | "downstream" | "other"
+// TCP state name at the reset ("ESTABLISHED", "SYN_SENT", ...).
+std::string tcp_state_name(int state);
+
+struct ResetEvent {
+    int64_t time_ns = 0;      // CLOCK_REALTIME, nanoseconds since the epoch
+    uint64_t mono_ns = 0;     // CLOCK_MONOTONIC as stamped by BPF
+    Direction direction = Direction::Received;
+    Role role = Role::Other;
+    bool ipv6 = false;
+    std::string local;        // "addr:port" or "[addr]:port"
+    std::string remote;
+    int state = 0;            // kernel TCP state number
+    std::optional<uint32_t> reason_code;  // sent resets on kernels with sk_rst_reason
+    std::string reason;       // name of reason_code from the running kernel, "" if none
+
+    bool owner_known = false; // false: no tracked owner (peer evidence or --all)
+    bool owner_seeded = false;
+    uint32_t pid = 0;         // the socket's owner (nginx worker), not the CPU's task
+    std::string comm;
+
+    uint32_t current_pid = 0; // the task that happened to be on the CPU
+    std::string current_comm;
+    bool current_exiting = false;
+    int current_exit_signal = 0;
+
+    bool no_socket = false;   // sent reset that had no full socket
+    uint64_t sock_cookie = 0;
+
+    std::optional<double> idle_ms;
+    std::optional<double> pool_idle_ms;
+    std::optional<double> since_request_ms;
+    std::optional<double> conn_age_ms;
+    std::optional<uint64_t> bytes_sent;
+    std::optional<uint64_t> bytes_received;
+    uint32_t requests = 0;
+    uint32_t total_retrans = 0;
+    uint32_t packets_out = 0;
+    uint32_t mss = 0;
+};
+
+struct OomEvent {
+    int64_t time_ns = 0;      // CLOCK_REALTIME
+    uint64_t mono_ns = 0;
+    uint32_t pid = 0;
+    std::string comm;
+    std::optional<uint64_t> rss_kb;  // anon + file + shmem, where the kernel gives them
+    std::optional<uint64_t> total_vm_kb;
+    std::string cgroup;       // the victim's cgroup path, "" where not readable
+};
+
+using Event = std::variant<ResetEvent, OomEvent>;
+
+}  // namespace rstwatch

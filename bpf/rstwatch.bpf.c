@@ -1,0 +1,460 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * rstwatch kernel side.
+ *
+ * Resets are reported from softirq context, where `current` is whoever
+ * happened to be on the CPU, so the owner of a connection is recorded when
+ * the owner itself touches the socket (connect(), send(), recv()) and kept
+ * in socket-local storage that the kernel frees with the socket.
+ *
+ *   inet_sock_set_state  CLOSE->SYN_SENT: owner = connect() caller (upstream)
+ *   sock_send_length     owner's sends: request turns, last send
+ *   sock_recv_length     owner's receives: accepted sockets, last receive
+ *   tcp_receive_reset    a reset arrived on a tracked socket
+ *   tcp_send_reset       a reset left a tracked socket, or any socket (peer evidence)
+ *   oom/mark_victim      the OOM killer chose a victim
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include "core_fixes.bpf.h"
+#include "rstwatch_abi.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define MSG_PEEK 2
+#define SOCK_BINDPORT_LOCK 8
+#define PF_EXITING 0x00000004
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the agent before load. */
+const volatile __u8 track_all_tasks = 0;
+const volatile __u8 emit_peer_resets = 1;
+const volatile __u32 tracked_pid_count = 0;
+const volatile __u32 tracked_pids[RW_MAX_PIDS] = {};
+const volatile __u32 tracked_comm_count = 0;
+/* Each name as two little 8-byte words, so a match is two compares. */
+const volatile __u64 tracked_comms[RW_MAX_COMMS][2] = {};
+
+extern const unsigned int CONFIG_HZ __kconfig __weak;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* resized by the agent before load */
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rw_conn);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rw_counters);
+} counters SEC(".maps");
+
+static __always_inline struct rw_counters *this_cpu_counters(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
+static __always_inline void *reserve_record(__u32 size, __u16 type)
+{
+	struct rw_counters *cnt = this_cpu_counters();
+	struct rw_record_header *hdr = bpf_ringbuf_reserve(&records, size, 0);
+
+	if (!hdr) {
+		if (cnt)
+			cnt->records_lost++;
+		return NULL;
+	}
+	if (cnt)
+		cnt->records_emitted++;
+	hdr->type = type;
+	hdr->size = size;
+	hdr->cpu = bpf_get_smp_processor_id();
+	hdr->ts_ns = bpf_ktime_get_ns();
+	return hdr;
+}
+
+static __always_inline int comm_is_tracked(void)
+{
+	__u64 comm[2] = {};
+
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (__u32 i = 0; i < RW_MAX_COMMS; i++) {
+		if (i >= tracked_comm_count)
+			break;
+		if (comm[0] == tracked_comms[i][0] && comm[1] == tracked_comms[i][1])
+			return 1;
+	}
+	return 0;
+}
+
+/* A tracked pid covers its children too: an nginx master covers its workers. */
+static __always_inline int pid_is_tracked(struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+	__u32 parent = BPF_CORE_READ(task, real_parent, tgid);
+
+	for (__u32 i = 0; i < RW_MAX_PIDS; i++) {
+		if (i >= tracked_pid_count)
+			break;
+		if (tracked_pids[i] == tgid || tracked_pids[i] == parent)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int current_is_tracked(void)
+{
+	if (track_all_tasks)
+		return 1;
+	if (tracked_pid_count && pid_is_tracked(bpf_get_current_task_btf()))
+		return 1;
+	return tracked_comm_count && comm_is_tracked();
+}
+
+static __always_inline int is_inet_tcp(const struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	return sk->sk_type == SOCK_STREAM && rw_sk_protocol(sk) == IPPROTO_TCP;
+}
+
+/* Full sockets only: request and timewait minisocks are not tcp_socks. */
+static __always_inline int is_full_sock(const struct sock *sk)
+{
+	__u8 state = sk->__sk_common.skc_state;
+
+	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
+}
+
+static __always_inline __u64 jiffies_to_ns(__u64 j)
+{
+	return CONFIG_HZ ? j * (1000000000ULL / CONFIG_HZ) : RW_UNKNOWN_NS;
+}
+
+/* Time since `stamp`, a 32-bit jiffies timestamp from struct tcp_sock. */
+static __always_inline __u64 ns_since_jiffies(__u32 stamp)
+{
+	return jiffies_to_ns((__u32)((__u32)bpf_jiffies64() - stamp));
+}
+
+static __always_inline struct rw_conn *
+claim_for_current(struct sock *sk, __u8 role, __u32 flags, __u64 now)
+{
+	struct rw_conn *conn;
+	struct rw_counters *cnt;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!conn)
+		return NULL;
+	conn->owner_tgid = pid_tgid >> 32;
+	conn->owner_tid = (__u32)pid_tgid;
+	bpf_get_current_comm(conn->owner_comm, sizeof(conn->owner_comm));
+	conn->role = role;
+	conn->flags = flags;
+	conn->created_ns = (flags & RW_CONN_CONNECTED) ? now : 0;
+	conn->pool_idle_ns = RW_UNKNOWN_NS;
+	cnt = this_cpu_counters();
+	if (cnt)
+		cnt->owners_recorded++;
+	return conn;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	/* connect() moves CLOSE -> SYN_SENT in the caller's context. */
+	if (newstate != TCP_SYN_SENT || oldstate != TCP_CLOSE)
+		return 0;
+	if (!is_inet_tcp(sk) || !current_is_tracked())
+		return 0;
+	claim_for_current(sk, RW_ROLE_UPSTREAM, RW_CONN_CONNECTED, bpf_ktime_get_ns());
+	return 0;
+}
+
+/*
+ * A socket nobody claimed at connect() and that the agent did not seed was
+ * accepted after the agent attached. A listener bound to an explicit port
+ * passes SOCK_BINDPORT_LOCK on to its accepted children.
+ */
+static __always_inline __u8 role_of_unclaimed(const struct sock *sk)
+{
+	return (sk->sk_userlocks & SOCK_BINDPORT_LOCK) ? RW_ROLE_DOWNSTREAM : RW_ROLE_OTHER;
+}
+
+/*
+ * The client side of a connection speaks first in each request turn: the
+ * owner's send on an upstream socket, the peer's data (our recv) on a
+ * downstream one. A turn starts when the client speaks after the server did.
+ */
+static __always_inline void note_traffic(struct sock *sk, int is_send)
+{
+	struct tcp_sock *tp;
+	struct rw_conn *conn;
+	__u64 now;
+	int client_spoke;
+
+	if (!is_inet_tcp(sk))
+		return;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	now = bpf_ktime_get_ns();
+	if (!conn) {
+		if (!current_is_tracked())
+			return;
+		conn = claim_for_current(sk, role_of_unclaimed(sk), 0, now);
+		if (!conn)
+			return;
+	}
+
+	client_spoke = (conn->role == RW_ROLE_DOWNSTREAM) ? !is_send : is_send;
+	if (client_spoke && !(conn->flags & RW_CONN_IN_REQUEST)) {
+		/* How long the server side had been quiet: the pool idle of a reuse. */
+		__u64 server_last = (conn->role == RW_ROLE_DOWNSTREAM) ? conn->last_send_ns
+									: conn->last_recv_ns;
+		int fresh = (conn->flags & RW_CONN_CONNECTED) && conn->requests == 0;
+
+		if (fresh)
+			conn->pool_idle_ns = RW_UNKNOWN_NS;
+		else if (server_last)
+			conn->pool_idle_ns = now - server_last;
+		else if (conn->role != RW_ROLE_DOWNSTREAM)
+			/* Seeded: the previous response's last byte, by the kernel's clock. */
+			conn->pool_idle_ns = ns_since_jiffies(tp->inet_conn.icsk_ack.lrcvtime);
+		else
+			conn->pool_idle_ns = RW_UNKNOWN_NS;
+		conn->requests++;
+		conn->request_ns = now;
+		conn->flags |= RW_CONN_IN_REQUEST;
+	} else if (!client_spoke) {
+		conn->flags &= ~RW_CONN_IN_REQUEST;
+	}
+	if (is_send)
+		conn->last_send_ns = now;
+	else
+		conn->last_recv_ns = now;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(on_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	if (ret > 0)
+		note_traffic(sk, 1);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	/* nginx peeks at pooled connections to see whether they closed. */
+	if (ret > 0 && !(flags & MSG_PEEK))
+		note_traffic(sk, 0);
+	return 0;
+}
+
+static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, const struct sock *sk)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+
+	rec->family = skc->skc_family;
+	rec->local_port = skc->skc_num;
+	rec->remote_port = bpf_ntohs(skc->skc_dport);
+	if (rec->family == AF_INET) {
+		__builtin_memcpy(rec->local_addr, &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(rec->remote_addr, &skc->skc_daddr, 4);
+	} else {
+		BPF_CORE_READ_INTO(rec->local_addr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(rec->remote_addr, skc, skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/*
+ * A reset sent with no full socket answers the segment in `skb`: our side
+ * of the flow is that segment's destination.
+ */
+static __always_inline void fill_tuple_from_skb(struct rw_reset_record *rec, const struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct tcphdr tcp;
+	__u8 version;
+
+	if (bpf_probe_read_kernel(&version, 1, head + nh))
+		return;
+	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
+		return;
+	rec->local_port = bpf_ntohs(tcp.dest);
+	rec->remote_port = bpf_ntohs(tcp.source);
+	if ((version >> 4) == 4) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return;
+		rec->family = AF_INET;
+		__builtin_memcpy(rec->local_addr, &ip.daddr, 4);
+		__builtin_memcpy(rec->remote_addr, &ip.saddr, 4);
+	} else {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return;
+		rec->family = AF_INET6;
+		__builtin_memcpy(rec->local_addr, &ip6.daddr, 16);
+		__builtin_memcpy(rec->remote_addr, &ip6.saddr, 16);
+	}
+}
+
+static __always_inline void fill_connection(struct rw_reset_record *rec, struct sock *sk,
+					    struct rw_conn *conn, __u64 now)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u32 last_send, last_recv, last_data;
+
+	rec->state = sk->__sk_common.skc_state;
+	rec->sock_cookie = bpf_get_socket_cookie(sk);
+	fill_tuple_from_sock(rec, sk);
+	rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
+	rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
+	if (!tp)
+		return;
+	last_send = tp->lsndtime;
+	last_recv = tp->inet_conn.icsk_ack.lrcvtime;
+	last_data = ((__s32)(last_recv - last_send) > 0) ? last_recv : last_send;
+	rec->idle_ns = last_data ? ns_since_jiffies(last_data) : RW_UNKNOWN_NS;
+	if (rw_tcp_has_byte_counters(tp)) {
+		rec->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+		rec->bytes_received = BPF_CORE_READ(tp, bytes_received);
+		rec->flags |= RW_RST_BYTES_KNOWN;
+	}
+	rec->total_retrans = tp->total_retrans;
+	rec->packets_out = tp->packets_out;
+	rec->mss_cache = tp->mss_cache;
+	if (last_send)
+		rec->since_send_ns = ns_since_jiffies(last_send);
+	if (!conn)
+		return;
+
+	rec->flags |= RW_RST_OWNER_KNOWN;
+	if (conn->flags & RW_CONN_SEEDED)
+		rec->flags |= RW_RST_SEEDED;
+	rec->owner_tgid = conn->owner_tgid;
+	__builtin_memcpy(rec->owner_comm, conn->owner_comm, RW_COMM_LEN);
+	rec->role = conn->role;
+	rec->requests = conn->requests;
+	rec->pool_idle_ns = conn->requests ? conn->pool_idle_ns : RW_UNKNOWN_NS;
+	if (conn->last_send_ns)
+		rec->since_send_ns = now - conn->last_send_ns;
+	if (conn->created_ns)
+		rec->conn_age_ns = now - conn->created_ns;
+}
+
+static __always_inline void fill_current(struct rw_reset_record *rec)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	rec->current_tgid = task->tgid;
+	bpf_get_current_comm(rec->current_comm, sizeof(rec->current_comm));
+	if (task->flags & PF_EXITING) {
+		rec->flags |= RW_RST_CURRENT_EXITING;
+		rec->current_exit_code = task->exit_code;
+	}
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
+{
+	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	struct rw_reset_record *rec;
+
+	if (!conn && !track_all_tasks)
+		return 0;
+	rec = reserve_record(sizeof(*rec), RW_REC_RESET);
+	if (!rec)
+		return 0;
+	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
+	rec->direction = RW_DIR_RECEIVED;
+	fill_connection(rec, sk, conn, rec->hdr.ts_ns);
+	fill_current(rec);
+	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *skb)
+{
+	struct sock *sk = (struct sock *)csk;
+	struct rw_conn *conn = NULL;
+	struct rw_reset_record *rec;
+	int full = sk && is_full_sock(sk);
+
+	if (full)
+		conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	/* Resets of untracked sockets are the peer's side of a tracked flow. */
+	if (!conn && !emit_peer_resets && !track_all_tasks)
+		return 0;
+	rec = reserve_record(sizeof(*rec), RW_REC_RESET);
+	if (!rec)
+		return 0;
+	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
+	rec->direction = RW_DIR_SENT;
+	if (rw_send_reset_has_reason()) {
+		rec->reason = (__u32)ctx[2];
+		rec->flags |= RW_RST_REASON_KNOWN;
+	}
+	if (full) {
+		fill_connection(rec, sk, conn, rec->hdr.ts_ns);
+	} else {
+		rec->flags |= RW_RST_NO_SOCKET;
+		rec->state = sk ? sk->__sk_common.skc_state : TCP_CLOSE;
+		rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
+		rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
+		if (skb)
+			fill_tuple_from_skb(rec, skb);
+	}
+	fill_current(rec);
+	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
+
+/* A classic tracepoint: OOM kills are rare, and its fields vary by kernel. */
+SEC("tracepoint/oom/mark_victim")
+int on_mark_victim(struct trace_event_raw_mark_victim *ctx)
+{
+	struct rw_oom_record *rec = reserve_record(sizeof(*rec), RW_REC_OOM);
+
+	if (!rec)
+		return 0;
+	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
+	rec->pid = ctx->pid;
+	if (rw_mark_victim_has_rss(ctx)) {
+		__u32 loc = BPF_CORE_READ(ctx, __data_loc_comm);
+
+		bpf_probe_read_kernel_str(rec->comm, sizeof(rec->comm), (char *)ctx + (loc & 0xffff));
+		rec->total_vm_kb = BPF_CORE_READ(ctx, total_vm);
+		rec->anon_rss_kb = BPF_CORE_READ(ctx, anon_rss);
+		rec->file_rss_kb = BPF_CORE_READ(ctx, file_rss);
+		rec->shmem_rss_kb = BPF_CORE_READ(ctx, shmem_rss);
+		rec->flags |= RW_OOM_RSS_KNOWN;
+	}
+	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}

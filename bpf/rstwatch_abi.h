@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The records and per-socket state shared by the BPF programs and the agent.
+ *
+ * Required both by the BPF side (compiled against vmlinux.h) and by user
+ * space (C++, which static_asserts every size below). Plain C, fixed-width
+ * types, explicit padding, no bool: the layout must be identical for both
+ * compilers. Every ring-buffer record starts with struct rw_record_header,
+ * whose `type` tells user space how to decode the rest.
+ */
+#ifndef RSTWATCH_ABI_H
+#define RSTWATCH_ABI_H
+
+#ifndef __bpf__
+#include <linux/types.h>
+#endif
+
+#define RW_COMM_LEN 16
+#define RW_MAX_COMMS 8
+#define RW_MAX_PIDS 8
+
+/* A timestamp or duration the kernel side could not know. */
+#define RW_UNKNOWN_NS (~0ULL)
+
+enum rw_record_type {
+	RW_REC_RESET = 1,
+	RW_REC_OOM = 2,
+};
+
+enum rw_direction {
+	RW_DIR_RECEIVED = 1,
+	RW_DIR_SENT = 2,
+};
+
+enum rw_role {
+	RW_ROLE_OTHER = 0,
+	RW_ROLE_UPSTREAM = 1,   /* the owner connect()ed out */
+	RW_ROLE_DOWNSTREAM = 2, /* the owner accepted it */
+};
+
+/* struct rw_conn.flags */
+enum rw_conn_flags {
+	RW_CONN_CONNECTED = 1u << 0,  /* seen from connect(): created_ns is valid */
+	RW_CONN_SEEDED = 1u << 1,     /* owner seeded by the agent at start-up */
+	RW_CONN_IN_REQUEST = 1u << 2, /* client side spoke last: a request is open */
+};
+
+/*
+ * Per-socket state, kept in a BPF_MAP_TYPE_SK_STORAGE map so the kernel
+ * frees it with the socket. Written by the BPF programs, and by the agent
+ * when it seeds connections that existed before it attached.
+ */
+struct rw_conn {
+	__u32 owner_tgid;
+	__u32 owner_tid;
+	char owner_comm[RW_COMM_LEN];
+	__u8 role;      /* enum rw_role */
+	__u8 pad0[3];
+	__u32 flags;    /* enum rw_conn_flags */
+	__u32 requests; /* request/response turns seen by the agent */
+	__u32 pad1;
+	__u64 created_ns;   /* CLOCK_MONOTONIC at connect(), or 0 */
+	__u64 last_send_ns; /* owner's last send() that carried data, or 0 */
+	__u64 last_recv_ns; /* owner's last recv() that returned data, or 0 */
+	__u64 request_ns;   /* when the latest request turn started, or 0 */
+	__u64 pool_idle_ns; /* idle before the latest turn; RW_UNKNOWN_NS if fresh */
+};
+
+struct rw_record_header {
+	__u16 type; /* enum rw_record_type */
+	__u16 size; /* sizeof the whole record */
+	__u32 cpu;
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+};
+
+/* struct rw_reset_record.flags */
+enum rw_reset_flags {
+	RW_RST_OWNER_KNOWN = 1u << 0,     /* the socket had rw_conn state */
+	RW_RST_NO_SOCKET = 1u << 1,       /* sent with no full socket (e.g. NO_SOCKET) */
+	RW_RST_CURRENT_EXITING = 1u << 2, /* the task on the CPU was exiting */
+	RW_RST_SEEDED = 1u << 3,          /* owner came from start-up seeding */
+	RW_RST_REASON_KNOWN = 1u << 4,    /* `reason` is the kernel's sk_rst_reason */
+	RW_RST_BYTES_KNOWN = 1u << 5,     /* bytes_sent/bytes_received are valid */
+};
+
+struct rw_reset_record {
+	struct rw_record_header hdr;
+	__u64 sock_cookie;
+	__u8 direction; /* enum rw_direction */
+	__u8 role;      /* enum rw_role */
+	__u8 family;    /* AF_INET or AF_INET6 */
+	__u8 state;     /* TCP state (kernel numbering) at the reset */
+	__u32 reason;   /* raw enum sk_rst_reason, sent resets only */
+	__u32 flags;    /* enum rw_reset_flags */
+	__u32 owner_tgid;
+	char owner_comm[RW_COMM_LEN];
+	/* The task that happened to be on the CPU: evidence, never the owner. */
+	__u32 current_tgid;
+	__u32 current_exit_code; /* task->exit_code when exiting: signal in low 7 bits */
+	char current_comm[RW_COMM_LEN];
+	__u8 local_addr[16];  /* IPv4 uses the first 4 bytes */
+	__u8 remote_addr[16];
+	__u16 local_port;     /* host byte order */
+	__u16 remote_port;
+	__u32 requests;
+	__u64 idle_ns;        /* now - last data either way (kernel timestamps) */
+	__u64 since_send_ns;  /* now - owner's last send */
+	__u64 pool_idle_ns;   /* RW_UNKNOWN_NS: fresh connection or not seen */
+	__u64 conn_age_ns;    /* RW_UNKNOWN_NS: opened before the agent */
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u32 total_retrans;
+	__u32 packets_out;    /* segments in flight at the reset */
+	__u32 mss_cache;
+	__u32 pad0;
+};
+
+/* struct rw_oom_record.flags */
+enum rw_oom_flags {
+	RW_OOM_RSS_KNOWN = 1u << 0,
+};
+
+struct rw_oom_record {
+	struct rw_record_header hdr;
+	__u32 pid;
+	__u32 flags; /* enum rw_oom_flags */
+	char comm[RW_COMM_LEN];
+	__u64 total_vm_kb;
+	__u64 anon_rss_kb;
+	__u64 file_rss_kb;
+	__u64 shmem_rss_kb;
+};
+
+/* Per-CPU counters (BPF_MAP_TYPE_PERCPU_ARRAY, one entry); the agent sums them. */
+struct rw_counters {
+	__u64 records_emitted;
+	__u64 records_lost;      /* bpf_ringbuf_reserve failed: ring buffer full */
+	__u64 owners_recorded;   /* sockets given an owner by the BPF side */
+	__u64 pad0;
+};
+
+#endif /* RSTWATCH_ABI_H */
