@@ -27,7 +27,6 @@
 #define IPPROTO_TCP 6
 #define SOCK_STREAM 1
 #define MSG_PEEK 2
-#define SOCK_BINDPORT_LOCK 8
 #define PF_EXITING 0x00000004
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -189,14 +188,11 @@ int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 }
 
 /*
- * A socket nobody claimed at connect() and that the agent did not seed was
- * accepted after the agent attached. A listener bound to an explicit port
- * passes SOCK_BINDPORT_LOCK on to its accepted children.
+ * A tracked process's socket that nobody claimed at connect() and that the
+ * agent did not seed at start-up was accepted after the agent attached: every
+ * connect() since attach is seen, every older connection is seeded.
  */
-static __always_inline __u8 role_of_unclaimed(const struct sock *sk)
-{
-	return (sk->sk_userlocks & SOCK_BINDPORT_LOCK) ? RW_ROLE_DOWNSTREAM : RW_ROLE_OTHER;
-}
+#define ROLE_OF_UNCLAIMED RW_ROLE_DOWNSTREAM
 
 /*
  * The client side of a connection speaks first in each request turn: the
@@ -220,7 +216,7 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 	if (!conn) {
 		if (!current_is_tracked())
 			return;
-		conn = claim_for_current(sk, role_of_unclaimed(sk), 0, now);
+		conn = claim_for_current(sk, ROLE_OF_UNCLAIMED, 0, now);
 		if (!conn)
 			return;
 	}
@@ -270,19 +266,25 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, const struct sock *sk)
+static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, const struct sock *sk,
+						 const struct tcp_sock *tp)
 {
 	const struct sock_common *skc = &sk->__sk_common;
 
 	rec->family = skc->skc_family;
-	rec->local_port = skc->skc_num;
+	/*
+	 * A close with SO_LINGER 0 moves the socket to CLOSE, which releases
+	 * the bound port (skc_num = 0), before the reset goes out; the
+	 * source port the reset carries stays in inet_sport.
+	 */
+	rec->local_port = tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : skc->skc_num;
 	rec->remote_port = bpf_ntohs(skc->skc_dport);
 	if (rec->family == AF_INET) {
 		__builtin_memcpy(rec->local_addr, &skc->skc_rcv_saddr, 4);
 		__builtin_memcpy(rec->remote_addr, &skc->skc_daddr, 4);
 	} else {
-		BPF_CORE_READ_INTO(rec->local_addr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(rec->remote_addr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(rec->local_addr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(rec->remote_addr, &skc->skc_v6_daddr, 16);
 	}
 }
 
@@ -331,7 +333,7 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 
 	rec->state = sk->__sk_common.skc_state;
 	rec->sock_cookie = bpf_get_socket_cookie(sk);
-	fill_tuple_from_sock(rec, sk);
+	fill_tuple_from_sock(rec, sk, tp);
 	rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
 	rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
 	if (!tp)

@@ -1,0 +1,33 @@
+// What the running kernel and process can do, asked once and cached, behind
+// an interface so that unit tests can substitute a kernel that lacks things.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rstwatch {
+
+class KernelFeatures {
+public:
+    virtual ~KernelFeatures() = default;
+    virtual bool has_vmlinux_btf() const = 0;
+    // A BTF-typed tracepoint (tp_btf) named like "tcp_receive_reset".
+    virtual bool has_btf_tracepoint(const std::string &name) const = 0;
+    // A classic tracepoint "category/name" in tracefs or BTF.
+    virtual bool has_classic_tracepoint(const std::string &category, const std::string &name) const = 0;
+    virtual bool is_root() const = 0;
+    virtual bool has_capability(int cap) const = 0;
+};
+
+// The kernel this process runs on.
+const KernelFeatures &running_kernel();
+
+// The tracepoints the agent cannot work without.
+extern const std::vector<std::string> kRequiredTracepoints;
+
+// Everything missing for `rstwatch run`, as messages a person can act on;
+// empty when the agent can load.
+std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel);
+
+}  // namespace rstwatch

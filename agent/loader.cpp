@@ -1,0 +1,191 @@
+#include "loader.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+
+#include "errors.h"
+#include "kernel_features.h"
+#include "rstwatch.skel.h"
+
+extern "C" {
+#include "rstwatch_abi.h"
+}
+
+namespace rstwatch {
+
+namespace {
+
+bool g_libbpf_verbose = false;
+
+int libbpf_to_spdlog(enum libbpf_print_level level, const char *format, va_list args)
+{
+    char buf[1024];
+    int n = vsnprintf(buf, sizeof(buf), format, args);
+    while (n > 0 && static_cast<size_t>(n) < sizeof(buf) && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    // libbpf is chatty at debug and its warnings are often benign probes:
+    // keep everything but errors out of sight unless the user asked (-v).
+    if (level == LIBBPF_WARN && g_libbpf_verbose)
+        spdlog::warn("libbpf: {}", buf);
+    else if (level == LIBBPF_INFO && g_libbpf_verbose)
+        spdlog::info("libbpf: {}", buf);
+    else
+        spdlog::debug("libbpf: {}", buf);
+    return n;
+}
+
+std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
+
+// Comm names go to BPF as two little-endian words, matching how
+// bpf_get_current_comm() lays out the 16 bytes.
+void comm_words(const std::string &comm, volatile __u64 (&words)[2])
+{
+    char buf[RW_COMM_LEN] = {};
+    std::memcpy(buf, comm.data(), std::min(comm.size(), sizeof(buf) - 1));
+    __u64 w[2];
+    std::memcpy(w, buf, sizeof(w));
+    words[0] = w[0];
+    words[1] = w[1];
+}
+
+struct ProgramNeed {
+    bpf_program *prog;
+    bpf_link **link;  // the skeleton's slot: it destroys the link with the object
+    const char *tracepoint;
+    bool btf_typed;
+    bool required;
+    const char *without_it;
+};
+
+}  // namespace
+
+void route_libbpf_logging(bool verbose)
+{
+    g_libbpf_verbose = verbose;
+    libbpf_set_print(libbpf_to_spdlog);
+}
+
+BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kernel, RecordHandler handler)
+    : skel_(nullptr, rstwatch_bpf__destroy), ring_(nullptr, ring_buffer__free), handler_(std::move(handler))
+{
+    const auto &filter = options.filter;
+    if (filter.comms.size() > RW_MAX_COMMS || filter.pids.size() > RW_MAX_PIDS)
+        throw FatalError("too many --comm or --pid values",
+                         "at most " + std::to_string(RW_MAX_COMMS) + " of each");
+    if (options.ring_buffer_bytes < 4096 || (options.ring_buffer_bytes & (options.ring_buffer_bytes - 1)))
+        throw FatalError("ring buffer size must be a power of two of at least 4096 bytes");
+
+    skel_.reset(rstwatch_bpf__open());
+    if (!skel_)
+        throw FatalError("cannot open the embedded BPF object: " + errno_text(errno));
+
+    auto *ro = skel_->rodata;
+    ro->track_all_tasks = filter.all;
+    ro->emit_peer_resets = options.emit_peer_resets;
+    ro->tracked_pid_count = filter.pids.size();
+    for (size_t i = 0; i < filter.pids.size(); i++)
+        ro->tracked_pids[i] = filter.pids[i];
+    ro->tracked_comm_count = filter.comms.size();
+    for (size_t i = 0; i < filter.comms.size(); i++)
+        comm_words(filter.comms[i], ro->tracked_comms[i]);
+
+    if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
+        throw FatalError("cannot size the ring buffer: " + errno_text(err));
+
+    // Probe before load and switch off what the kernel cannot attach,
+    // rather than failing: only the reset hooks are indispensable.
+    auto *p = &skel_->progs;
+    auto *l = &skel_->links;
+    const ProgramNeed needs[] = {
+        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, "tcp_receive_reset", true, true, ""},
+        {p->on_tcp_send_reset, &l->on_tcp_send_reset, "tcp_send_reset", true, true, ""},
+        {p->on_inet_sock_set_state, &l->on_inet_sock_set_state, "inet_sock_set_state", true, true, ""},
+        {p->on_sock_send_length, &l->on_sock_send_length, "sock_send_length", true, false,
+         "request turns and pool idle are unknown (needs Linux 6.3+)"},
+        {p->on_sock_recv_length, &l->on_sock_recv_length, "sock_recv_length", true, false,
+         "request turns and accepted connections are unknown (needs Linux 6.3+)"},
+        {p->on_mark_victim, &l->on_mark_victim, "mark_victim", false, false,
+         "OOM kills are not reported"},
+    };
+    for (const auto &need : needs) {
+        bool present = need.btf_typed ? kernel.has_btf_tracepoint(need.tracepoint)
+                                      : kernel.has_classic_tracepoint("oom", need.tracepoint);
+        if (present)
+            continue;
+        if (need.required)
+            throw FatalError(std::string("the kernel lacks the tracepoint ") + need.tracepoint,
+                             "rstwatch needs tcp:tcp_receive_reset, tcp:tcp_send_reset and "
+                             "sock:inet_sock_set_state with BTF (Linux 4.16+, CONFIG_DEBUG_INFO_BTF=y)");
+        bpf_program__set_autoload(need.prog, false);
+        disabled_.push_back(bpf_program__name(need.prog));
+        spdlog::warn("tracepoint {} not available: {}", need.tracepoint, need.without_it);
+    }
+
+    if (int err = rstwatch_bpf__load(skel_.get())) {
+        std::string hint = "run with -v to see the verifier log";
+        if (err == -EPERM || err == -EACCES)
+            hint = "run as root, or with CAP_BPF and CAP_PERFMON";
+        throw FatalError("cannot load the BPF programs: " + errno_text(err), hint);
+    }
+    if (skel_->kconfig && skel_->kconfig->CONFIG_HZ == 0)
+        spdlog::warn("kernel config not readable (/proc/config.gz, /boot/config-*): "
+                     "idle times from kernel timestamps are unknown");
+
+    for (const auto &need : needs) {
+        if (!bpf_program__autoload(need.prog))
+            continue;
+        bpf_link *link = bpf_program__attach(need.prog);
+        if (!link) {
+            int err = -errno;
+            throw FatalError(std::string("cannot attach to tracepoint ") + need.tracepoint + ": " +
+                             errno_text(err));
+        }
+        *need.link = link;
+        attached_.push_back(need.tracepoint);
+    }
+
+    ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.records), on_record, this, nullptr));
+    if (!ring_)
+        throw FatalError("cannot set up the ring buffer consumer: " + errno_text(errno));
+}
+
+BpfSession::~BpfSession() = default;
+
+int BpfSession::on_record(void *ctx, void *data, size_t size)
+{
+    auto *self = static_cast<BpfSession *>(ctx);
+    self->handler_(std::span<const uint8_t>(static_cast<const uint8_t *>(data), size));
+    return 0;
+}
+
+int BpfSession::poll(int timeout_ms) { return ring_buffer__poll(ring_.get(), timeout_ms); }
+
+int BpfSession::drain() { return ring_buffer__consume(ring_.get()); }
+
+BpfCounters BpfSession::counters() const
+{
+    BpfCounters total;
+    int ncpus = libbpf_num_possible_cpus();
+    if (ncpus <= 0)
+        return total;
+    std::vector<rw_counters> per_cpu(ncpus);
+    __u32 key = 0;
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.counters), &key, per_cpu.data()) != 0)
+        return total;
+    for (const auto &c : per_cpu) {
+        total.records_emitted += c.records_emitted;
+        total.records_lost += c.records_lost;
+        total.owners_recorded += c.owners_recorded;
+    }
+    return total;
+}
+
+int BpfSession::conns_map_fd() const { return bpf_map__fd(skel_->maps.conns); }
+
+}  // namespace rstwatch

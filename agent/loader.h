@@ -1,0 +1,69 @@
+// The libbpf lifecycle, in libbpf-bootstrap's order: open the embedded
+// skeleton, write its read-only configuration, load, attach, then poll the
+// ring buffer. Errors here are fatal and carry a hint.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tracking_filter.h"
+
+struct rstwatch_bpf;
+struct ring_buffer;
+
+namespace rstwatch {
+
+class KernelFeatures;
+
+struct LoaderOptions {
+    TrackingFilter filter;
+    // Sent resets of untracked sockets: the backend's side of a tracked flow.
+    bool emit_peer_resets = true;
+    uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
+};
+
+struct BpfCounters {
+    uint64_t records_emitted = 0;
+    uint64_t records_lost = 0;  // the ring buffer was full
+    uint64_t owners_recorded = 0;
+};
+
+class BpfSession {
+public:
+    using RecordHandler = std::function<void(std::span<const uint8_t>)>;
+
+    // Opens, configures, loads and attaches; throws FatalError.
+    BpfSession(const LoaderOptions &options, const KernelFeatures &kernel, RecordHandler handler);
+    ~BpfSession();
+    BpfSession(const BpfSession &) = delete;
+    BpfSession &operator=(const BpfSession &) = delete;
+
+    // Waits up to timeout_ms for records and hands each to the handler.
+    // Returns the number consumed, or -errno (-EINTR on a signal).
+    int poll(int timeout_ms);
+    // Hands over whatever is queued without waiting.
+    int drain();
+
+    BpfCounters counters() const;
+    int conns_map_fd() const;
+    const std::vector<std::string> &attached_programs() const { return attached_; }
+    const std::vector<std::string> &disabled_programs() const { return disabled_; }
+
+private:
+    static int on_record(void *ctx, void *data, size_t size);
+
+    std::unique_ptr<struct ::rstwatch_bpf, void (*)(struct ::rstwatch_bpf *)> skel_;
+    std::unique_ptr<struct ::ring_buffer, void (*)(struct ::ring_buffer *)> ring_;
+    RecordHandler handler_;
+    std::vector<std::string> attached_;
+    std::vector<std::string> disabled_;
+};
+
+// Routes libbpf's own messages into spdlog (debug unless -v raises them).
+void route_libbpf_logging(bool verbose);
+
+}  // namespace rstwatch

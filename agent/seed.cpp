@@ -1,0 +1,145 @@
+#include "seed.h"
+
+#include <bpf/bpf.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include "procfs.h"
+
+extern "C" {
+#include "rstwatch_abi.h"
+}
+
+namespace rstwatch {
+
+namespace {
+
+// Debian 12's glibc predates wrappers for these (Linux 5.3 and 5.6).
+int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_getfd(int pidfd, int fd) { return static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0)); }
+
+class Fd {
+public:
+    explicit Fd(int fd) : fd_(fd) {}
+    ~Fd() { if (fd_ >= 0) close(fd_); }
+    Fd(const Fd &) = delete;
+    Fd &operator=(const Fd &) = delete;
+    int get() const { return fd_; }
+    bool valid() const { return fd_ >= 0; }
+
+private:
+    int fd_;
+};
+
+int int_sockopt(int fd, int level, int name)
+{
+    int value = -1;
+    socklen_t len = sizeof(value);
+    return getsockopt(fd, level, name, &value, &len) == 0 ? value : -1;
+}
+
+bool is_inet_tcp(int fd)
+{
+    int domain = int_sockopt(fd, SOL_SOCKET, SO_DOMAIN);
+    return (domain == AF_INET || domain == AF_INET6) &&
+           int_sockopt(fd, SOL_SOCKET, SO_TYPE) == SOCK_STREAM &&
+           int_sockopt(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP;
+}
+
+int local_port(int fd)
+{
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) != 0)
+        return -1;
+    if (addr.ss_family == AF_INET)
+        return ntohs(reinterpret_cast<sockaddr_in *>(&addr)->sin_port);
+    return ntohs(reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_port);
+}
+
+struct Candidate {
+    std::unique_ptr<Fd> fd;
+    int port;
+};
+
+void seed_process(int map_fd, uint32_t pid, const std::string &comm, SeedReport &report)
+{
+    Fd pidfd(pidfd_open(static_cast<pid_t>(pid)));
+    if (!pidfd.valid()) {
+        if (errno != ESRCH)
+            report.problems.push_back("pid " + std::to_string(pid) + ": pidfd_open: " + std::strerror(errno));
+        return;
+    }
+    report.processes++;
+
+    // A connection whose local port is one this process listens on was
+    // accepted (downstream); the others were connect()ed (upstream).
+    std::set<int> listening_ports;
+    std::vector<Candidate> connections;
+    for (int fd : procfs::socket_fds(pid)) {
+        auto dup = std::make_unique<Fd>(pidfd_getfd(pidfd.get(), fd));
+        if (!dup->valid()) {
+            if (errno == EPERM)
+                report.problems.push_back("pid " + std::to_string(pid) +
+                                          ": pidfd_getfd not permitted (needs CAP_SYS_PTRACE)");
+            if (errno == EPERM || errno == ESRCH)
+                return;
+            continue;
+        }
+        if (!is_inet_tcp(dup->get()))
+            continue;
+        int port = local_port(dup->get());
+        if (int_sockopt(dup->get(), SOL_SOCKET, SO_ACCEPTCONN) == 1) {
+            listening_ports.insert(port);
+            continue;
+        }
+        tcp_info info{};
+        socklen_t len = sizeof(info);
+        if (getsockopt(dup->get(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_state == TCP_CLOSE)
+            continue;
+        connections.push_back({std::move(dup), port});
+    }
+
+    for (const auto &c : connections) {
+        rw_conn value{};
+        value.owner_tgid = pid;
+        value.owner_tid = pid;
+        std::strncpy(value.owner_comm, comm.c_str(), sizeof(value.owner_comm) - 1);
+        value.role = listening_ports.count(c.port) ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
+        value.flags = RW_CONN_SEEDED;
+        value.pool_idle_ns = RW_UNKNOWN_NS;
+        int key = c.fd->get();
+        if (bpf_map_update_elem(map_fd, &key, &value, BPF_NOEXIST) == 0)
+            report.seeded++;
+        else if (errno == EEXIST)
+            report.already_known++;
+        else
+            report.problems.push_back("pid " + std::to_string(pid) + ": socket storage update: " +
+                                      std::strerror(errno));
+    }
+}
+
+}  // namespace
+
+SeedReport seed_existing_connections(int conns_map_fd, const TrackingFilter &filter)
+{
+    SeedReport report;
+    for (uint32_t pid : procfs::list_pids()) {
+        auto comm = procfs::comm(pid);
+        auto ppid = procfs::parent_pid(pid);
+        if (!comm || !ppid || !filter.matches(pid, *ppid, *comm))
+            continue;
+        seed_process(conns_map_fd, pid, *comm, report);
+    }
+    return report;
+}
+
+}  // namespace rstwatch

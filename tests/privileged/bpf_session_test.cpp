@@ -1,0 +1,287 @@
+// The real programs in the running kernel: resets on loopback connections
+// whose far end is a child process, so that the task on the CPU at the
+// reset is not the connection's owner.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <signal.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "decode.h"
+#include "kernel_features.h"
+#include "loader.h"
+#include "privileged.h"
+#include "reset_reasons.h"
+#include "seed.h"
+
+using namespace rstwatch;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Loads the programs tracking this test process (and its children) and
+// decodes every record it hands over.
+class Collector {
+public:
+    explicit Collector(uint32_t ring_buffer_bytes = 1u << 20)
+        : reasons_(ResetReasonNames::load_from_tracefs(nullptr)),
+          session_(options(ring_buffer_bytes), running_kernel(),
+                   [this](std::span<const uint8_t> bytes) { on_record(bytes); })
+    {
+    }
+
+    static TrackingFilter self_filter()
+    {
+        TrackingFilter f;
+        f.pids = {static_cast<uint32_t>(getpid())};
+        return f;
+    }
+
+    std::optional<ResetEvent> wait_for_reset(const std::function<bool(const ResetEvent &)> &match,
+                                             std::chrono::milliseconds timeout = 3s)
+    {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        do {
+            for (const auto &e : resets_)
+                if (match(e))
+                    return e;
+            session_.poll(50);
+        } while (std::chrono::steady_clock::now() < deadline);
+        return std::nullopt;
+    }
+
+    // What was seen, for failure messages.
+    std::string describe() const
+    {
+        std::string all;
+        for (const auto &e : resets_)
+            all += std::string("\n  ") + to_string(e.direction) + " " + e.local + " -> " + e.remote +
+                   " pid " + std::to_string(e.pid) + " " + to_string(e.role);
+        return all.empty() ? " (no resets seen)" : all;
+    }
+
+    BpfSession &session() { return session_; }
+    size_t decode_errors() const { return decode_errors_; }
+    size_t received_count() const { return resets_.size(); }
+
+private:
+    static LoaderOptions options(uint32_t ring_buffer_bytes)
+    {
+        LoaderOptions o;
+        o.filter = self_filter();
+        o.ring_buffer_bytes = ring_buffer_bytes;
+        return o;
+    }
+
+    void on_record(std::span<const uint8_t> bytes)
+    {
+        DecodeContext ctx;
+        ctx.reason_name = [this](uint32_t code) { return reasons_.name(code); };
+        DecodeResult r = decode_record(bytes, ctx);
+        if (!r.event) {
+            decode_errors_++;
+            return;
+        }
+        if (auto *reset = std::get_if<ResetEvent>(&*r.event))
+            resets_.push_back(*reset);
+    }
+
+    ResetReasonNames reasons_;
+    BpfSession session_;
+    std::vector<ResetEvent> resets_;
+    size_t decode_errors_ = 0;
+};
+
+// The far end of a connection, in a child process: accepts one connection,
+// answers one request, then resets the connection when told to.
+class ResettingServer {
+public:
+    explicit ResettingServer(bool v6)
+    {
+        int listener = rwtest::listen_on_loopback(v6);
+        EXPECT_GE(listener, 0);
+        port_ = rwtest::port_of(listener);
+        EXPECT_EQ(pipe2(control_, O_CLOEXEC), 0);
+        pid_ = fork();
+        if (pid_ == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(control_[1]);
+            int conn = accept(listener, nullptr, nullptr);
+            char buf[64];
+            if (conn >= 0 && read(conn, buf, sizeof(buf)) > 0 && write(conn, "resp", 4) == 4) {
+                char go;
+                if (read(control_[0], &go, 1) == 1)
+                    rwtest::close_with_reset(conn);
+            }
+            _exit(0);
+        }
+        close(listener);
+        close(control_[0]);
+    }
+
+    ~ResettingServer()
+    {
+        close(control_[1]);
+        if (pid_ > 0) {
+            kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+        }
+    }
+
+    void reset_now() { ASSERT_EQ(write(control_[1], "x", 1), 1); }
+    uint16_t port() const { return port_; }
+    pid_t pid() const { return pid_; }
+
+private:
+    uint16_t port_ = 0;
+    int control_[2] = {-1, -1};
+    pid_t pid_ = -1;
+};
+
+// Sends a request, reads the answer; returns the monotonic time the answer arrived.
+uint64_t request_response(int fd)
+{
+    timeval tv{3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    EXPECT_EQ(write(fd, "GET", 3), 3);
+    char buf[8];
+    EXPECT_EQ(read(fd, buf, sizeof(buf)), 4);
+    return rwtest::monotonic_ns();
+}
+
+std::string self_comm()
+{
+    char comm[17] = {};
+    prctl(PR_GET_NAME, comm);
+    return comm;
+}
+
+void expect_idle_reset_attributed(bool v6)
+{
+    Collector collector;
+    ResettingServer server(v6);
+    int client = rwtest::connect_to(v6, server.port());
+    ASSERT_GE(client, 0);
+    const std::string local = rwtest::endpoint_of(client, false);
+    const std::string remote = rwtest::endpoint_of(client, true);
+
+    const uint64_t last_data = request_response(client);
+    std::this_thread::sleep_for(300ms);
+    server.reset_now();
+
+    auto received = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == local;
+    });
+    ASSERT_TRUE(received) << "no received reset for " << local << "; seen:" << collector.describe();
+    EXPECT_TRUE(received->owner_known);
+    EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
+    EXPECT_EQ(received->comm, self_comm());
+    EXPECT_EQ(received->role, Role::Upstream);
+    EXPECT_EQ(received->ipv6, v6);
+    EXPECT_EQ(received->remote, remote);
+    EXPECT_EQ(tcp_state_name(received->state), "ESTABLISHED");
+    // The reset was processed while the child ran: the CPU's task is not the owner.
+    EXPECT_NE(received->current_pid, static_cast<uint32_t>(getpid()));
+
+    const double measured_idle_ms = (received->mono_ns - last_data) / 1e6;
+    ASSERT_TRUE(received->idle_ms);
+    EXPECT_NEAR(*received->idle_ms, measured_idle_ms, 10.0);
+    EXPECT_GE(measured_idle_ms, 300.0);
+    ASSERT_TRUE(received->since_request_ms);
+    EXPECT_NEAR(*received->since_request_ms, measured_idle_ms, 10.0);
+    EXPECT_EQ(received->requests, 1u);
+    EXPECT_FALSE(received->pool_idle_ms) << "a fresh connection has no pool idle";
+    ASSERT_TRUE(received->conn_age_ms);
+    EXPECT_GE(*received->conn_age_ms, measured_idle_ms);
+    EXPECT_EQ(received->bytes_sent, 3u);
+    EXPECT_EQ(received->bytes_received, 4u);
+
+    // The child's side: a sent reset on its accepted socket, owned by the child.
+    auto sent = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Sent && e.remote == local;
+    });
+    ASSERT_TRUE(sent) << "no sent reset towards " << local << "; seen:" << collector.describe();
+    EXPECT_EQ(sent->pid, static_cast<uint32_t>(server.pid()));
+    EXPECT_EQ(sent->role, Role::Downstream);
+    EXPECT_EQ(sent->local, remote);
+    EXPECT_FALSE(sent->reason.empty());
+    EXPECT_EQ(collector.decode_errors(), 0u);
+    close(client);
+}
+
+}  // namespace
+
+TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv4)
+{
+    REQUIRE_ROOT();
+    expect_idle_reset_attributed(false);
+}
+
+TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv6)
+{
+    REQUIRE_ROOT();
+    expect_idle_reset_attributed(true);
+}
+
+TEST(BpfSession, ConnectionOpenedBeforeAttachIsSeededWithItsOwner)
+{
+    REQUIRE_ROOT();
+    ResettingServer server(false);
+    int client = rwtest::connect_to(false, server.port());
+    ASSERT_GE(client, 0);
+    const std::string local = rwtest::endpoint_of(client, false);
+    const uint64_t last_data = request_response(client);
+
+    // The agent attaches while the connection sits idle, as in an nginx
+    // keepalive pool that filled up before anyone started watching.
+    Collector collector;
+    SeedReport seed = seed_existing_connections(collector.session().conns_map_fd(), Collector::self_filter());
+    EXPECT_GE(seed.seeded, 1u);
+    EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
+
+    std::this_thread::sleep_for(200ms);
+    server.reset_now();
+    auto received = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == local;
+    });
+    ASSERT_TRUE(received);
+    EXPECT_TRUE(received->owner_known);
+    EXPECT_TRUE(received->owner_seeded);
+    EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
+    EXPECT_EQ(received->role, Role::Upstream);
+    EXPECT_FALSE(received->conn_age_ms) << "age of a connection older than the agent is unknown";
+    // Idle comes from the socket's own kernel timestamps, so it covers the
+    // time before the agent attached.
+    ASSERT_TRUE(received->idle_ms);
+    EXPECT_NEAR(*received->idle_ms, (received->mono_ns - last_data) / 1e6, 10.0);
+    close(client);
+}
+
+TEST(BpfSession, RingBufferOverflowIsCountedNotSilent)
+{
+    REQUIRE_ROOT();
+    // One page of ring buffer holds about twenty records; nobody consumes.
+    Collector collector(4096);
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    const int resets = 200;
+    for (int i = 0; i < resets; i++) {
+        int client = rwtest::connect_to(false, rwtest::port_of(listener));
+        ASSERT_GE(client, 0);
+        int accepted = accept(listener, nullptr, nullptr);
+        rwtest::close_with_reset(client);
+        close(accepted);
+    }
+    close(listener);
+
+    BpfCounters counters = collector.session().counters();
+    EXPECT_GT(counters.records_lost, 0u);
+    EXPECT_GE(counters.records_emitted + counters.records_lost, static_cast<uint64_t>(resets));
+    collector.session().drain();
+    EXPECT_EQ(collector.received_count(), counters.records_emitted);
+}

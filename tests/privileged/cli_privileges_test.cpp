@@ -1,0 +1,135 @@
+// The agent binary's answers to bad input and missing privileges, and a
+// clean attach/detach, run as a user would run it.
+#include <bpf/bpf.h>
+#include <grp.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "privileged.h"
+
+namespace {
+
+struct Outcome {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+// Runs the agent, optionally as the unprivileged user nobody.
+Outcome run_agent(const std::vector<std::string> &args, bool as_nobody = false)
+{
+    char out_path[] = "/tmp/rstwatch-cli-out-XXXXXX";
+    char err_path[] = "/tmp/rstwatch-cli-err-XXXXXX";
+    int out_fd = mkstemp(out_path), err_fd = mkstemp(err_path);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(out_fd, 1);
+        dup2(err_fd, 2);
+        if (as_nobody && (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(99);
+        std::vector<char *> argv{const_cast<char *>(RSTWATCH_BIN)};
+        for (const auto &a : args)
+            argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(RSTWATCH_BIN, argv.data());
+        _exit(127);
+    }
+    Outcome o;
+    int status = 0;
+    waitpid(pid, &status, 0);
+    o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    auto slurp = [](const char *path) {
+        std::ifstream in(path);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    };
+    o.out = slurp(out_path);
+    o.err = slurp(err_path);
+    close(out_fd);
+    close(err_fd);
+    unlink(out_path);
+    unlink(err_path);
+    return o;
+}
+
+pid_t a_pid_that_does_not_exist()
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    waitpid(pid, nullptr, 0);
+    return pid;  // reaped: free until the kernel wraps around
+}
+
+// Names of the BPF programs loaded in the kernel right now.
+std::vector<std::string> loaded_program_names()
+{
+    std::vector<std::string> names;
+    __u32 id = 0;
+    while (bpf_prog_get_next_id(id, &id) == 0) {
+        int fd = bpf_prog_get_fd_by_id(id);
+        if (fd < 0)
+            continue;
+        bpf_prog_info info{};
+        __u32 len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+            names.emplace_back(info.name);
+        close(fd);
+    }
+    return names;
+}
+
+size_t count_rstwatch_programs()
+{
+    size_t n = 0;
+    for (const auto &name : loaded_program_names())
+        if (name.rfind("on_tcp_", 0) == 0 || name.rfind("on_sock_", 0) == 0 || name == "on_mark_victim" ||
+            name.rfind("on_inet_sock", 0) == 0)
+            n++;
+    return n;
+}
+
+}  // namespace
+
+TEST(AgentBinary, UnknownFlagIsRejectedByName)
+{
+    Outcome o = run_agent({"run", "--no-such-flag"});
+    EXPECT_NE(o.exit_code, 0);
+    EXPECT_NE(o.err.find("--no-such-flag"), std::string::npos) << o.err;
+}
+
+TEST(AgentBinary, MissingPidIsNamed)
+{
+    pid_t gone = a_pid_that_does_not_exist();
+    Outcome o = run_agent({"run", "--pid", std::to_string(gone)});
+    EXPECT_EQ(o.exit_code, 2);
+    EXPECT_NE(o.err.find("no process with pid " + std::to_string(gone)), std::string::npos) << o.err;
+}
+
+TEST(AgentBinary, WithoutPrivilegesSaysWhichAreNeeded)
+{
+    REQUIRE_ROOT();  // to drop to nobody
+    Outcome o = run_agent({"run", "--duration", "1"}, /*as_nobody=*/true);
+    ASSERT_NE(o.exit_code, 99) << "could not drop privileges";
+    EXPECT_EQ(o.exit_code, 1);
+    EXPECT_NE(o.err.find("root"), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find("CAP_BPF"), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find("CAP_PERFMON"), std::string::npos) << o.err;
+}
+
+TEST(AgentBinary, AttachesAndDetachesCleanly)
+{
+    REQUIRE_ROOT();
+    const size_t before = count_rstwatch_programs();
+    Outcome o = run_agent({"run", "--pid", std::to_string(getpid()), "--duration", "1", "--format", "json"});
+    EXPECT_EQ(o.exit_code, 0) << o.err;
+    EXPECT_NE(o.err.find("attached"), std::string::npos) << o.err;
+    EXPECT_NE(o.out.find("\"type\":\"tables\""), std::string::npos) << o.out;
+    EXPECT_EQ(count_rstwatch_programs(), before) << "programs left attached after exit";
+}
