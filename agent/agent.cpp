@@ -9,6 +9,7 @@
 #include <string>
 
 #include "decode.h"
+#include "diagnosis.h"
 #include "errors.h"
 #include "format.h"
 #include "kernel_features.h"
@@ -94,6 +95,7 @@ int run_agent(const RunSettings &settings)
     decode_ctx.realtime_offset_ns = realtime_minus_monotonic_ns();
     decode_ctx.reason_name = [&reasons](uint32_t code) { return reasons.name(code); };
 
+    Diagnoser diagnoser;
     AttributionTables tables;
     Reporter reporter(settings);
     uint64_t decode_errors = 0;
@@ -106,13 +108,16 @@ int run_agent(const RunSettings &settings)
             return;
         }
         Event &event = *decoded.event;
+        if (auto *oom = std::get_if<OomEvent>(&event))
+            oom->cgroup = procfs::cgroup_path(oom->pid);
+        // Every event is evidence, shown or not.
+        std::optional<Diagnosis> diagnosis = diagnoser.observe(event);
         if (auto *reset = std::get_if<ResetEvent>(&event)) {
+            reset->diagnosis = std::move(diagnosis);
             // A reset with no tracked owner is the far side of a flow: the
             // backend's own reset on this host. Shown only with --all.
             if (!reset->owner_known && !settings.filter.all)
                 return;
-        } else if (auto *oom = std::get_if<OomEvent>(&event)) {
-            oom->cgroup = procfs::cgroup_path(oom->pid);
         }
         tables.add(event);
         reporter.event(event);
@@ -140,8 +145,10 @@ int run_agent(const RunSettings &settings)
                               ? clock::now() + std::chrono::duration_cast<clock::duration>(
                                                    std::chrono::duration<double>(*settings.duration_s))
                               : clock::time_point::max();
+    // What the tables show beyond the events themselves, refreshed before each print.
     auto publish_lost = [&] {
         tables.set_lost({session.counters().records_lost, decode_errors});
+        tables.set_idle_clusters(diagnoser.idle_clusters());
     };
 
     while (!g_stop && clock::now() < deadline) {

@@ -87,6 +87,19 @@ std::string text_line(const ResetEvent &e)
     }
     if (e.owner_seeded)
         line += " seeded";
+    if (e.diagnosis) {
+        // The verdict on the event's line; what it rests on and what to
+        // change on indented lines below it.
+        const Diagnosis &d = *e.diagnosis;
+        line += std::string(" cause=") + to_string(d.cause) + "(" + to_string(d.confidence) + ")";
+        std::string why;
+        for (const auto &fact : d.evidence)
+            why += (why.empty() ? "" : "; ") + fact;
+        if (!why.empty())
+            line += "\n    why: " + why;
+        if (!d.hint.empty())
+            line += "\n    fix: " + d.hint;
+    }
     return line;
 }
 
@@ -181,6 +194,23 @@ nlohmann::json to_json(const ResetEvent &e)
     j["retransmits"] = e.total_retrans;
     j["packets_out"] = e.packets_out;
     j["mss"] = e.mss;
+    j["in_request"] = e.in_request;
+    j["response_bytes"] = value_or_null(e.response_bytes);
+    j["data_ttl"] = e.data_ttl ? nlohmann::json(e.data_ttl) : nlohmann::json(nullptr);
+    j["rst_ttl"] = e.rst_ttl ? nlohmann::json(e.rst_ttl) : nlohmann::json(nullptr);
+    j["no_socket"] = e.no_socket;
+    if (e.diagnosis) {
+        j["cause"] = to_string(e.diagnosis->cause);
+        j["confidence"] = to_string(e.diagnosis->confidence);
+        j["evidence"] = e.diagnosis->evidence;
+        j["hint"] = e.diagnosis->hint.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.diagnosis->hint);
+    } else {
+        // No owner, so no diagnosis: the far side of a flow, shown with --all.
+        j["cause"] = nullptr;
+        j["confidence"] = nullptr;
+        j["evidence"] = nlohmann::json::array();
+        j["hint"] = nullptr;
+    }
     return j;
 }
 

@@ -110,6 +110,8 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
          "request turns and pool idle are unknown (needs Linux 6.3+)"},
         {p->on_sock_recv_length, &l->on_sock_recv_length, "sock_recv_length", true, false,
          "request turns and accepted connections are unknown (needs Linux 6.3+)"},
+        {p->on_tcp_probe, &l->on_tcp_probe, "tcp_probe", true, false,
+         "the TTL of resets is unknown: middlebox resets cannot be told apart"},
         {p->on_mark_victim, &l->on_mark_victim, "mark_victim", false, false,
          "OOM kills are not reported"},
     };

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 namespace rstwatch {
 
@@ -17,6 +18,32 @@ const char *to_string(Direction d);  // "received" | "sent"
 const char *to_string(Role r);       // "upstream" | "downstream" | "other"
 // TCP state name at the reset ("ESTABLISHED", "SYN_SENT", ...).
 std::string tcp_state_name(int state);
+
+enum class Cause {
+    BackendCrash,
+    BackendOom,
+    KeepaliveRace,
+    MiddleboxIdle,
+    StaleReuse,
+    MtuBlackhole,
+    ClientSide,
+    Unknown,
+};
+enum class Confidence { High, Medium, Low };
+
+const char *to_string(Cause c);       // "backend_crash", ...
+const char *to_string(Confidence c);  // "high" | "medium" | "low"
+std::optional<Cause> cause_from_string(const std::string &name);
+// Causes that are failures of the upstream side (everything but client_side and unknown).
+bool is_upstream_failure(Cause c);
+
+// What the diagnosis engine (diagnosis.h) concluded about one reset.
+struct Diagnosis {
+    Cause cause = Cause::Unknown;
+    Confidence confidence = Confidence::Low;
+    std::vector<std::string> evidence;  // short facts a person can check
+    std::string hint;                   // what to change, from measured values
+};
 
 struct ResetEvent {
     int64_t time_ns = 0;      // CLOCK_REALTIME, nanoseconds since the epoch
@@ -50,6 +77,12 @@ struct ResetEvent {
     std::optional<uint64_t> bytes_sent;
     std::optional<uint64_t> bytes_received;
     uint32_t requests = 0;
+    bool in_request = false;  // a request was open: its response had not completed
+    std::optional<uint64_t> response_bytes;  // of the open request, received before the reset
+    uint8_t data_ttl = 0;     // TTL / hop limit of the peer's data segments, 0 unknown
+    uint8_t rst_ttl = 0;      // TTL / hop limit of the reset itself, 0 unknown
+
+    std::optional<Diagnosis> diagnosis;  // for resets on tracked connections
     uint32_t total_retrans = 0;
     uint32_t packets_out = 0;
     uint32_t mss = 0;

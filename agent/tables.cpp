@@ -69,7 +69,8 @@ void ResetCounts::add(const ResetEvent &e)
 // ---- AttributionTables: counting -------------------------------------------
 
 AttributionTables::AttributionTables(size_t max_rows_per_table)
-    : by_worker_upstream_(max_rows_per_table), by_upstream_(max_rows_per_table)
+    : by_worker_upstream_(max_rows_per_table), by_upstream_(max_rows_per_table),
+      by_upstream_cause_(max_rows_per_table), by_worker_cause_(max_rows_per_table)
 {
 }
 
@@ -89,11 +90,19 @@ void AttributionTables::add_reset(const ResetEvent &e)
         return;
     }
     // Resets on connections nginx accepted are between the client and
-    // nginx; they do not explain "reset by peer ... from upstream".
-    if (e.role != Role::Upstream) {
+    // nginx, and nginx resetting its own upstream connection because its
+    // client left is caused by the client: neither explains "reset by peer
+    // ... from upstream".
+    const Cause cause = e.diagnosis ? e.diagnosis->cause : Cause::Unknown;
+    if (e.role != Role::Upstream || cause == Cause::ClientSide) {
         ++client_side_resets_;
         return;
     }
+    by_upstream_cause_.row_for({e.remote, cause}, std::hash<std::string>{}(e.remote + to_string(cause))).add(e);
+    by_worker_cause_
+        .row_for({e.pid, e.comm, cause},
+                 std::hash<std::string>{}(std::to_string(e.pid) + '\0' + e.comm + '\0' + to_string(cause)))
+        .add(e);
 
     WorkerUpstreamKey key{e.pid, e.comm, e.remote};
     size_t key_hash = std::hash<std::string>{}(std::to_string(e.pid) + '\0' + e.comm + '\0' + e.remote);
@@ -108,6 +117,16 @@ void AttributionTables::add_reset(const ResetEvent &e)
     // The histogram counts whole milliseconds, as bcc's tools do.
     if (e.idle_ms)
         idle_histogram_.add(static_cast<uint64_t>(std::max(0.0, std::floor(*e.idle_ms))));
+}
+
+void AttributionTables::CauseRow::add(const ResetEvent &e)
+{
+    ++resets;
+    if (e.diagnosis && e.diagnosis->confidence == Confidence::High)
+        ++high_confidence;
+    last_seen_ns = std::max(last_seen_ns, e.time_ns);
+    if (e.diagnosis && !e.diagnosis->hint.empty())
+        hint = e.diagnosis->hint;
 }
 
 void AttributionTables::add_oom(const OomEvent &e)
@@ -264,6 +283,51 @@ std::string AttributionTables::render_text() const
                " resets are estimated from a sample of " +
                std::to_string(IdleSummary::kMaxSamples) + ")\n";
 
+    out += "\nUpstream resets by cause\n";
+    if (by_upstream_cause_.rows().empty()) {
+        out += "  (none)\n";
+    } else {
+        TextTable t({{"UPSTREAM"}, {"CAUSE"}, {"RESETS", true}, {"HIGH CONF", true}, {"LAST SEEN"}});
+        std::vector<std::string> hints;
+        for (auto [key, row] : ordered_rows(by_upstream_cause_, std::mem_fn(&CauseRow::total))) {
+            t.add_row({key ? key->first : kOther, key ? to_string(key->second) : kOther,
+                       std::to_string(row->resets), std::to_string(row->high_confidence),
+                       last_seen_text(row->last_seen_ns)});
+            if (key && !row->hint.empty())
+                hints.push_back("  " + key->first + " " + to_string(key->second) + ": " + row->hint + "\n");
+        }
+        out += t.render();
+        if (!hints.empty())
+            out += "  What to change:\n";
+        for (const auto &h : hints)
+            out += "  " + h;
+    }
+
+    out += "\nUpstream resets by nginx worker x cause\n";
+    if (by_worker_cause_.rows().empty()) {
+        out += "  (none)\n";
+    } else {
+        TextTable t({{"PID", true}, {"COMM"}, {"CAUSE"}, {"RESETS", true}, {"LAST SEEN"}});
+        for (auto [key, row] : ordered_rows(by_worker_cause_, std::mem_fn(&CauseRow::total)))
+            t.add_row({key ? std::to_string(key->pid) : "-", key ? key->comm : kOther,
+                       key ? to_string(key->cause) : kOther, std::to_string(row->resets),
+                       last_seen_text(row->last_seen_ns)});
+        out += t.render();
+    }
+
+    out += "\nPool idle clusters (resets on reused connections)\n";
+    if (idle_clusters_.empty()) {
+        out += "  (none)\n";
+    } else {
+        TextTable t({{"UPSTREAM"}, {"CAUSE"}, {"RESETS", true}, {"MIN", true}, {"MEDIAN", true}, {"MAX", true}});
+        for (const auto &c : idle_clusters_)
+            t.add_row({c.upstream, to_string(c.cause), std::to_string(c.count), format_ms(c.min_ms),
+                       format_ms(c.median_ms), format_ms(c.max_ms)});
+        out += t.render();
+        for (const auto &c : idle_clusters_)
+            out += "  " + c.upstream + ": " + c.hint + "\n";
+    }
+
     out += "\nIdle time before reset, upstream connections (ms)\n";
     out += idle_histogram_.count() ? idle_histogram_.render("idle_ms") : "  (none)\n";
 
@@ -322,6 +386,36 @@ nlohmann::json AttributionTables::to_json() const
                          {"idle_ms_max", ms_to_json(c.idle.max())}});
     }
     j["by_upstream"] = by_up;
+
+    nlohmann::json by_up_cause = nlohmann::json::array();
+    for (auto [key, row] : ordered_rows(by_upstream_cause_, std::mem_fn(&CauseRow::total)))
+        by_up_cause.push_back({{"upstream", key ? key->first : kOther},
+                               {"cause", key ? to_string(key->second) : kOther},
+                               {"resets", row->resets},
+                               {"high_confidence", row->high_confidence},
+                               {"last_seen", format_rfc3339_us(row->last_seen_ns)},
+                               {"hint", row->hint.empty() ? nlohmann::json(nullptr) : nlohmann::json(row->hint)}});
+    j["by_upstream_cause"] = by_up_cause;
+
+    nlohmann::json by_worker_cause = nlohmann::json::array();
+    for (auto [key, row] : ordered_rows(by_worker_cause_, std::mem_fn(&CauseRow::total)))
+        by_worker_cause.push_back({{"pid", key ? nlohmann::json(key->pid) : nlohmann::json(nullptr)},
+                                   {"comm", key ? key->comm : kOther},
+                                   {"cause", key ? to_string(key->cause) : kOther},
+                                   {"resets", row->resets},
+                                   {"last_seen", format_rfc3339_us(row->last_seen_ns)}});
+    j["by_worker_cause"] = by_worker_cause;
+
+    nlohmann::json clusters = nlohmann::json::array();
+    for (const auto &c : idle_clusters_)
+        clusters.push_back({{"upstream", c.upstream},
+                            {"cause", to_string(c.cause)},
+                            {"resets", c.count},
+                            {"pool_idle_ms_min", c.min_ms},
+                            {"pool_idle_ms_median", c.median_ms},
+                            {"pool_idle_ms_max", c.max_ms},
+                            {"hint", c.hint}});
+    j["idle_clusters"] = clusters;
 
     j["idle_histogram"] = idle_histogram_.to_json();
 

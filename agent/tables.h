@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "diagnosis.h"
 #include "histogram.h"
 #include "records.h"
 
@@ -121,6 +122,8 @@ public:
     // side; resets with no known owner are counted apart. OOM kills are kept.
     void add(const Event &e);
     void set_lost(LostCounts lost) { lost_ = lost; }
+    // From the diagnosis engine, which keeps the pool idle samples.
+    void set_idle_clusters(std::vector<IdleCluster> clusters) { idle_clusters_ = std::move(clusters); }
 
     uint64_t client_side_resets() const { return client_side_resets_; }
     uint64_t unowned_resets() const { return unowned_resets_; }
@@ -149,11 +152,32 @@ private:
         std::vector<uint32_t> workers;  // distinct owner pids, sorted, bounded
     };
 
+    // Resets of one cause, with the latest hint for them.
+    struct CauseRow {
+        uint64_t resets = 0;
+        uint64_t high_confidence = 0;
+        int64_t last_seen_ns = 0;
+        std::string hint;
+
+        uint64_t total() const { return resets; }
+        void add(const ResetEvent &e);
+    };
+    struct WorkerCauseKey {
+        uint32_t pid = 0;
+        std::string comm;
+        Cause cause = Cause::Unknown;
+        auto operator<=>(const WorkerCauseKey &) const = default;
+    };
+    using UpstreamCauseKey = std::pair<std::string, Cause>;
+
     void add_reset(const ResetEvent &e);
     void add_oom(const OomEvent &e);
 
     detail::FoldingTable<WorkerUpstreamKey, ResetCounts> by_worker_upstream_;
     detail::FoldingTable<std::string, UpstreamRow> by_upstream_;
+    detail::FoldingTable<UpstreamCauseKey, CauseRow> by_upstream_cause_;
+    detail::FoldingTable<WorkerCauseKey, CauseRow> by_worker_cause_;
+    std::vector<IdleCluster> idle_clusters_;
     Log2Histogram idle_histogram_;
     std::deque<OomEvent> oom_kills_;
     uint64_t oom_kills_dropped_ = 0;

@@ -239,6 +239,7 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 			conn->pool_idle_ns = RW_UNKNOWN_NS;
 		conn->requests++;
 		conn->request_ns = now;
+		conn->turn_rx_base = rw_tcp_has_byte_counters(tp) ? BPF_CORE_READ(tp, bytes_received) : 0;
 		conn->flags |= RW_CONN_IN_REQUEST;
 	} else if (!client_spoke) {
 		conn->flags &= ~RW_CONN_IN_REQUEST;
@@ -263,6 +264,48 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 	/* nginx peeks at pooled connections to see whether they closed. */
 	if (ret > 0 && !(flags & MSG_PEEK))
 		note_traffic(sk, 0);
+	return 0;
+}
+
+/* The IP TTL (IPv4) or hop limit (IPv6) of a received segment. */
+static __always_inline __u8 ttl_of(const struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u8 version = 0, ttl = 0;
+
+	bpf_probe_read_kernel(&version, 1, head + nh);
+	if ((version >> 4) == 4)
+		bpf_probe_read_kernel(&ttl, 1, head + nh + offsetof(struct iphdr, ttl));
+	else
+		bpf_probe_read_kernel(&ttl, 1, head + nh + offsetof(struct ipv6hdr, hop_limit));
+	return ttl;
+}
+
+/*
+ * Every segment an established socket receives, the reset included, passes
+ * tcp_probe first. Keeping the TTL of the peer's data and of the reset tells
+ * who sent the reset: a middlebox answers from fewer hops away than the
+ * backend. Untracked sockets leave at the first check.
+ */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
+{
+	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	unsigned char *head;
+	__u16 th;
+	__u8 flags = 0;
+
+	if (!conn)
+		return 0;
+	head = BPF_CORE_READ(skb, head);
+	th = BPF_CORE_READ(skb, transport_header);
+	/* Byte 13 of the TCP header holds the flags; RST is 0x04. */
+	bpf_probe_read_kernel(&flags, 1, head + th + 13);
+	if (flags & 0x04)
+		conn->rst_ttl = ttl_of(skb);
+	else
+		conn->data_ttl = ttl_of(skb);
 	return 0;
 }
 
@@ -362,6 +405,12 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	__builtin_memcpy(rec->owner_comm, conn->owner_comm, RW_COMM_LEN);
 	rec->role = conn->role;
 	rec->requests = conn->requests;
+	rec->data_ttl = conn->data_ttl;
+	rec->rst_ttl = conn->rst_ttl;
+	if (conn->flags & RW_CONN_IN_REQUEST)
+		rec->flags |= RW_RST_IN_REQUEST;
+	if (conn->requests && (rec->flags & RW_RST_BYTES_KNOWN))
+		rec->response_bytes = rec->bytes_received - conn->turn_rx_base;
 	rec->pool_idle_ns = conn->requests ? conn->pool_idle_ns : RW_UNKNOWN_NS;
 	if (conn->last_send_ns)
 		rec->since_send_ns = now - conn->last_send_ns;

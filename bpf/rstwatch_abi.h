@@ -64,6 +64,10 @@ struct rw_conn {
 	__u64 last_recv_ns; /* owner's last recv() that returned data, or 0 */
 	__u64 request_ns;   /* when the latest request turn started, or 0 */
 	__u64 pool_idle_ns; /* idle before the latest turn; RW_UNKNOWN_NS if fresh */
+	__u64 turn_rx_base; /* tcp bytes_received when the latest turn started */
+	__u8 data_ttl;      /* IP TTL / hop limit of the peer's last non-RST segment */
+	__u8 rst_ttl;       /* ... of the last RST segment, 0 if none */
+	__u8 pad2[6];
 };
 
 struct rw_record_header {
@@ -81,6 +85,7 @@ enum rw_reset_flags {
 	RW_RST_SEEDED = 1u << 3,          /* owner came from start-up seeding */
 	RW_RST_REASON_KNOWN = 1u << 4,    /* `reason` is the kernel's sk_rst_reason */
 	RW_RST_BYTES_KNOWN = 1u << 5,     /* bytes_sent/bytes_received are valid */
+	RW_RST_IN_REQUEST = 1u << 6,      /* a request turn was open: response not complete */
 };
 
 struct rw_reset_record {
@@ -109,10 +114,13 @@ struct rw_reset_record {
 	__u64 conn_age_ns;    /* RW_UNKNOWN_NS: opened before the agent */
 	__u64 bytes_sent;
 	__u64 bytes_received;
+	__u64 response_bytes; /* received since the latest request turn began */
 	__u32 total_retrans;
 	__u32 packets_out;    /* segments in flight at the reset */
 	__u32 mss_cache;
-	__u32 pad0;
+	__u8 data_ttl;        /* TTL / hop limit of the peer's data segments, 0 unknown */
+	__u8 rst_ttl;         /* TTL / hop limit of the reset segment, 0 unknown */
+	__u8 pad0[2];
 };
 
 /* struct rw_oom_record.flags */

@@ -71,8 +71,27 @@ TEST(ResetJson, FieldNamesAreTheContract)
                                      "role", "family", "local", "remote", "state", "reason",
                                      "idle_ms", "pool_idle_ms", "since_request_ms", "conn_age_ms",
                                      "bytes_sent", "bytes_received", "requests", "on_cpu",
-                                     "sock_cookie", "retransmits", "packets_out", "mss"}));
+                                     "sock_cookie", "retransmits", "packets_out", "mss",
+                                     "in_request", "response_bytes", "data_ttl", "rst_ttl",
+                                     "no_socket", "cause", "confidence", "evidence", "hint"}));
     EXPECT_EQ(keys(j["on_cpu"]), (std::set<std::string>{"pid", "comm", "exiting", "exit_signal"}));
+}
+
+TEST(ResetJson, DiagnosisFields)
+{
+    ResetEvent e = upstream_reset();
+    EXPECT_TRUE(to_json(e)["cause"].is_null()) << "no diagnosis, no cause";
+    e.diagnosis = Diagnosis{Cause::KeepaliveRace, Confidence::High, {"backend socket in FIN_WAIT1"},
+                            "set keepalive_timeout 4s in the upstream block"};
+    json j = to_json(e);
+    EXPECT_EQ(j["cause"], "keepalive_race");
+    EXPECT_EQ(j["confidence"], "high");
+    EXPECT_EQ(j["evidence"], json::array({"backend socket in FIN_WAIT1"}));
+    EXPECT_EQ(j["hint"], "set keepalive_timeout 4s in the upstream block");
+    const std::string text = format_text(e);
+    EXPECT_NE(text.find(" cause=keepalive_race(high)\n    why: backend socket in FIN_WAIT1\n    fix: set "),
+              std::string::npos)
+        << text;
 }
 
 TEST(ResetJson, Values)

@@ -339,3 +339,37 @@ TEST(AttributionTables, ApproximateMedianIsAnnounced)
     small.add(reset(100, "10.0.0.1:8080", 1.0));
     EXPECT_EQ(small.render_text().find("estimated"), std::string::npos);
 }
+
+TEST(AttributionTables, ResetsByCauseWithHintsAndClusters)
+{
+    AttributionTables t;
+    auto diagnosed = [](ResetEvent e, Cause cause, Confidence conf, std::string hint) {
+        e.diagnosis = Diagnosis{cause, conf, {"evidence"}, std::move(hint)};
+        return e;
+    };
+    t.add(diagnosed(reset(11, "10.0.0.1:80", 5000), Cause::KeepaliveRace, Confidence::High, "set keepalive_timeout 4s"));
+    t.add(diagnosed(reset(12, "10.0.0.1:80", 5100), Cause::KeepaliveRace, Confidence::Low, ""));
+    t.add(diagnosed(reset(11, "10.0.0.1:80", 1), Cause::BackendCrash, Confidence::High, "check its logs"));
+    // nginx resetting its own upstream connection because the client left.
+    t.add(diagnosed(reset(11, "10.0.0.1:80", 1, kT0, Direction::Sent), Cause::ClientSide, Confidence::Medium, ""));
+    t.set_idle_clusters({IdleCluster{"10.0.0.1:80", Cause::KeepaliveRace, 2, 5000, 5000, 5100, "cluster hint"}});
+
+    EXPECT_EQ(t.client_side_resets(), 1u) << "client-side resets never count as upstream failures";
+    json j = t.to_json();
+    ASSERT_EQ(j["by_upstream_cause"].size(), 2u);
+    EXPECT_EQ(j["by_upstream_cause"][0]["cause"], "keepalive_race");
+    EXPECT_EQ(j["by_upstream_cause"][0]["resets"], 2);
+    EXPECT_EQ(j["by_upstream_cause"][0]["high_confidence"], 1);
+    EXPECT_EQ(j["by_upstream_cause"][0]["hint"], "set keepalive_timeout 4s");
+    EXPECT_EQ(j["by_upstream_cause"][1]["cause"], "backend_crash");
+    EXPECT_EQ(j["by_worker_cause"].size(), 3u);
+    EXPECT_EQ(j["by_upstream"][0]["received"], 3) << "the client-side sent reset is not in the upstream table";
+    ASSERT_EQ(j["idle_clusters"].size(), 1u);
+    EXPECT_EQ(j["idle_clusters"][0]["pool_idle_ms_min"], 5000);
+
+    const std::string text = t.render_text();
+    EXPECT_NE(text.find("Upstream resets by cause"), std::string::npos);
+    EXPECT_NE(text.find("10.0.0.1:80 keepalive_race: set keepalive_timeout 4s"), std::string::npos) << text;
+    EXPECT_NE(text.find("Pool idle clusters"), std::string::npos);
+    EXPECT_NE(text.find("10.0.0.1:80: cluster hint"), std::string::npos) << text;
+}

@@ -1,0 +1,372 @@
+#include "diagnosis.h"
+
+#include <string.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace rstwatch {
+
+namespace {
+
+constexpr const char *kCauseNames[] = {"backend_crash", "backend_oom", "keepalive_race", "middlebox_idle",
+                                       "stale_reuse",   "mtu_blackhole", "client_side", "unknown"};
+
+std::string printf_string(const char *fmt, auto... args)
+{
+    char buf[512];
+    std::snprintf(buf, sizeof(buf), fmt, args...);
+    return buf;
+}
+
+// "350 ms", "5.0 s"
+std::string duration_text(double ms)
+{
+    if (ms < 1000)
+        return printf_string("%.0f ms", ms);
+    return printf_string("%.1f s", ms / 1000);
+}
+
+// An nginx time value a little below `ms`: "4s", "800ms".
+std::string nginx_time_below(double ms)
+{
+    double target = std::max(100.0, std::floor(ms * 0.8 / 100) * 100);
+    if (std::fmod(target, 1000) == 0)
+        return printf_string("%.0fs", target / 1000);
+    return printf_string("%.0fms", target);
+}
+
+std::string signal_name(int sig)
+{
+    const char *abbrev = sig > 0 ? sigabbrev_np(sig) : nullptr;
+    return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+std::string process_text(uint32_t pid, const std::string &comm)
+{
+    return "pid " + std::to_string(pid) + " (" + comm + ")";
+}
+
+bool is_closed_by_backend(const ResetEvent &peer)
+{
+    // The backend's application had closed the socket; data from nginx
+    // then meets a half-closed or timewait socket.
+    static const char *closing[] = {"FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSING", "LAST_ACK"};
+    const std::string state = tcp_state_name(peer.state);
+    return peer.reason == "TCP_TIMEWAIT_SOCKET" || peer.reason == "TCP_ABORT_ON_DATA" ||
+           std::find(std::begin(closing), std::end(closing), state) != std::end(closing);
+}
+
+std::string request_text(const ResetEvent &r)
+{
+    if (!r.in_request)
+        return "no request was open: the connection sat idle in nginx's pool";
+    std::string when = r.since_request_ms ? duration_text(*r.since_request_ms) + " after nginx sent request #" +
+                                                std::to_string(r.requests)
+                                          : "while request #" + std::to_string(r.requests) + " was open";
+    if (r.response_bytes && *r.response_bytes > 0)
+        return "reset " + when + ", after " + std::to_string(*r.response_bytes) + " response bytes";
+    return "reset " + when + ", before any response byte";
+}
+
+}  // namespace
+
+const char *to_string(Cause c) { return kCauseNames[static_cast<int>(c)]; }
+
+const char *to_string(Confidence c)
+{
+    return c == Confidence::High ? "high" : c == Confidence::Medium ? "medium" : "low";
+}
+
+std::optional<Cause> cause_from_string(const std::string &name)
+{
+    for (size_t i = 0; i < std::size(kCauseNames); i++)
+        if (name == kCauseNames[i])
+            return static_cast<Cause>(i);
+    return std::nullopt;
+}
+
+bool is_upstream_failure(Cause c) { return c != Cause::ClientSide && c != Cause::Unknown; }
+
+std::optional<Diagnosis> Diagnoser::observe(const Event &event)
+{
+    if (const auto *oom = std::get_if<OomEvent>(&event)) {
+        recent_ooms_.push_back(*oom);
+        if (recent_ooms_.size() > kMaxRecentOoms)
+            recent_ooms_.pop_front();
+        return std::nullopt;
+    }
+    const auto &reset = std::get<ResetEvent>(event);
+    // Any sent reset may be the far end of a tracked connection.
+    if (reset.direction == Direction::Sent) {
+        recent_peers_.push_back(reset);
+        while (recent_peers_.size() > kMaxRecentPeers ||
+               (!recent_peers_.empty() && reset.mono_ns - recent_peers_.front().mono_ns > kPeerWindowNs))
+            recent_peers_.pop_front();
+    }
+    if (!reset.owner_known)
+        return std::nullopt;
+    Diagnosis d = diagnose(reset);
+    if (reset.role == Role::Upstream && reset.direction == Direction::Received && reset.pool_idle_ms &&
+        (d.cause == Cause::KeepaliveRace || d.cause == Cause::MiddleboxIdle || d.cause == Cause::StaleReuse)) {
+        remember_idle(reset, d.cause);
+        d.hint = idle_hint(reset, d.cause);
+    }
+    return d;
+}
+
+Diagnosis Diagnoser::diagnose(const ResetEvent &r) const
+{
+    Diagnosis d;
+    if (r.role == Role::Downstream) {
+        d.cause = Cause::ClientSide;
+        d.confidence = Confidence::High;
+        d.evidence.push_back("reset on a client connection of nginx (downstream, client " + r.remote + ")");
+        d.hint = "not an upstream failure: clients going away show as 499 in the access log";
+        return d;
+    }
+    if (r.direction == Direction::Sent && r.role == Role::Upstream) {
+        // nginx gives up on an upstream request when its client goes away
+        // (or a proxy timeout fires) and closes with the response unread.
+        d.cause = Cause::ClientSide;
+        d.confidence = Confidence::Medium;
+        d.evidence.push_back("nginx itself reset the upstream connection" +
+                             (r.reason.empty() ? std::string() : " (reason " + r.reason + ")") +
+                             ": it abandoned the request, as when its client goes away");
+        d.hint = "not an upstream failure: look for 499 (client closed) or 504 lines at that time";
+        return d;
+    }
+    if (r.role != Role::Upstream) {
+        d.evidence.push_back("connection role unknown: neither its connect() nor its accept() was seen");
+        return d;
+    }
+    return diagnose_upstream_received(r);
+}
+
+Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
+{
+    Diagnosis d;
+    const bool reused = r.pool_idle_ms.has_value();
+    const bool prompt = r.in_request && r.since_request_ms && *r.since_request_ms <= kPromptResetMs &&
+                        r.response_bytes.value_or(0) == 0;
+    d.evidence.push_back(request_text(r));
+    if (reused)
+        d.evidence.push_back("pooled connection reused after " + duration_text(*r.pool_idle_ms) + " idle");
+
+    if (const ResetEvent *peer = backend_side_of(r)) {
+        const std::string who = process_text(peer->current_pid, peer->current_comm);
+        std::string sent_by = "the backend's side is on this host: its socket sent the reset";
+        if (!peer->reason.empty())
+            sent_by += " (reason " + peer->reason + ")";
+        d.evidence.push_back(sent_by);
+
+        if (peer->current_exiting) {
+            if (const OomEvent *oom = oom_kill_of(peer->current_pid, peer->mono_ns)) {
+                d.cause = Cause::BackendOom;
+                d.confidence = Confidence::High;
+                std::string kill = who + " killed by the OOM killer " +
+                                   duration_text((peer->mono_ns - oom->mono_ns) / 1e6) + " before";
+                if (oom->rss_kb)
+                    kill += ", rss " + std::to_string(*oom->rss_kb) + " kB";
+                if (!oom->cgroup.empty())
+                    kill += ", cgroup " + oom->cgroup;
+                d.evidence.push_back(kill);
+                d.hint = "backend " + peer->current_comm + " ran out of memory" +
+                         (oom->cgroup.empty() ? std::string() : " in " + oom->cgroup) +
+                         ": raise its memory limit or fix its memory use; `proxy_next_upstream error` retries "
+                         "idempotent requests on another server";
+                return d;
+            }
+            d.cause = Cause::BackendCrash;
+            d.confidence = Confidence::High;
+            d.evidence.push_back(who + " was exiting on " + signal_name(peer->current_exit_signal) +
+                                 " when the reset left its socket");
+            d.hint = "backend " + peer->current_comm + " died mid-request on " +
+                     signal_name(peer->current_exit_signal) +
+                     ": check its logs and core dumps; `proxy_next_upstream error` retries idempotent "
+                     "requests on another server";
+            return d;
+        }
+        if (peer->no_socket && !is_closed_by_backend(*peer)) {
+            d.cause = Cause::StaleReuse;
+            d.confidence = reused ? Confidence::High : Confidence::Medium;
+            d.evidence.push_back("the backend's kernel had no socket for this connection: the backend "
+                                 "restarted (or its host or container did) while nginx held it");
+            d.hint = "backends restarted under pooled connections: drain nginx before restarting backends, "
+                     "or lower keepalive_timeout in the upstream block";
+            return d;
+        }
+        if (is_closed_by_backend(*peer)) {
+            d.cause = Cause::KeepaliveRace;
+            d.confidence = reused ? Confidence::High : Confidence::Medium;
+            d.evidence.push_back("the backend had already closed this connection (its socket in " +
+                                 tcp_state_name(peer->state) + ") when nginx's request arrived");
+            return d;  // the hint comes from the idle cluster
+        }
+        if (peer->total_retrans > 0 && peer->packets_out > 0) {
+            d.cause = Cause::MtuBlackhole;
+            d.confidence = Confidence::High;
+            d.evidence.push_back(printf_string(
+                "the backend had %u segments of up to %u bytes unacknowledged after %u retransmissions when it "
+                "gave up: its large segments were not getting through",
+                peer->packets_out, peer->mss, peer->total_retrans));
+            d.hint = printf_string("segments of %u bytes from %s are lost on the way: let ICMP "
+                                   "'fragmentation needed' through, or clamp the MSS (iptables TCPMSS "
+                                   "--clamp-mss-to-pmtu) on the path",
+                                   peer->mss, r.remote.c_str());
+            return d;
+        }
+        d.evidence.push_back(who + " reset the connection itself without exiting");
+        return d;
+    }
+
+    d.evidence.push_back("no reset from the backend's side on this host: the backend is elsewhere, its "
+                         "processes cannot be seen");
+    if (r.rst_ttl && r.data_ttl && r.rst_ttl != r.data_ttl) {
+        d.cause = Cause::MiddleboxIdle;
+        d.confidence = reused && *r.pool_idle_ms >= 1000 ? Confidence::High : Confidence::Medium;
+        d.evidence.push_back(printf_string("RST TTL %u vs connection TTL %u: %s", r.rst_ttl, r.data_ttl,
+                                           r.rst_ttl > r.data_ttl ? "sent by a hop closer than the backend"
+                                                                  : "sent by another host than the backend"));
+        return d;  // the hint comes from the idle cluster
+    }
+    if (r.total_retrans > 0 && r.packets_out > 0) {
+        d.cause = Cause::MtuBlackhole;
+        d.confidence = Confidence::Medium;
+        d.evidence.push_back(printf_string("nginx had %u segments of up to %u bytes unacknowledged after %u "
+                                           "retransmissions",
+                                           r.packets_out, r.mss, r.total_retrans));
+        d.hint = printf_string("nginx's segments of %u bytes to %s are lost on the way: check the path MTU "
+                               "and let ICMP 'fragmentation needed' through",
+                               r.mss, r.remote.c_str());
+        return d;
+    }
+    if (r.rst_ttl && r.data_ttl)
+        d.evidence.push_back(printf_string("RST TTL %u matches the connection's: the backend host sent it",
+                                           r.rst_ttl));
+    else
+        d.evidence.push_back("TTL of the reset unknown: a middlebox cannot be ruled out");
+    if (reused && prompt) {
+        d.cause = Cause::KeepaliveRace;
+        d.confidence = Confidence::Low;
+        d.evidence.push_back("a backend restart (stale_reuse) would look the same from here");
+        return d;
+    }
+    if (r.in_request && !reused && r.rst_ttl && r.rst_ttl == r.data_ttl) {
+        d.cause = Cause::BackendCrash;
+        d.confidence = Confidence::Low;
+        d.evidence.push_back("cannot tell a crash from an OOM kill or a deliberate reset without seeing the "
+                             "backend's processes");
+        d.hint = "check the backend's logs and restarts at this time";
+        return d;
+    }
+    return d;
+}
+
+const ResetEvent *Diagnoser::backend_side_of(const ResetEvent &r) const
+{
+    for (auto it = recent_peers_.rbegin(); it != recent_peers_.rend(); ++it) {
+        if (it->mono_ns > r.mono_ns || r.mono_ns - it->mono_ns > kPeerWindowNs)
+            continue;
+        if (it->local == r.remote && it->remote == r.local)
+            return &*it;
+    }
+    return nullptr;
+}
+
+const OomEvent *Diagnoser::oom_kill_of(uint32_t pid, uint64_t before_ns) const
+{
+    for (auto it = recent_ooms_.rbegin(); it != recent_ooms_.rend(); ++it)
+        if (it->pid == pid && it->mono_ns <= before_ns && before_ns - it->mono_ns <= kOomWindowNs)
+            return &*it;
+    return nullptr;
+}
+
+void Diagnoser::remember_idle(const ResetEvent &r, Cause cause)
+{
+    if (!idle_by_upstream_.count(r.remote) && idle_by_upstream_.size() >= kMaxUpstreams)
+        return;
+    auto &samples = idle_by_upstream_[r.remote];
+    samples.push_back({*r.pool_idle_ms, cause});
+    if (samples.size() > kMaxIdleSamplesPerUpstream)
+        samples.pop_front();
+}
+
+std::optional<IdleCluster> Diagnoser::cluster_for(const std::string &upstream,
+                                                  const std::vector<IdleSample> &samples) const
+{
+    // The largest run of sorted values within 25% (+50 ms) of its smallest.
+    std::vector<IdleSample> sorted = samples;
+    std::sort(sorted.begin(), sorted.end(),
+              [](const IdleSample &a, const IdleSample &b) { return a.pool_idle_ms < b.pool_idle_ms; });
+    size_t best_begin = 0, best_len = 0;
+    for (size_t i = 0, j = 0; i < sorted.size(); i++) {
+        j = std::max(j, i);
+        while (j + 1 < sorted.size() && sorted[j + 1].pool_idle_ms <= sorted[i].pool_idle_ms * 1.25 + 50)
+            j++;
+        if (j - i + 1 > best_len) {
+            best_begin = i;
+            best_len = j - i + 1;
+        }
+    }
+    if (best_len < 2)
+        return std::nullopt;
+    IdleCluster c;
+    c.upstream = upstream;
+    c.count = best_len;
+    c.min_ms = sorted[best_begin].pool_idle_ms;
+    c.max_ms = sorted[best_begin + best_len - 1].pool_idle_ms;
+    c.median_ms = sorted[best_begin + best_len / 2].pool_idle_ms;
+    std::map<Cause, size_t> votes;
+    for (size_t k = best_begin; k < best_begin + best_len; k++)
+        votes[sorted[k].cause]++;
+    c.cause = std::max_element(votes.begin(), votes.end(),
+                               [](const auto &a, const auto &b) { return a.second < b.second; })
+                  ->first;
+    return c;
+}
+
+std::string Diagnoser::idle_hint(const ResetEvent &r, Cause cause) const
+{
+    const auto &samples = idle_by_upstream_.at(r.remote);
+    auto cluster = cluster_for(r.remote, {samples.begin(), samples.end()});
+    const double floor_ms = cluster ? cluster->min_ms : *r.pool_idle_ms;
+    std::string seen = cluster ? printf_string("resets on reuse cluster at %s idle (%zu resets, from %s)",
+                                               duration_text(cluster->median_ms).c_str(), cluster->count,
+                                               duration_text(cluster->min_ms).c_str())
+                               : "reset on reuse after " + duration_text(*r.pool_idle_ms) + " idle";
+    switch (cause) {
+    case Cause::KeepaliveRace:
+        return seen + ": the backend closes idle connections at about " + duration_text(floor_ms) +
+               " or less; set keepalive_timeout " + nginx_time_below(floor_ms) +
+               " in the upstream block (below the backend's)";
+    case Cause::MiddleboxIdle:
+        return seen + ": a middlebox between nginx and " + r.remote + " forgets flows idle that long; set "
+               "keepalive_timeout " + nginx_time_below(floor_ms) +
+               " in the upstream block, or raise the middlebox's idle timeout";
+    default:
+        return seen + ": backends restarted under pooled connections: drain nginx before restarting "
+               "backends, or lower keepalive_timeout in the upstream block";
+    }
+}
+
+std::vector<IdleCluster> Diagnoser::idle_clusters() const
+{
+    std::vector<IdleCluster> clusters;
+    for (const auto &[upstream, samples] : idle_by_upstream_) {
+        auto c = cluster_for(upstream, {samples.begin(), samples.end()});
+        if (!c)
+            continue;
+        ResetEvent probe;
+        probe.remote = upstream;
+        probe.pool_idle_ms = c->min_ms;
+        c->hint = idle_hint(probe, c->cause);
+        clusters.push_back(*c);
+    }
+    std::sort(clusters.begin(), clusters.end(),
+              [](const IdleCluster &a, const IdleCluster &b) { return a.count > b.count; });
+    return clusters;
+}
+
+}  // namespace rstwatch

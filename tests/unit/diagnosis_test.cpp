@@ -1,0 +1,245 @@
+// The diagnosis engine on hand-made event sequences: the evidence each cause
+// leaves, in the order the ring buffer delivers it.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include "diagnosis.h"
+
+using namespace rstwatch;
+
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+const std::string kNginx = "198.18.0.1:40312";
+const std::string kBackend = "198.18.1.2:8081";
+
+bool mentions(const Diagnosis &d, const std::string &text)
+{
+    for (const auto &e : d.evidence)
+        if (e.find(text) != std::string::npos)
+            return true;
+    return false;
+}
+
+std::string all_evidence(const Diagnosis &d)
+{
+    std::string s;
+    for (const auto &e : d.evidence)
+        s += "\n  " + e;
+    return s;
+}
+
+// nginx's worker receives a reset on its upstream connection.
+ResetEvent nginx_received(uint64_t at_ms)
+{
+    ResetEvent r;
+    r.mono_ns = at_ms * kMs;
+    r.direction = Direction::Received;
+    r.role = Role::Upstream;
+    r.local = kNginx;
+    r.remote = kBackend;
+    r.state = 1;  // ESTABLISHED
+    r.owner_known = true;
+    r.pid = 4121;
+    r.comm = "nginx";
+    r.requests = 1;
+    r.in_request = true;
+    r.since_request_ms = 0.4;
+    r.response_bytes = 0;
+    r.data_ttl = 64;
+    r.rst_ttl = 64;
+    return r;
+}
+
+ResetEvent reused(ResetEvent r, double pool_idle_ms)
+{
+    r.requests = 3;
+    r.pool_idle_ms = pool_idle_ms;
+    return r;
+}
+
+// The backend's socket on this host sends the reset (no tracked owner).
+ResetEvent backend_sent(uint64_t at_ms, const std::string &reason, int state = 1)
+{
+    ResetEvent p;
+    p.mono_ns = at_ms * kMs;
+    p.direction = Direction::Sent;
+    p.local = kBackend;
+    p.remote = kNginx;
+    p.state = state;
+    p.reason = reason;
+    p.current_pid = 777;
+    p.current_comm = "backend";
+    return p;
+}
+
+ResetEvent exiting(ResetEvent p, int sig)
+{
+    p.current_exiting = true;
+    p.current_exit_signal = sig;
+    return p;
+}
+
+Diagnosis diagnose_after(Diagnoser &d, std::vector<Event> before, const ResetEvent &reset)
+{
+    for (const auto &e : before)
+        EXPECT_FALSE(d.observe(e)) << "evidence events get no diagnosis of their own";
+    auto result = d.observe(reset);
+    EXPECT_TRUE(result);
+    return result.value_or(Diagnosis{});
+}
+
+}  // namespace
+
+TEST(Diagnosis, BackendExitingOnSignalIsACrash)
+{
+    Diagnoser d;
+    auto result = diagnose_after(d, {exiting(backend_sent(100, "TCP_ABORT_ON_CLOSE"), SIGABRT)}, nginx_received(100));
+    EXPECT_EQ(result.cause, Cause::BackendCrash);
+    EXPECT_EQ(result.confidence, Confidence::High);
+    EXPECT_TRUE(mentions(result, "pid 777 (backend) was exiting on SIGABRT")) << all_evidence(result);
+    EXPECT_TRUE(mentions(result, "before any response byte")) << all_evidence(result);
+    EXPECT_NE(result.hint.find("proxy_next_upstream"), std::string::npos);
+}
+
+TEST(Diagnosis, BackendKilledByOomKillerIsOom)
+{
+    Diagnoser d;
+    OomEvent oom;
+    oom.mono_ns = 97 * kMs;
+    oom.pid = 777;
+    oom.comm = "backend";
+    oom.rss_kb = 65536;
+    oom.cgroup = "/rstwatch-test";
+    auto result = diagnose_after(d, {oom, exiting(backend_sent(100, "TCP_ABORT_ON_CLOSE"), SIGKILL)},
+                                 nginx_received(100));
+    EXPECT_EQ(result.cause, Cause::BackendOom);
+    EXPECT_EQ(result.confidence, Confidence::High);
+    EXPECT_TRUE(mentions(result, "pid 777 (backend) killed by the OOM killer 3 ms before")) << all_evidence(result);
+    EXPECT_TRUE(mentions(result, "cgroup /rstwatch-test")) << all_evidence(result);
+}
+
+TEST(Diagnosis, OomKillOfAnotherProcessDoesNotMakeACrashAnOom)
+{
+    Diagnoser d;
+    OomEvent oom;
+    oom.mono_ns = 97 * kMs;
+    oom.pid = 778;
+    auto result = diagnose_after(d, {oom, exiting(backend_sent(100, "TCP_ABORT_ON_CLOSE"), SIGKILL)},
+                                 nginx_received(100));
+    EXPECT_EQ(result.cause, Cause::BackendCrash);
+}
+
+TEST(Diagnosis, BackendThatClosedTheIdleConnectionIsAKeepaliveRace)
+{
+    Diagnoser d;
+    auto first = diagnose_after(d, {backend_sent(2000, "TCP_ABORT_ON_DATA", /*FIN_WAIT1*/ 4)},
+                                reused(nginx_received(2000), 2000));
+    EXPECT_EQ(first.cause, Cause::KeepaliveRace);
+    EXPECT_EQ(first.confidence, Confidence::High);
+    EXPECT_TRUE(mentions(first, "FIN_WAIT1")) << all_evidence(first);
+    EXPECT_NE(first.hint.find("keepalive_timeout 1600ms"), std::string::npos) << first.hint;
+
+    auto second = diagnose_after(d, {backend_sent(6000, "TCP_TIMEWAIT_SOCKET", /*TIME_WAIT*/ 6)},
+                                 reused(nginx_received(6000), 2100));
+    EXPECT_EQ(second.cause, Cause::KeepaliveRace);
+    EXPECT_NE(second.hint.find("cluster at"), std::string::npos) << second.hint;
+
+    auto clusters = d.idle_clusters();
+    ASSERT_EQ(clusters.size(), 1u);
+    EXPECT_EQ(clusters[0].upstream, kBackend);
+    EXPECT_EQ(clusters[0].count, 2u);
+    EXPECT_EQ(clusters[0].cause, Cause::KeepaliveRace);
+    EXPECT_DOUBLE_EQ(clusters[0].min_ms, 2000);
+}
+
+TEST(Diagnosis, BackendWithNoSocketIsStaleReuse)
+{
+    Diagnoser d;
+    ResetEvent peer = backend_sent(100, "NO_SOCKET", /*CLOSE*/ 7);
+    peer.no_socket = true;
+    auto result = diagnose_after(d, {peer}, reused(nginx_received(100), 4000));
+    EXPECT_EQ(result.cause, Cause::StaleReuse);
+    EXPECT_EQ(result.confidence, Confidence::High);
+    EXPECT_TRUE(mentions(result, "had no socket")) << all_evidence(result);
+}
+
+TEST(Diagnosis, ResetWithAnotherTtlIsAMiddlebox)
+{
+    Diagnoser d;
+    ResetEvent r = reused(nginx_received(100), 5000);
+    r.data_ttl = 63;
+    r.rst_ttl = 64;
+    auto result = diagnose_after(d, {}, r);
+    EXPECT_EQ(result.cause, Cause::MiddleboxIdle);
+    EXPECT_EQ(result.confidence, Confidence::High);
+    EXPECT_TRUE(mentions(result, "RST TTL 64 vs connection TTL 63: sent by a hop closer than the backend"))
+        << all_evidence(result);
+    EXPECT_NE(result.hint.find("keepalive_timeout 4s"), std::string::npos) << result.hint;
+}
+
+TEST(Diagnosis, BackendGivingUpOnStalledFullSizeSegmentsIsAnMtuBlackHole)
+{
+    Diagnoser d;
+    ResetEvent peer = backend_sent(3000, "TCP_ABORT_ON_LINGER");
+    peer.total_retrans = 6;
+    peer.packets_out = 10;
+    peer.mss = 1448;
+    ResetEvent r = nginx_received(3000);
+    r.since_request_ms = 2000;
+    auto result = diagnose_after(d, {peer}, r);
+    EXPECT_EQ(result.cause, Cause::MtuBlackhole);
+    EXPECT_TRUE(mentions(result, "10 segments of up to 1448 bytes unacknowledged after 6 retransmissions"))
+        << all_evidence(result);
+}
+
+TEST(Diagnosis, ClientSideResetsAreNeverUpstreamFailures)
+{
+    Diagnoser d;
+    ResetEvent downstream = nginx_received(100);
+    downstream.role = Role::Downstream;
+    auto a = d.observe(downstream);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->cause, Cause::ClientSide);
+
+    ResetEvent nginx_aborted = nginx_received(200);
+    nginx_aborted.direction = Direction::Sent;
+    nginx_aborted.reason = "TCP_ABORT_ON_CLOSE";
+    auto b = d.observe(nginx_aborted);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->cause, Cause::ClientSide);
+    EXPECT_FALSE(is_upstream_failure(Cause::ClientSide));
+    EXPECT_FALSE(is_upstream_failure(Cause::Unknown));
+    EXPECT_TRUE(is_upstream_failure(Cause::StaleReuse));
+}
+
+TEST(Diagnosis, BackendSideOutsideTheWindowOrOfAnotherFlowIsNotUsed)
+{
+    Diagnoser d;
+    ResetEvent other_flow = exiting(backend_sent(100, "TCP_ABORT_ON_CLOSE"), SIGABRT);
+    other_flow.remote = "198.18.0.1:40999";
+    ResetEvent too_old = exiting(backend_sent(100, "TCP_ABORT_ON_CLOSE"), SIGABRT);
+    ResetEvent r = nginx_received(100 + 5000);
+    r.rst_ttl = r.data_ttl = 0;  // no TTL either
+    auto result = diagnose_after(d, {other_flow, too_old}, r);
+    EXPECT_EQ(result.cause, Cause::Unknown);
+    EXPECT_TRUE(mentions(result, "processes cannot be seen")) << all_evidence(result);
+    EXPECT_TRUE(mentions(result, "TTL of the reset unknown")) << all_evidence(result);
+}
+
+TEST(Diagnosis, RemoteBackendResettingAnOpenRequestIsALowConfidenceCrash)
+{
+    Diagnoser d;
+    auto result = diagnose_after(d, {}, nginx_received(100));
+    EXPECT_EQ(result.cause, Cause::BackendCrash);
+    EXPECT_EQ(result.confidence, Confidence::Low);
+    EXPECT_TRUE(mentions(result, "RST TTL 64 matches")) << all_evidence(result);
+}
+
+TEST(Diagnosis, CauseNamesRoundTrip)
+{
+    for (Cause c : {Cause::BackendCrash, Cause::BackendOom, Cause::KeepaliveRace, Cause::MiddleboxIdle,
+                    Cause::StaleReuse, Cause::MtuBlackhole, Cause::ClientSide, Cause::Unknown})
+        EXPECT_EQ(cause_from_string(to_string(c)), c);
+    EXPECT_FALSE(cause_from_string("gremlins"));
+}
