@@ -39,6 +39,13 @@ void install_signal_handlers()
     sigaction(SIGUSR1, &sa, nullptr);
 }
 
+uint64_t monotonic_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
+}
+
 int64_t realtime_minus_monotonic_ns()
 {
     timespec rt{}, mono{};
@@ -107,20 +114,21 @@ int run_agent(const RunSettings &settings)
                 spdlog::error("undecodable record from BPF: {}", decoded.error);
             return;
         }
-        Event &event = *decoded.event;
-        if (auto *oom = std::get_if<OomEvent>(&event))
-            oom->cgroup = procfs::cgroup_path(oom->pid);
+        if (auto *oom = std::get_if<OomEvent>(&*decoded.event))
+            oom->cgroup = procfs::cgroup_path(oom->pid);  // now, while the victim is still there
         // Every event is evidence, shown or not.
-        std::optional<Diagnosis> diagnosis = diagnoser.observe(event);
-        if (auto *reset = std::get_if<ResetEvent>(&event)) {
-            reset->diagnosis = std::move(diagnosis);
+        diagnoser.add(std::move(*decoded.event));
+    };
+    auto report = [&](std::vector<Event> events) {
+        for (const Event &event : events) {
             // A reset with no tracked owner is the far side of a flow: the
             // backend's own reset on this host. Shown only with --all.
-            if (!reset->owner_known && !settings.filter.all)
-                return;
+            if (const auto *reset = std::get_if<ResetEvent>(&event); reset && !reset->owner_known &&
+                                                                       !settings.filter.all)
+                continue;
+            tables.add(event);
+            reporter.event(event);
         }
-        tables.add(event);
-        reporter.event(event);
     };
 
     LoaderOptions options;
@@ -157,6 +165,7 @@ int run_agent(const RunSettings &settings)
             spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
             break;
         }
+        report(diagnoser.take_ready(monotonic_ns()));
         reporter.flush();
         if (g_print_tables) {
             g_print_tables = 0;
@@ -166,6 +175,7 @@ int run_agent(const RunSettings &settings)
     }
 
     session.drain();
+    report(diagnoser.take_all());
     publish_lost();
     reporter.tables(tables);
     BpfCounters counters = session.counters();

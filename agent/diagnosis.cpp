@@ -60,10 +60,11 @@ bool is_closed_by_backend(const ResetEvent &peer)
 
 std::string request_text(const ResetEvent &r)
 {
+    const std::string owner = r.comm.empty() ? "nginx" : r.comm;
     if (!r.in_request)
-        return "no request was open: the connection sat idle in nginx's pool";
-    std::string when = r.since_request_ms ? duration_text(*r.since_request_ms) + " after nginx sent request #" +
-                                                std::to_string(r.requests)
+        return "no request was open: the connection sat idle in " + owner + "'s pool";
+    std::string when = r.since_request_ms ? duration_text(*r.since_request_ms) + " after " + owner +
+                                                " sent request #" + std::to_string(r.requests)
                                           : "while request #" + std::to_string(r.requests) + " was open";
     if (r.response_bytes && *r.response_bytes > 0)
         return "reset " + when + ", after " + std::to_string(*r.response_bytes) + " response bytes";
@@ -89,24 +90,44 @@ std::optional<Cause> cause_from_string(const std::string &name)
 
 bool is_upstream_failure(Cause c) { return c != Cause::ClientSide && c != Cause::Unknown; }
 
-std::optional<Diagnosis> Diagnoser::observe(const Event &event)
+static uint64_t mono_of(const Event &e)
 {
+    return std::visit([](const auto &v) { return v.mono_ns; }, e);
+}
+
+void Diagnoser::add(Event event)
+{
+    const uint64_t now = mono_of(event);
     if (const auto *oom = std::get_if<OomEvent>(&event)) {
         recent_ooms_.push_back(*oom);
         if (recent_ooms_.size() > kMaxRecentOoms)
             recent_ooms_.pop_front();
-        return std::nullopt;
-    }
-    const auto &reset = std::get<ResetEvent>(event);
-    // Any sent reset may be the far end of a tracked connection.
-    if (reset.direction == Direction::Sent) {
+    } else if (const auto &reset = std::get<ResetEvent>(event); reset.direction == Direction::Sent) {
+        // Any sent reset may be the far end of a tracked connection.
         recent_peers_.push_back(reset);
-        while (recent_peers_.size() > kMaxRecentPeers ||
-               (!recent_peers_.empty() && reset.mono_ns - recent_peers_.front().mono_ns > kPeerWindowNs))
-            recent_peers_.pop_front();
     }
-    if (!reset.owner_known)
-        return std::nullopt;
+    // Keep what a held event or one yet to come may still need.
+    while (!recent_peers_.empty() && (recent_peers_.size() > kMaxRecentPeers ||
+                                      now > recent_peers_.front().mono_ns + kPeerWindowNs + kHoldBackNs))
+        recent_peers_.pop_front();
+    held_.push_back(std::move(event));
+}
+
+std::vector<Event> Diagnoser::take_ready(uint64_t now_mono_ns)
+{
+    std::vector<Event> ready;
+    while (!held_.empty() && (now_mono_ns == UINT64_MAX || mono_of(held_.front()) + kHoldBackNs <= now_mono_ns)) {
+        Event event = std::move(held_.front());
+        held_.pop_front();
+        if (auto *reset = std::get_if<ResetEvent>(&event); reset && reset->owner_known)
+            reset->diagnosis = diagnose_and_learn(*reset);
+        ready.push_back(std::move(event));
+    }
+    return ready;
+}
+
+Diagnosis Diagnoser::diagnose_and_learn(const ResetEvent &reset)
+{
     Diagnosis d = diagnose(reset);
     if (reset.role == Role::Upstream && reset.direction == Direction::Received && reset.pool_idle_ms &&
         (d.cause == Cause::KeepaliveRace || d.cause == Cause::MiddleboxIdle || d.cause == Cause::StaleReuse)) {
@@ -162,7 +183,7 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
         d.evidence.push_back(sent_by);
 
         if (peer->current_exiting) {
-            if (const OomEvent *oom = oom_kill_of(peer->current_pid, peer->mono_ns)) {
+            if (const OomEvent *oom = oom_kill_of(peer->current_pid, std::max(peer->mono_ns, r.mono_ns))) {
                 d.cause = Cause::BackendOom;
                 d.confidence = Confidence::High;
                 std::string kill = who + " killed by the OOM killer " +
@@ -266,13 +287,21 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
 
 const ResetEvent *Diagnoser::backend_side_of(const ResetEvent &r) const
 {
-    for (auto it = recent_peers_.rbegin(); it != recent_peers_.rend(); ++it) {
-        if (it->mono_ns > r.mono_ns || r.mono_ns - it->mono_ns > kPeerWindowNs)
+    // The nearest reset of the reversed flow, before (up to the window) or
+    // just after (within the hold-back) nginx's.
+    const ResetEvent *best = nullptr;
+    uint64_t best_gap = UINT64_MAX;
+    for (const auto &peer : recent_peers_) {
+        if (peer.local != r.remote || peer.remote != r.local)
             continue;
-        if (it->local == r.remote && it->remote == r.local)
-            return &*it;
+        const bool after = peer.mono_ns > r.mono_ns;
+        const uint64_t gap = after ? peer.mono_ns - r.mono_ns : r.mono_ns - peer.mono_ns;
+        if (gap > (after ? kHoldBackNs : kPeerWindowNs) || gap >= best_gap)
+            continue;
+        best = &peer;
+        best_gap = gap;
     }
-    return nullptr;
+    return best;
 }
 
 const OomEvent *Diagnoser::oom_kill_of(uint32_t pid, uint64_t before_ns) const

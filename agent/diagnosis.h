@@ -1,7 +1,12 @@
 // Why did this upstream connection get reset? The diagnosis engine: pure
-// logic over decoded events, fed in ring-buffer order (which is the order
-// the kernel reserved them in: a backend's own reset and an OOM kill are
-// always reserved before nginx's socket receives the reset they cause).
+// logic over decoded events in ring-buffer order.
+//
+// Evidence can arrive on either side of the reset it explains: an OOM kill
+// is always reserved first, but tcp_send_active_reset() fires its
+// tracepoint after transmitting, and over loopback or a veth the peer
+// receives the reset inside that transmit, so the backend's own record
+// follows nginx's. Events are therefore held back briefly and diagnosed
+// with what arrived around them.
 #pragma once
 
 #include <cstdint>
@@ -38,10 +43,17 @@ public:
     static constexpr size_t kMaxIdleSamplesPerUpstream = 256;
     static constexpr size_t kMaxUpstreams = 1024;
 
-    // Every event goes through here. Resets with an owner get a diagnosis;
-    // ownerless resets (the backend's side, seen on this host) and OOM
-    // kills are remembered as evidence for what follows.
-    std::optional<Diagnosis> observe(const Event &event);
+    // How long an event waits for evidence that arrives after it.
+    static constexpr uint64_t kHoldBackNs = 50'000'000ULL;
+
+    // Every event goes through here, in ring-buffer order: sent resets
+    // (the backend's side, seen on this host) and OOM kills are evidence.
+    void add(Event event);
+    // Events older than the hold-back at `now_mono_ns`, in arrival order,
+    // resets with an owner diagnosed.
+    std::vector<Event> take_ready(uint64_t now_mono_ns);
+    // Everything still held, at exit.
+    std::vector<Event> take_all() { return take_ready(UINT64_MAX); }
 
     // Clusters of pool idle times, per upstream, largest first.
     std::vector<IdleCluster> idle_clusters() const;
@@ -60,6 +72,9 @@ private:
     void remember_idle(const ResetEvent &reset, Cause cause);
     std::string idle_hint(const ResetEvent &reset, Cause cause) const;
 
+    Diagnosis diagnose_and_learn(const ResetEvent &reset);
+
+    std::deque<Event> held_;
     std::deque<ResetEvent> recent_peers_;
     std::deque<OomEvent> recent_ooms_;
     std::map<std::string, std::deque<IdleSample>> idle_by_upstream_;
