@@ -12,17 +12,8 @@
 
 namespace rstwatch {
 
-const std::vector<std::string> kRequiredTracepoints = {
-    "tcp_receive_reset",    // a reset arrived (Linux 4.16+ with BTF typing)
-    "tcp_send_reset",       // a reset left
-    "inet_sock_set_state",  // connect(): who owns an upstream connection
-};
 
 namespace {
-
-// CAP_BPF and CAP_PERFMON arrived in Linux 5.8; older headers lack them.
-constexpr int kCapPerfmon = 38;
-constexpr int kCapBpf = 39;
 
 class RunningKernel final : public KernelFeatures {
 public:
@@ -78,25 +69,6 @@ const KernelFeatures &running_kernel()
 {
     static RunningKernel kernel;
     return kernel;
-}
-
-std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
-{
-    std::vector<std::string> missing;
-    if (!kernel.is_root() &&
-        !(kernel.has_capability(kCapBpf) && kernel.has_capability(kCapPerfmon)))
-        missing.push_back("missing privileges: run as root, or grant CAP_BPF and CAP_PERFMON "
-                          "(plus CAP_SYS_PTRACE to attribute connections opened before the agent)");
-    if (!kernel.has_vmlinux_btf()) {
-        missing.push_back("the kernel has no BTF (/sys/kernel/btf/vmlinux): rstwatch needs a kernel "
-                          "built with CONFIG_DEBUG_INFO_BTF=y");
-        return missing;  // tracepoints cannot be checked without BTF
-    }
-    for (const auto &tp : kRequiredTracepoints)
-        if (!kernel.has_btf_tracepoint(tp))
-            missing.push_back("the kernel lacks the tracepoint " + tp +
-                              " (tcp:tcp_receive_reset and tcp:tcp_send_reset need Linux 4.16+)");
-    return missing;
 }
 
 }  // namespace rstwatch

@@ -133,3 +133,81 @@ TEST(AgentBinary, AttachesAndDetachesCleanly)
     EXPECT_NE(o.out.find("\"type\":\"tables\""), std::string::npos) << o.out;
     EXPECT_EQ(count_rstwatch_programs(), before) << "programs left attached after exit";
 }
+
+namespace {
+
+bool wait_for_text(const char *path, const std::string &text, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+        std::ifstream in(path);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        if (ss.str().find(text) != std::string::npos)
+            return true;
+        usleep(20 * 1000);
+    }
+    return false;
+}
+
+size_t count_of(const std::string &haystack, const std::string &needle)
+{
+    size_t n = 0;
+    for (size_t at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1))
+        n++;
+    return n;
+}
+
+}  // namespace
+
+TEST(AgentBinary, SigusrPrintsTablesWithoutStoppingAndSigtermExitsCleanly)
+{
+    REQUIRE_ROOT();
+    char out_path[] = "/tmp/rstwatch-usr1-out-XXXXXX";
+    char err_path[] = "/tmp/rstwatch-usr1-err-XXXXXX";
+    int out_fd = mkstemp(out_path), err_fd = mkstemp(err_path);
+    const std::string self = std::to_string(getpid());
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(out_fd, 1);
+        dup2(err_fd, 2);
+        execl(RSTWATCH_BIN, RSTWATCH_BIN, "run", "--pid", self.c_str(), "--duration", "20", "--format", "json",
+              nullptr);
+        _exit(127);
+    }
+    auto cleanup = [&] {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+        unlink(out_path);
+        unlink(err_path);
+    };
+    ASSERT_TRUE(wait_for_text(err_path, "attached", 10000)) << "agent did not attach";
+    kill(pid, SIGUSR1);
+    const bool printed = wait_for_text(out_path, "\"type\":\"tables\"", 3000);
+    const bool still_running = waitpid(pid, nullptr, WNOHANG) == 0;
+    kill(pid, SIGTERM);
+    int status = 0;
+    const bool exited = [&] {
+        for (int waited = 0; waited < 2000; waited += 10) {
+            if (waitpid(pid, &status, WNOHANG) == pid)
+                return true;
+            usleep(10 * 1000);
+        }
+        return false;
+    }();
+    std::ifstream in(out_path);
+    std::stringstream out;
+    out << in.rdbuf();
+    if (!exited)
+        cleanup();
+    else {
+        unlink(out_path);
+        unlink(err_path);
+    }
+    close(out_fd);
+    close(err_fd);
+    EXPECT_TRUE(printed) << "SIGUSR1 printed no tables";
+    EXPECT_TRUE(still_running) << "SIGUSR1 stopped the agent";
+    ASSERT_TRUE(exited) << "SIGTERM did not stop the agent within 2 s";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_EQ(count_of(out.str(), "\"type\":\"tables\""), 2u) << "tables on SIGUSR1 and again at exit";
+}

@@ -1,0 +1,83 @@
+// `rstwatch run` refuses to start on a kernel or with privileges it cannot
+// work with, and names what is missing. A stand-in kernel lacks things.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "kernel_features.h"
+
+using namespace rstwatch;
+
+namespace {
+
+struct FakeKernel : KernelFeatures {
+    bool btf = true;
+    bool root = true;
+    std::set<int> caps;
+    std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset", "inet_sock_set_state"};
+
+    bool has_vmlinux_btf() const override { return btf; }
+    bool has_btf_tracepoint(const std::string &name) const override { return btf && tracepoints.count(name); }
+    bool has_classic_tracepoint(const std::string &, const std::string &name) const override
+    {
+        return tracepoints.count(name);
+    }
+    bool is_root() const override { return root; }
+    bool has_capability(int cap) const override { return caps.count(cap); }
+};
+
+std::string joined(const std::vector<std::string> &v)
+{
+    std::string s;
+    for (const auto &m : v)
+        s += m + "\n";
+    return s;
+}
+
+}  // namespace
+
+TEST(Prerequisites, AGoodKernelAsRootNeedsNothing)
+{
+    EXPECT_TRUE(missing_prerequisites(FakeKernel{}).empty());
+}
+
+TEST(Prerequisites, WithoutRootNamesRootAndTheCapabilities)
+{
+    FakeKernel k;
+    k.root = false;
+    auto missing = missing_prerequisites(k);
+    ASSERT_EQ(missing.size(), 1u);
+    EXPECT_NE(missing[0].find("root"), std::string::npos);
+    EXPECT_NE(missing[0].find("CAP_BPF"), std::string::npos);
+    EXPECT_NE(missing[0].find("CAP_PERFMON"), std::string::npos);
+}
+
+TEST(Prerequisites, CapBpfAndCapPerfmonAreEnoughWithoutRoot)
+{
+    FakeKernel k;
+    k.root = false;
+    k.caps = {38, 39};
+    EXPECT_TRUE(missing_prerequisites(k).empty());
+    k.caps = {39};
+    EXPECT_EQ(missing_prerequisites(k).size(), 1u) << "CAP_BPF alone cannot attach tracing programs";
+}
+
+TEST(Prerequisites, KernelWithoutBtfIsNamed)
+{
+    FakeKernel k;
+    k.btf = false;
+    auto missing = missing_prerequisites(k);
+    ASSERT_EQ(missing.size(), 1u) << joined(missing);
+    EXPECT_NE(missing[0].find("BTF"), std::string::npos);
+    EXPECT_NE(missing[0].find("CONFIG_DEBUG_INFO_BTF"), std::string::npos);
+}
+
+TEST(Prerequisites, EachMissingTracepointIsNamed)
+{
+    FakeKernel k;
+    k.tracepoints = {"inet_sock_set_state"};
+    auto missing = missing_prerequisites(k);
+    ASSERT_EQ(missing.size(), 2u) << joined(missing);
+    EXPECT_NE(joined(missing).find("tcp_receive_reset"), std::string::npos);
+    EXPECT_NE(joined(missing).find("tcp_send_reset"), std::string::npos);
+}
