@@ -208,9 +208,6 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 
 	if (!is_inet_tcp(sk))
 		return;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return;
 	conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	now = bpf_ktime_get_ns();
 	if (!conn) {
@@ -222,7 +219,8 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 	}
 
 	client_spoke = (conn->role == RW_ROLE_DOWNSTREAM) ? !is_send : is_send;
-	if (client_spoke && !(conn->flags & RW_CONN_IN_REQUEST)) {
+	/* Most calls continue a turn; only a new one needs the tcp_sock. */
+	if (client_spoke && !(conn->flags & RW_CONN_IN_REQUEST) && (tp = bpf_skc_to_tcp_sock(sk))) {
 		/* How long the server side had been quiet: the pool idle of a reuse. */
 		__u64 server_last = (conn->role == RW_ROLE_DOWNSTREAM) ? conn->last_send_ns
 									: conn->last_recv_ns;
