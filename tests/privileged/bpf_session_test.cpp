@@ -200,6 +200,10 @@ void expect_idle_reset_attributed(bool v6)
     EXPECT_GE(*received->conn_age_ms, measured_idle_ms);
     EXPECT_EQ(received->bytes_sent, 3u);
     EXPECT_EQ(received->bytes_received, 4u);
+    EXPECT_FALSE(received->in_request) << "the response had arrived";
+    // Loopback: data and reset both come straight from this host (TTL / hop limit 64).
+    EXPECT_EQ(received->data_ttl, 64);
+    EXPECT_EQ(received->rst_ttl, 64);
 
     // The child's side: a sent reset on its accepted socket, owned by the child.
     auto sent = collector.wait_for_reset([&](const ResetEvent &e) {
@@ -284,4 +288,48 @@ TEST(BpfSession, RingBufferOverflowIsCountedNotSilent)
     EXPECT_GE(counters.records_emitted + counters.records_lost, static_cast<uint64_t>(resets));
     collector.session().drain();
     EXPECT_EQ(collector.received_count(), counters.records_emitted);
+}
+
+TEST(BpfSession, ReusedConnectionReportsPoolIdleAndTheOpenRequest)
+{
+    REQUIRE_ROOT();
+    Collector collector;
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    const uint16_t port = rwtest::port_of(listener);
+    // A backend that answers the first request and resets the connection
+    // when the second arrives on it, as a backend that dropped it would.
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int conn = accept(listener, nullptr, nullptr);
+        char buf[64];
+        if (conn >= 0 && read(conn, buf, sizeof(buf)) > 0 && write(conn, "resp", 4) == 4 &&
+            read(conn, buf, sizeof(buf)) > 0)
+            rwtest::close_with_reset(conn);
+        _exit(0);
+    }
+    close(listener);
+    int client = rwtest::connect_to(false, port);
+    ASSERT_GE(client, 0);
+    const std::string local = rwtest::endpoint_of(client, false);
+    const uint64_t first_response = request_response(client);
+    std::this_thread::sleep_for(200ms);
+    const uint64_t second_request = rwtest::monotonic_ns();
+    ASSERT_EQ(write(client, "GET", 3), 3);
+
+    auto received = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == local;
+    });
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    ASSERT_TRUE(received) << "seen:" << collector.describe();
+    EXPECT_EQ(received->requests, 2u);
+    EXPECT_TRUE(received->in_request);
+    EXPECT_EQ(received->response_bytes, 0u);
+    ASSERT_TRUE(received->pool_idle_ms);
+    EXPECT_NEAR(*received->pool_idle_ms, (second_request - first_response) / 1e6, 10.0);
+    ASSERT_TRUE(received->since_request_ms);
+    EXPECT_LT(*received->since_request_ms, 50.0);
+    close(client);
 }
