@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -142,6 +143,32 @@ int http_request(uint16_t port, std::string_view method, std::string_view path, 
     if (resp.rfind("HTTP/1.", 0) != 0 || resp.size() < 12) return -1;
     int code = std::atoi(resp.c_str() + 9);
     return code >= 100 && code <= 999 ? code : -1;
+}
+
+long http_request_abort(uint16_t port, std::string_view path, size_t read_bytes, std::chrono::milliseconds timeout,
+                        const std::string &host) {
+    auto deadline = Clock::now() + timeout;
+    int fd = connect_to(host, port, timeout);
+    if (fd < 0) return -1;
+    std::string host_header = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    std::string req = "GET " + std::string(path) + " HTTP/1.1\r\nHost: " + host_header + ":" + std::to_string(port) +
+                      "\r\nUser-Agent: rstwatch-testlab-abort\r\nConnection: close\r\n\r\n";
+    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    char buf[8192];
+    while (got < read_bytes && Clock::now() < deadline) {
+        ssize_t n = recv(fd, buf, std::min(sizeof buf, read_bytes - got), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += static_cast<size_t>(n);
+    }
+    linger l{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    close(fd);
+    return static_cast<long>(got);
 }
 
 bool wait_for_listen(uint16_t port, std::chrono::milliseconds timeout, const std::string &host) {
@@ -296,6 +323,11 @@ bool ChildProcess::wait_for_output(std::string_view substr, std::chrono::millise
     return found();
 }
 
+bool ChildProcess::wait_output_closed(std::chrono::milliseconds timeout) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, timeout, [&] { return eof_; });
+}
+
 std::string ChildProcess::stdout_text() const {
     std::lock_guard lk(mu_);
     return out_;
@@ -414,7 +446,8 @@ std::optional<UpstreamResetLine> parse_upstream_reset_line(std::string_view line
 // ------------------------------------------------------------------ NginxLab
 
 NginxLab::NginxLab(NginxLabOptions options) : opt_(std::move(options)) {
-    if (opt_.upstreams.empty()) throw std::invalid_argument("NginxLab: no upstreams");
+    if (opt_.upstreams.empty() && opt_.root_dir.empty() && opt_.server_extra.empty())
+        throw std::invalid_argument("NginxLab: nothing to serve (no upstreams, root_dir or server_extra)");
     char tmpl[] = "/tmp/rstwatch-lab.XXXXXX";
     if (!mkdtemp(tmpl)) throw std::runtime_error(errno_text("mkdtemp"));
     prefix_ = tmpl;
@@ -424,6 +457,7 @@ NginxLab::NginxLab(NginxLabOptions options) : opt_(std::move(options)) {
 
     try {
         listen_port_ = opt_.listen_port ? opt_.listen_port : pick_free_port(false);
+        if (!opt_.netns.empty() && !opt_.listen_port) listen_port_ = 80;  // a namespace of its own
         config_ = render_config();
         {
             std::ofstream conf(prefix_ / "nginx.conf");
@@ -437,6 +471,8 @@ NginxLab::NginxLab(NginxLabOptions options) : opt_(std::move(options)) {
         const std::string out_path = (prefix_ / "nginx.out").string();
         std::vector<std::string> argv = {"/usr/sbin/nginx", "-p", prefix_arg, "-c",       conf_arg,
                                          "-e",              startup_log, "-g", globals};
+        // `ip netns exec` enters the namespace and execs nginx: same pid.
+        if (!opt_.netns.empty()) argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", opt_.netns});
         std::vector<char *> cargv;
         for (auto &a : argv) cargv.push_back(a.data());
         cargv.push_back(nullptr);
@@ -473,8 +509,7 @@ NginxLab::NginxLab(NginxLabOptions options) : opt_(std::move(options)) {
                                          ")\n" + read_file(prefix_ / "startup.log") + read_file(prefix_ / "nginx.out") +
                                          error_log());
             }
-            if (static_cast<int>(worker_pids().size()) >= opt_.worker_processes &&
-                wait_for_listen(listen_port_, 200ms)) {
+            if (static_cast<int>(worker_pids().size()) >= opt_.worker_processes && listening()) {
                 ready = true;
                 break;
             }
@@ -499,6 +534,22 @@ NginxLab::~NginxLab() {
     fs::remove_all(prefix_, ec);
 }
 
+bool NginxLab::listening() const {
+    if (opt_.netns.empty()) return wait_for_listen(listen_port_, 200ms, opt_.listen_host);
+    // Check from inside the namespace: a thread of ours enters it (the
+    // network namespace is per thread).
+    bool ok = false;
+    std::thread t([&] {
+        int fd = open(("/run/netns/" + opt_.netns).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        int r = setns(fd, CLONE_NEWNET);
+        close(fd);
+        if (r == 0) ok = wait_for_listen(listen_port_, 200ms, opt_.listen_host);
+    });
+    t.join();
+    return ok;
+}
+
 std::string NginxLab::render_config() const {
     const std::string p = prefix_.string();
     std::ostringstream c;
@@ -506,7 +557,7 @@ std::string NginxLab::render_config() const {
       << "worker_processes " << opt_.worker_processes << ";\n"
       << "daemon off;\n"
       << "master_process on;\n"
-      << "error_log " << p << "/error.log error;\n"
+      << "error_log " << p << "/error.log " << opt_.error_log_level << ";\n"
       << "events { worker_connections 1024; }\n"
       << "http {\n"
       << "    log_format lab '$remote_addr [$time_local] \"$request\" $status "
@@ -517,25 +568,37 @@ std::string NginxLab::render_config() const {
       << "    proxy_temp_path " << p << "/proxy_temp;\n"
       << "    fastcgi_temp_path " << p << "/fastcgi_temp;\n"
       << "    uwsgi_temp_path " << p << "/uwsgi_temp;\n"
-      << "    scgi_temp_path " << p << "/scgi_temp;\n"
-      << "    upstream backend {\n";
-    for (const auto &u : opt_.upstreams) c << "        server " << u << ";\n";
-    if (opt_.upstream_keepalive > 0) c << "        keepalive " << opt_.upstream_keepalive << ";\n";
-    if (!opt_.upstream_extra.empty()) c << "        " << opt_.upstream_extra << "\n";
-    c << "    }\n";
-    if (!opt_.http_extra.empty()) c << "    " << opt_.http_extra << "\n";
-    c << "    server {\n"
-      << "        listen 127.0.0.1:" << listen_port_ << ";\n";
-    if (opt_.listen_ipv6) c << "        listen [::1]:" << listen_port_ << ";\n";
-    c << "        location / {\n"
-      << "            proxy_pass http://backend;\n";
-    if (opt_.upstream_keepalive > 0) {
-        c << "            proxy_http_version 1.1;\n"
-          << "            proxy_set_header Connection \"\";\n";
+      << "    scgi_temp_path " << p << "/scgi_temp;\n";
+    if (!opt_.upstreams.empty()) {
+        c << "    upstream backend {\n";
+        for (const auto &u : opt_.upstreams) c << "        server " << u << ";\n";
+        if (opt_.upstream_keepalive > 0) c << "        keepalive " << opt_.upstream_keepalive << ";\n";
+        if (!opt_.upstream_extra.empty()) c << "        " << opt_.upstream_extra << "\n";
+        c << "    }\n";
     }
-    if (!opt_.location_extra.empty()) c << "            " << opt_.location_extra << "\n";
-    c << "        }\n"
-      << "    }\n"
+    if (!opt_.http_extra.empty()) c << "    " << opt_.http_extra << "\n";
+    const std::string host =
+        opt_.listen_host.find(':') != std::string::npos ? "[" + opt_.listen_host + "]" : opt_.listen_host;
+    c << "    server {\n"
+      << "        listen " << host << ":" << listen_port_ << ";\n";
+    if (opt_.listen_ipv6) c << "        listen [::1]:" << listen_port_ << ";\n";
+    if (!opt_.upstreams.empty()) {
+        c << "        location / {\n"
+          << "            proxy_pass http://backend;\n";
+        if (opt_.upstream_keepalive > 0) {
+            c << "            proxy_http_version 1.1;\n"
+              << "            proxy_set_header Connection \"\";\n";
+        }
+        if (!opt_.location_extra.empty()) c << "            " << opt_.location_extra << "\n";
+        c << "        }\n";
+    } else if (!opt_.root_dir.empty()) {
+        c << "        location / {\n"
+          << "            root " << opt_.root_dir << ";\n";
+        if (!opt_.location_extra.empty()) c << "            " << opt_.location_extra << "\n";
+        c << "        }\n";
+    }
+    if (!opt_.server_extra.empty()) c << "        " << opt_.server_extra << "\n";
+    c << "    }\n"
       << "}\n";
     return c.str();
 }

@@ -35,6 +35,13 @@ int http_request(uint16_t port, std::string_view method, std::string_view path,
                  std::string_view body = {}, std::chrono::milliseconds timeout = 5s,
                  const std::string &host = "127.0.0.1");
 
+// A client that gives up mid-response: sends a GET, reads until it has
+// read_bytes (or timeout), then closes with SO_LINGER 0, which resets the
+// connection (what a browser tab or a client timeout does to nginx). Returns the
+// bytes read, -1 on connect/send failure.
+long http_request_abort(uint16_t port, std::string_view path, size_t read_bytes,
+                        std::chrono::milliseconds timeout = 5s, const std::string &host = "127.0.0.1");
+
 // True once something accepts TCP connections on host:port, false after timeout.
 bool wait_for_listen(uint16_t port, std::chrono::milliseconds timeout,
                      const std::string &host = "127.0.0.1");
@@ -70,6 +77,9 @@ public:
     std::string stdout_text() const;
     std::string stderr_text() const;
 
+    // Waits until both pipes reached end of file (all output captured).
+    bool wait_output_closed(std::chrono::milliseconds timeout);
+
     // kill(pid, sig) if still running; false if it already exited.
     bool signal(int sig);
 
@@ -101,7 +111,9 @@ private:
 };
 
 struct NginxLabOptions {
-    // "127.0.0.1:8081" or "[::1]:8081"; one `server` line each.
+    // "127.0.0.1:8081" or "[::1]:8081"; one `server` line each, in
+    // `upstream backend`, which `location /` proxies to. May be empty when
+    // root_dir or server_extra say what to serve.
     std::vector<std::string> upstreams;
     int worker_processes = 2;
     // `keepalive N;` in the upstream block; 0 leaves upstream keep-alive off
@@ -117,6 +129,17 @@ struct NginxLabOptions {
     uint16_t listen_port = 0;
     // Also listen on [::1]:listen_port.
     bool listen_ipv6 = false;
+    // Address of the main `listen` (IPv6 without brackets: "2001:db8::1").
+    std::string listen_host = "127.0.0.1";
+    // Run nginx inside this network namespace (`ip netns exec NAME nginx`);
+    // "" is the test's own. listen_host must be an address of that namespace.
+    std::string netns;
+    // With no upstreams: `location /` serves this directory (`root DIR;`).
+    std::string root_dir;
+    // Raw directives inside server{} (more locations, send_timeout, ...).
+    std::string server_extra;
+    // error_log level ("info" shows client aborts).
+    std::string error_log_level = "error";
     std::chrono::milliseconds start_timeout = 10s;
 };
 
@@ -163,6 +186,7 @@ public:
 
 private:
     std::string render_config() const;
+    bool listening() const;
 
     NginxLabOptions opt_;
     std::filesystem::path prefix_;

@@ -9,6 +9,15 @@
 //                 (RFC 2525 2.17), which is what a backend crash looks like to nginx.
 //   --mode reset  like crash, but only the connection dies (SO_LINGER 0 + close):
 //                 the backend process stays up and keeps accepting.
+//   --mode oom    reads only the request head, then allocates and touches memory
+//                 (1 MiB at a time, at most --oom-max-mb) until the kernel's OOM
+//                 killer ends it: run it in a memory-limited cgroup. The body is
+//                 left unread, so the dying process's socket is reset.
+//                 --require-cgroup TEXT refuses to allocate (exit 3) unless
+//                 /proc/self/cgroup contains TEXT: the limit must be in place.
+//   --mode slow   reads the request, then streams a large 200 response slowly
+//                 (--slow-bytes, default 4 MiB, 16 KiB every 10 ms): lets a
+//                 client abort mid-response.
 //   --keepalive-timeout MS  close (FIN) keep-alive connections idle this long,
 //                 the backend side of the keep-alive race.
 //
@@ -40,13 +49,16 @@
 
 namespace {
 
-enum class Mode { Ok, Crash, Reset };
+enum class Mode { Ok, Crash, Reset, Oom, Slow };
 
 struct Options {
     std::string listen = "127.0.0.1:0";
     Mode mode = Mode::Ok;
     int keepalive_timeout_ms = -1;  // -1: keep idle connections forever
     bool quiet = false;
+    int oom_max_mb = 1024;
+    std::string require_cgroup;
+    size_t slow_bytes = 4u << 20;
 };
 
 std::atomic<bool> g_stop{false};
@@ -55,12 +67,14 @@ void on_signal(int) { g_stop.store(true); }
 
 [[noreturn]] void usage(int status) {
     std::fprintf(status == 0 ? stdout : stderr,
-                 "usage: rstwatch-test-backend --listen ADDR:PORT [--mode ok|crash|reset]\n"
+                 "usage: rstwatch-test-backend --listen ADDR:PORT [--mode ok|crash|reset|oom|slow]\n"
                  "                             [--keepalive-timeout MS] [--quiet]\n"
+                 "                             [--oom-max-mb N] [--require-cgroup TEXT] [--slow-bytes N]\n"
                  "  ADDR is IPv4 (127.0.0.1) or bracketed IPv6 ([::1]); PORT 0 picks one.\n"
                  "examples:\n"
                  "  rstwatch-test-backend --listen 127.0.0.1:8081 --mode crash\n"
-                 "  rstwatch-test-backend --listen [::1]:0 --mode ok --keepalive-timeout 2000\n");
+                 "  rstwatch-test-backend --listen [::1]:0 --mode ok --keepalive-timeout 2000\n"
+                 "  rstwatch-test-backend --listen 127.0.0.1:0 --mode oom --require-cgroup /rwt123-oom\n");
     std::exit(status);
 }
 
@@ -192,6 +206,48 @@ bool send_all(int fd, std::string_view data) {
     return true;
 }
 
+// Allocates and touches memory until killed. Bounded: gives up after
+// oom_max_mb with exit status 4 (the test then fails: no OOM kill).
+[[noreturn]] void allocate_until_killed(const Options &opt) {
+    if (!opt.require_cgroup.empty()) {
+        FILE *f = std::fopen("/proc/self/cgroup", "r");
+        std::string text;
+        char buf[512];
+        while (f && std::fgets(buf, sizeof buf, f)) text += buf;
+        if (f) std::fclose(f);
+        if (text.find(opt.require_cgroup) == std::string::npos) {
+            std::fprintf(stderr, "oom: not in cgroup '%s', refusing to allocate:\n%s", opt.require_cgroup.c_str(),
+                         text.c_str());
+            _exit(3);
+        }
+    }
+    if (!opt.quiet) std::fprintf(stderr, "oom: allocating until killed (request body unread)\n");
+    constexpr size_t kChunk = 1u << 20;
+    for (int i = 0; i < opt.oom_max_mb; ++i) {
+        auto *p = static_cast<volatile char *>(std::malloc(kChunk));
+        if (!p) break;
+        for (size_t off = 0; off < kChunk; off += 4096) p[off] = static_cast<char>(i);
+    }
+    std::fprintf(stderr, "oom: still alive after %d MiB, giving up\n", opt.oom_max_mb);
+    _exit(4);
+}
+
+// 200 with Content-Length slow_bytes, 16 KiB every 10 ms. false when the peer
+// went away (the usual end: a client abort made nginx drop the connection).
+bool send_slowly(int fd, const Options &opt) {
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+                       std::to_string(opt.slow_bytes) + "\r\nConnection: keep-alive\r\n\r\n";
+    if (!send_all(fd, head)) return false;
+    const std::string chunk(16384, 's');
+    for (size_t sent = 0; sent < opt.slow_bytes && !g_stop.load();) {
+        size_t n = std::min(chunk.size(), opt.slow_bytes - sent);
+        if (!send_all(fd, std::string_view(chunk).substr(0, n))) return false;
+        sent += n;
+        usleep(10000);
+    }
+    return true;
+}
+
 void serve(int fd, const Options &opt) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -209,7 +265,12 @@ void serve(int fd, const Options &opt) {
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
             break;  // close below sends RST
         }
+        if (opt.mode == Mode::Oom) allocate_until_killed(opt);
         if (!discard(fd, content_length(*head))) break;
+        if (opt.mode == Mode::Slow) {
+            if (!send_slowly(fd, opt)) break;
+            continue;
+        }
         static constexpr std::string_view body = "ok from rstwatch-test-backend\n";
         std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
                            std::to_string(body.size()) + "\r\nConnection: keep-alive\r\n\r\n";
@@ -236,9 +297,17 @@ int main(int argc, char **argv) {
             if (m == "ok") opt.mode = Mode::Ok;
             else if (m == "crash") opt.mode = Mode::Crash;
             else if (m == "reset") opt.mode = Mode::Reset;
+            else if (m == "oom") opt.mode = Mode::Oom;
+            else if (m == "slow") opt.mode = Mode::Slow;
             else usage(2);
         } else if (a == "--keepalive-timeout") {
             opt.keepalive_timeout_ms = std::atoi(value().c_str());
+        } else if (a == "--oom-max-mb") {
+            opt.oom_max_mb = std::atoi(value().c_str());
+        } else if (a == "--require-cgroup") {
+            opt.require_cgroup = value();
+        } else if (a == "--slow-bytes") {
+            opt.slow_bytes = static_cast<size_t>(std::strtoull(value().c_str(), nullptr, 10));
         } else if (a == "--quiet") {
             opt.quiet = true;
         } else if (a == "-h" || a == "--help") {
