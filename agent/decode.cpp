@@ -14,7 +14,7 @@ namespace rstwatch {
 
 // The wire layout is shared with BPF: a size change must be deliberate.
 static_assert(sizeof(rw_record_header) == 16);
-static_assert(sizeof(rw_conn) == 96);
+static_assert(sizeof(rw_conn) == 104);
 static_assert(sizeof(rw_reset_record) == 192);
 static_assert(sizeof(rw_oom_record) == 72);
 static_assert(sizeof(rw_counters) == 32);
@@ -119,6 +119,8 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
         e.response_bytes = r.response_bytes;
     e.data_ttl = r.data_ttl;
     e.rst_ttl = r.rst_ttl;
+    e.stalled_retrans = r.stalled_retrans;
+    e.during_send = r.flags & RW_RST_DURING_SEND;
     e.total_retrans = r.total_retrans;
     e.packets_out = r.packets_out;
     e.mss = r.mss_cache;

@@ -66,6 +66,8 @@ std::string request_text(const ResetEvent &r)
     std::string when = r.since_request_ms ? duration_text(*r.since_request_ms) + " after " + owner +
                                                 " sent request #" + std::to_string(r.requests)
                                           : "while request #" + std::to_string(r.requests) + " was open";
+    if (r.during_send)
+        return "reset answered request #" + std::to_string(r.requests) + " while " + owner + " was still sending it";
     if (r.response_bytes && *r.response_bytes > 0)
         return "reset " + when + ", after " + std::to_string(*r.response_bytes) + " response bytes";
     return "reset " + when + ", before any response byte";
@@ -143,7 +145,7 @@ Diagnosis Diagnoser::diagnose(const ResetEvent &r) const
     if (r.role == Role::Downstream) {
         d.cause = Cause::ClientSide;
         d.confidence = Confidence::High;
-        d.evidence.push_back("reset on a client connection of nginx (downstream, client " + r.remote + ")");
+        d.evidence.push_back("reset on a connection " + r.comm + " accepted (its client " + r.remote + ")");
         d.hint = "not an upstream failure: clients going away show as 499 in the access log";
         return d;
     }
@@ -212,8 +214,10 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
         if (peer->no_socket && !is_closed_by_backend(*peer)) {
             d.cause = Cause::StaleReuse;
             d.confidence = reused ? Confidence::High : Confidence::Medium;
-            d.evidence.push_back("the backend's kernel had no socket for this connection: the backend "
-                                 "restarted (or its host or container did) while nginx held it");
+            d.evidence.push_back(std::string("the backend's kernel had no socket for this connection") +
+                                 (tcp_state_name(peer->state) == "LISTEN" ? " (only its listener answered)" : "") +
+                                 ": the backend restarted (or its host or container did) while " +
+                                 (r.comm.empty() ? "nginx" : r.comm) + " held it");
             d.hint = "backends restarted under pooled connections: drain nginx before restarting backends, "
                      "or lower keepalive_timeout in the upstream block";
             return d;
@@ -225,13 +229,13 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
                                  tcp_state_name(peer->state) + ") when nginx's request arrived");
             return d;  // the hint comes from the idle cluster
         }
-        if (peer->total_retrans > 0 && peer->packets_out > 0) {
+        if (peer->stalled_retrans > 0 && peer->packets_out > 0) {
             d.cause = Cause::MtuBlackhole;
             d.confidence = Confidence::High;
             d.evidence.push_back(printf_string(
-                "the backend had %u segments of up to %u bytes unacknowledged after %u retransmissions when it "
-                "gave up: its large segments were not getting through",
-                peer->packets_out, peer->mss, peer->total_retrans));
+                "the backend had %u segments of up to %u bytes unacknowledged after %u retransmission timeouts "
+                "in a row when it gave up: its large segments were not getting through",
+                peer->packets_out, peer->mss, peer->stalled_retrans));
             d.hint = printf_string("segments of %u bytes from %s are lost on the way: let ICMP "
                                    "'fragmentation needed' through, or clamp the MSS (iptables TCPMSS "
                                    "--clamp-mss-to-pmtu) on the path",
@@ -252,12 +256,12 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
                                                                   : "sent by another host than the backend"));
         return d;  // the hint comes from the idle cluster
     }
-    if (r.total_retrans > 0 && r.packets_out > 0) {
+    if (r.stalled_retrans > 0 && r.packets_out > 0) {
         d.cause = Cause::MtuBlackhole;
         d.confidence = Confidence::Medium;
-        d.evidence.push_back(printf_string("nginx had %u segments of up to %u bytes unacknowledged after %u "
-                                           "retransmissions",
-                                           r.packets_out, r.mss, r.total_retrans));
+        d.evidence.push_back(printf_string("%s had %u segments of up to %u bytes unacknowledged after %u "
+                                           "retransmission timeouts in a row",
+                                           r.comm.c_str(), r.packets_out, r.mss, r.stalled_retrans));
         d.hint = printf_string("nginx's segments of %u bytes to %s are lost on the way: check the path MTU "
                                "and let ICMP 'fragmentation needed' through",
                                r.mss, r.remote.c_str());

@@ -199,6 +199,8 @@ nlohmann::json to_json(const ResetEvent &e)
     j["data_ttl"] = e.data_ttl ? nlohmann::json(e.data_ttl) : nlohmann::json(nullptr);
     j["rst_ttl"] = e.rst_ttl ? nlohmann::json(e.rst_ttl) : nlohmann::json(nullptr);
     j["no_socket"] = e.no_socket;
+    j["stalled_retransmits"] = e.stalled_retrans;
+    j["during_send"] = e.during_send;
     if (e.diagnosis) {
         j["cause"] = to_string(e.diagnosis->cause);
         j["confidence"] = to_string(e.diagnosis->confidence);

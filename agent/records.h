@@ -81,6 +81,8 @@ struct ResetEvent {
     std::optional<uint64_t> response_bytes;  // of the open request, received before the reset
     uint8_t data_ttl = 0;     // TTL / hop limit of the peer's data segments, 0 unknown
     uint8_t rst_ttl = 0;      // TTL / hop limit of the reset itself, 0 unknown
+    uint8_t stalled_retrans = 0;  // retransmission timeouts in a row without progress
+    bool during_send = false; // the reset answered a request still being sent
 
     std::optional<Diagnosis> diagnosis;  // for resets on tracked connections
     uint32_t total_retrans = 0;

@@ -2,12 +2,13 @@
 
 #include <bpf/bpf.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>  // tcp_info with tcpi_bytes_sent (glibc's lacks it)
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -68,7 +69,10 @@ int local_port(int fd)
 struct Candidate {
     std::unique_ptr<Fd> fd;
     int port;
+    uint64_t bytes_sent;  // so that a request sent later is recognised as new
 };
+
+constexpr uint8_t kTcpClose = 7;  // include/net/tcp_states.h
 
 void seed_process(int map_fd, uint32_t pid, const std::string &comm, SeedReport &report)
 {
@@ -103,9 +107,11 @@ void seed_process(int map_fd, uint32_t pid, const std::string &comm, SeedReport 
         }
         tcp_info info{};
         socklen_t len = sizeof(info);
-        if (getsockopt(dup->get(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_state == TCP_CLOSE)
+        if (getsockopt(dup->get(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_state == kTcpClose)
             continue;
-        connections.push_back({std::move(dup), port});
+        // Kernels before 4.19 return a shorter tcp_info without bytes_sent.
+        const bool has_bytes_sent = len >= offsetof(tcp_info, tcpi_bytes_sent) + sizeof(info.tcpi_bytes_sent);
+        connections.push_back({std::move(dup), port, has_bytes_sent ? info.tcpi_bytes_sent : 0});
     }
 
     for (const auto &c : connections) {
@@ -116,6 +122,7 @@ void seed_process(int map_fd, uint32_t pid, const std::string &comm, SeedReport 
         value.role = listening_ports.count(c.port) ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
         value.flags = RW_CONN_SEEDED;
         value.pool_idle_ns = RW_UNKNOWN_NS;
+        value.tx_bytes_seen = c.bytes_sent;
         int key = c.fd->get();
         if (bpf_map_update_elem(map_fd, &key, &value, BPF_NOEXIST) == 0)
             report.seeded++;

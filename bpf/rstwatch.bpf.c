@@ -242,10 +242,14 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 	} else if (!client_spoke) {
 		conn->flags &= ~RW_CONN_IN_REQUEST;
 	}
-	if (is_send)
+	if (is_send) {
 		conn->last_send_ns = now;
-	else
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (tp && rw_tcp_has_byte_counters(tp))
+			conn->tx_bytes_seen = BPF_CORE_READ(tp, bytes_sent);
+	} else {
 		conn->last_recv_ns = now;
+	}
 }
 
 SEC("tp_btf/sock_send_length")
@@ -389,6 +393,7 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 		rec->flags |= RW_RST_BYTES_KNOWN;
 	}
 	rec->total_retrans = tp->total_retrans;
+	rec->stalled_retrans = BPF_CORE_READ(tp, inet_conn.icsk_retransmits);
 	rec->packets_out = tp->packets_out;
 	rec->mss_cache = tp->mss_cache;
 	if (last_send)
@@ -414,6 +419,28 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 		rec->since_send_ns = now - conn->last_send_ns;
 	if (conn->created_ns)
 		rec->conn_age_ns = now - conn->created_ns;
+
+	/*
+	 * A reset that answers a request still inside send(): the peer's reset
+	 * waited in the socket backlog and is processed at release_sock(),
+	 * before sock_send_length fires for that send. bytes_sent already
+	 * counts the request, so the turn it opened is counted here.
+	 */
+	if (conn->role == RW_ROLE_UPSTREAM && !(conn->flags & RW_CONN_IN_REQUEST) &&
+	    (rec->flags & RW_RST_BYTES_KNOWN) && rec->bytes_sent > conn->tx_bytes_seen) {
+		int fresh = (conn->flags & RW_CONN_CONNECTED) && conn->requests == 0;
+
+		rec->flags |= RW_RST_DURING_SEND | RW_RST_IN_REQUEST;
+		rec->requests = conn->requests + 1;
+		rec->since_send_ns = 0;
+		rec->response_bytes = 0;
+		if (fresh)
+			rec->pool_idle_ns = RW_UNKNOWN_NS;
+		else if (conn->last_recv_ns)
+			rec->pool_idle_ns = now - conn->last_recv_ns;
+		else
+			rec->pool_idle_ns = ns_since_jiffies(last_recv);
+	}
 }
 
 static __always_inline void fill_current(struct rw_reset_record *rec)
@@ -469,16 +496,18 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 		rec->reason = (__u32)ctx[2];
 		rec->flags |= RW_RST_REASON_KNOWN;
 	}
-	if (full) {
+	if (full && sk->__sk_common.skc_state != TCP_LISTEN) {
 		fill_connection(rec, sk, conn, rec->hdr.ts_ns);
 	} else {
+		/* No connection: none at all, or only a listener answering a stray. */
 		rec->flags |= RW_RST_NO_SOCKET;
 		rec->state = sk ? sk->__sk_common.skc_state : TCP_CLOSE;
 		rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
 		rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
-		if (skb)
-			fill_tuple_from_skb(rec, skb);
 	}
+	/* A reset answering a segment belongs to that segment's flow. */
+	if (skb)
+		fill_tuple_from_skb(rec, skb);
 	fill_current(rec);
 	bpf_ringbuf_submit(rec, 0);
 	return 0;

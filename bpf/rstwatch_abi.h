@@ -65,6 +65,7 @@ struct rw_conn {
 	__u64 request_ns;   /* when the latest request turn started, or 0 */
 	__u64 pool_idle_ns; /* idle before the latest turn; RW_UNKNOWN_NS if fresh */
 	__u64 turn_rx_base; /* tcp bytes_received when the latest turn started */
+	__u64 tx_bytes_seen; /* tcp bytes_sent after the owner's last send() seen */
 	__u8 data_ttl;      /* IP TTL / hop limit of the peer's last non-RST segment */
 	__u8 rst_ttl;       /* ... of the last RST segment, 0 if none */
 	__u8 pad2[6];
@@ -80,12 +81,18 @@ struct rw_record_header {
 /* struct rw_reset_record.flags */
 enum rw_reset_flags {
 	RW_RST_OWNER_KNOWN = 1u << 0,     /* the socket had rw_conn state */
-	RW_RST_NO_SOCKET = 1u << 1,       /* sent with no full socket (e.g. NO_SOCKET) */
+	RW_RST_NO_SOCKET = 1u << 1,       /* sent with no connection socket: none, or a listener */
 	RW_RST_CURRENT_EXITING = 1u << 2, /* the task on the CPU was exiting */
 	RW_RST_SEEDED = 1u << 3,          /* owner came from start-up seeding */
 	RW_RST_REASON_KNOWN = 1u << 4,    /* `reason` is the kernel's sk_rst_reason */
 	RW_RST_BYTES_KNOWN = 1u << 5,     /* bytes_sent/bytes_received are valid */
 	RW_RST_IN_REQUEST = 1u << 6,      /* a request turn was open: response not complete */
+	/*
+	 * The reset answered data the owner was still sending: it came back
+	 * through the socket backlog before that send() returned, so the turn
+	 * it opened is counted here rather than by sock_send_length.
+	 */
+	RW_RST_DURING_SEND = 1u << 7,
 };
 
 struct rw_reset_record {
@@ -115,12 +122,13 @@ struct rw_reset_record {
 	__u64 bytes_sent;
 	__u64 bytes_received;
 	__u64 response_bytes; /* received since the latest request turn began */
-	__u32 total_retrans;
+	__u32 total_retrans;  /* over the connection's life, SYN retransmissions included */
 	__u32 packets_out;    /* segments in flight at the reset */
 	__u32 mss_cache;
 	__u8 data_ttl;        /* TTL / hop limit of the peer's data segments, 0 unknown */
 	__u8 rst_ttl;         /* TTL / hop limit of the reset segment, 0 unknown */
-	__u8 pad0[2];
+	__u8 stalled_retrans; /* retransmission timeouts in a row without progress */
+	__u8 pad0;
 };
 
 /* struct rw_oom_record.flags */

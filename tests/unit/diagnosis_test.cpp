@@ -209,13 +209,14 @@ TEST(Diagnosis, BackendGivingUpOnStalledFullSizeSegmentsIsAnMtuBlackHole)
     Diagnoser d;
     ResetEvent peer = backend_sent(3000, "TCP_ABORT_ON_LINGER");
     peer.total_retrans = 6;
+    peer.stalled_retrans = 6;
     peer.packets_out = 10;
     peer.mss = 1448;
     ResetEvent r = nginx_received(3000);
     r.since_request_ms = 2000;
     auto result = diagnose_after(d, {peer}, r);
     EXPECT_EQ(result.cause, Cause::MtuBlackhole);
-    EXPECT_TRUE(mentions(result, "10 segments of up to 1448 bytes unacknowledged after 6 retransmissions"))
+    EXPECT_TRUE(mentions(result, "10 segments of up to 1448 bytes unacknowledged after 6 retransmission timeouts"))
         << all_evidence(result);
 }
 
@@ -292,4 +293,33 @@ TEST(Diagnosis, EventsAreHeldBackUntilLaterEvidenceCanArrive)
     ASSERT_TRUE(r.diagnosis);
     EXPECT_EQ(r.diagnosis->cause, Cause::BackendCrash);
     EXPECT_EQ(d.take_all().size(), 1u);
+}
+
+TEST(Diagnosis, ListenerAnsweringTheFlowIsStaleReuse)
+{
+    // The new backend's kernel has only a listener on that port: it answers
+    // nginx's segment on the forgotten connection with a reset.
+    Diagnoser d;
+    ResetEvent peer = backend_sent(100, "TCP_FLAGS", /*LISTEN*/ 10);
+    peer.no_socket = true;
+    ResetEvent r = reused(nginx_received(100), 3000);
+    r.during_send = true;
+    auto result = diagnose_with(d, {}, r, {peer});
+    EXPECT_EQ(result.cause, Cause::StaleReuse);
+    EXPECT_EQ(result.confidence, Confidence::High);
+    EXPECT_TRUE(mentions(result, "only its listener answered")) << all_evidence(result);
+    EXPECT_TRUE(mentions(result, "while nginx was still sending it")) << all_evidence(result);
+}
+
+TEST(Diagnosis, SynRetransmissionsAloneAreNoBlackHole)
+{
+    // total_retrans counts a lost SYN; only timeouts in a row on stalled data count.
+    Diagnoser d;
+    ResetEvent peer = backend_sent(100, "NO_SOCKET", /*CLOSE*/ 7);
+    peer.no_socket = true;
+    ResetEvent r = reused(nginx_received(100), 3000);
+    r.total_retrans = 1;
+    r.packets_out = 1;
+    auto result = diagnose_with(d, {}, r, {peer});
+    EXPECT_EQ(result.cause, Cause::StaleReuse);
 }

@@ -73,7 +73,8 @@ TEST(ResetJson, FieldNamesAreTheContract)
                                      "bytes_sent", "bytes_received", "requests", "on_cpu",
                                      "sock_cookie", "retransmits", "packets_out", "mss",
                                      "in_request", "response_bytes", "data_ttl", "rst_ttl",
-                                     "no_socket", "cause", "confidence", "evidence", "hint"}));
+                                     "no_socket", "stalled_retransmits", "during_send", "cause",
+                                     "confidence", "evidence", "hint"}));
     EXPECT_EQ(keys(j["on_cpu"]), (std::set<std::string>{"pid", "comm", "exiting", "exit_signal"}));
 }
 
