@@ -8,15 +8,24 @@
 #include <cstdio>
 #include <string>
 
+#include <unistd.h>
+
+#include "control.h"
 #include "decode.h"
 #include "diagnosis.h"
+#include "dump.h"
 #include "errors.h"
 #include "format.h"
 #include "kernel_features.h"
 #include "loader.h"
+#include "logging.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "procfs.h"
 #include "reset_reasons.h"
+#include "ring_fill.h"
 #include "seed.h"
+#include "store.h"
 #include "tables.h"
 
 namespace rstwatch {
@@ -25,9 +34,11 @@ namespace {
 
 volatile sig_atomic_t g_stop = 0;
 volatile sig_atomic_t g_print_tables = 0;
+volatile sig_atomic_t g_reopen = 0;
 
 void on_stop_signal(int) { g_stop = 1; }
 void on_tables_signal(int) { g_print_tables = 1; }
+void on_reopen_signal(int) { g_reopen = 1; }
 
 void install_signal_handlers()
 {
@@ -37,6 +48,32 @@ void install_signal_handlers()
     sigaction(SIGTERM, &sa, nullptr);
     sa.sa_handler = on_tables_signal;
     sigaction(SIGUSR1, &sa, nullptr);
+    sa.sa_handler = on_reopen_signal;  // logrotate: reopen the log and the store
+    sigaction(SIGHUP, &sa, nullptr);
+}
+
+int64_t realtime_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+// Rebuilds tables from the store's records at or after since_ns.
+uint64_t load_from_store(const std::string &path, int64_t since_ns, AttributionTables &tables)
+{
+    auto store = Store::open_read_only(path);
+    uint64_t loaded = 0, skipped = 0;
+    store->for_each(
+        since_ns,
+        [&](Event &&e) {
+            tables.add(e);
+            ++loaded;
+        },
+        &skipped);
+    if (skipped)
+        spdlog::warn("store {}: {} records could not be read back and were skipped", path, skipped);
+    return loaded;
 }
 
 uint64_t monotonic_ns()
@@ -105,7 +142,70 @@ int run_agent(const RunSettings &settings)
     Diagnoser diagnoser;
     AttributionTables tables;
     Reporter reporter(settings);
+    Metrics metrics;
     uint64_t decode_errors = 0;
+
+    // What could refuse a second agent (socket, store) comes first, before
+    // anything attaches.
+    std::unique_ptr<StoreWriter> writer;
+    MainThreadCalls main_thread;
+    if (!settings.socket_path.empty())
+        ControlServer::check_free(settings.socket_path);  // before a store file is made
+    if (!settings.store_path.empty()) {
+        StoreWriter::Options store_options;
+        store_options.limits = {settings.retain_days, settings.max_db_mb};
+        const std::string path = settings.store_path;
+        writer = std::make_unique<StoreWriter>([path] { return Store::open_for_writing(path); }, store_options);
+        // The tables start with what earlier runs saw, within retention.
+        const int64_t since = realtime_ns() - static_cast<int64_t>(settings.retain_days * 86400.0 * 1e9);
+        uint64_t loaded = load_from_store(path, since, tables);
+        spdlog::info("store {}: {} earlier records loaded into the tables", path, loaded);
+    }
+
+    // The tables' view of the lost counts that metrics holds.
+    auto set_lost_of = [&](AttributionTables &t) {
+        LostTotals lost = metrics.lost();
+        t.set_lost({lost.ring_buffer, lost.consumer});
+        if (writer)
+            t.set_not_stored(lost.store);
+    };
+    std::unique_ptr<ControlServer> control;
+    if (!settings.socket_path.empty()) {
+        auto handler = [&](const nlohmann::json &request) -> nlohmann::json {
+            const std::string cmd = request["cmd"].get<std::string>();
+            if (cmd == "ping")
+                return {{"ok", true}, {"pid", getpid()}};
+            if (cmd != "dump")
+                return {{"error", "unknown command \"" + cmd + "\" (known: dump, ping)"}};
+            if (!request.contains("since_s"))
+                return main_thread.call(request, std::chrono::seconds(5));
+            // --since: rebuilt from the store on this thread, so that reading
+            // a large store never holds up the ring-buffer consumer.
+            const auto &since = request["since_s"];
+            if (!since.is_number() || since.get<double>() <= 0)
+                return {{"error", "since_s must be a positive number of seconds"}};
+            if (!writer)
+                return {{"error", "--since reads the store, and this agent runs without one (--store none)"}};
+            writer->flush();  // what was reported so far, in the store
+            AttributionTables recent;
+            load_from_store(writer->path(), realtime_ns() - static_cast<int64_t>(since.get<double>() * 1e9), recent);
+            set_lost_of(recent);
+            nlohmann::json response = dump_response(recent, "store");
+            response["since_s"] = since;
+            return response;
+        };
+        control = std::make_unique<ControlServer>(settings.socket_path, handler);
+        spdlog::info("control socket {} (rstwatch dump --socket {})", settings.socket_path, settings.socket_path);
+    }
+    std::unique_ptr<MetricsServer> metrics_server;
+    if (!settings.metrics_host.empty()) {
+        metrics_server = std::make_unique<MetricsServer>(ListenAddress{settings.metrics_host, settings.metrics_port}, metrics);
+        std::string host = settings.metrics_host.find(':') != std::string::npos ? "[" + settings.metrics_host + "]"
+                                                                                 : settings.metrics_host;
+        spdlog::info("metrics on http://{}:{}/metrics", host, metrics_server->port());
+        if (!is_loopback_host(settings.metrics_host))
+            spdlog::warn("metrics served on {}, not loopback: anyone who can reach it sees upstream names", host);
+    }
 
     auto on_record = [&](std::span<const uint8_t> bytes) {
         DecodeResult decoded = decode_record(bytes, decode_ctx);
@@ -127,6 +227,9 @@ int run_agent(const RunSettings &settings)
                                                                        !settings.filter.all)
                 continue;
             tables.add(event);
+            metrics.add(event);
+            if (writer)
+                writer->push(event);  // never blocks; a full queue is counted
             reporter.event(event);
         }
     };
@@ -136,6 +239,9 @@ int run_agent(const RunSettings &settings)
     options.ring_buffer_bytes = settings.ring_buffer_kb * 1024;
     install_signal_handlers();
     BpfSession session(options, kernel, on_record);
+    RingFill ring_fill(session.records_map_fd(), options.ring_buffer_bytes);
+    if (!ring_fill.ok())
+        spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");
 
     SeedReport seed = seed_existing_connections(session.conns_map_fd(), settings.filter);
     for (const auto &problem : seed.problems)
@@ -153,10 +259,31 @@ int run_agent(const RunSettings &settings)
                               ? clock::now() + std::chrono::duration_cast<clock::duration>(
                                                    std::chrono::duration<double>(*settings.duration_s))
                               : clock::time_point::max();
-    // What the tables show beyond the events themselves, refreshed before each print.
+    // Lost events, everywhere they are shown: metrics, tables and (when they
+    // grow, at most every 10 s) the log.
+    LostTotals logged_lost;
+    auto last_lost_log = clock::now();
     auto publish_lost = [&] {
-        tables.set_lost({session.counters().records_lost, decode_errors});
+        LostTotals lost{session.counters().records_lost, decode_errors, writer ? writer->stats().lost() : 0};
+        metrics.set_lost(lost);
+        set_lost_of(tables);
         tables.set_idle_clusters(diagnoser.idle_clusters());
+        bool grew = lost.ring_buffer > logged_lost.ring_buffer || lost.consumer > logged_lost.consumer ||
+                    lost.store > logged_lost.store;
+        if (grew && clock::now() - last_lost_log >= std::chrono::seconds(10)) {
+            spdlog::warn("lost events so far: ring buffer full {} (raise --ring-buffer-kb), undecodable {}, "
+                         "not stored {}",
+                         lost.ring_buffer, lost.consumer, lost.store);
+            logged_lost = lost;
+            last_lost_log = clock::now();
+        }
+    };
+    auto answer = [&](const nlohmann::json &) {
+        publish_lost();
+        nlohmann::json response = dump_response(tables, "live");
+        response["pid"] = getpid();
+        response["store"] = writer ? nlohmann::json(writer->path()) : nlohmann::json(nullptr);
+        return response;
     };
 
     while (!g_stop && clock::now() < deadline) {
@@ -165,22 +292,42 @@ int run_agent(const RunSettings &settings)
             spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
             break;
         }
+        metrics.set_ring_buffer_fill(ring_fill.ratio());
         report(diagnoser.take_ready(monotonic_ns()));
         reporter.flush();
+        publish_lost();
+        main_thread.run_pending(answer);
         if (g_print_tables) {
             g_print_tables = 0;
-            publish_lost();
             reporter.tables(tables);
+        }
+        if (g_reopen) {
+            g_reopen = 0;
+            reopen_log();
+            if (writer)
+                writer->reopen();
         }
     }
 
+    // Shutdown: stop answering, hand over what is held, flush the store;
+    // the programs detach when the session goes.
+    main_thread.close();
+    control.reset();
+    metrics_server.reset();
     session.drain();
     report(diagnoser.take_all());
+    if (writer)
+        writer->stop();
     publish_lost();
     reporter.tables(tables);
     BpfCounters counters = session.counters();
     if (counters.records_lost)
         spdlog::warn("{} records lost: the ring buffer was full (raise --ring-buffer-kb)", counters.records_lost);
+    if (writer) {
+        StoreWriterStats s = writer->stats();
+        spdlog::info("store {}: {} records written{}", writer->path(), s.written,
+                     s.lost() ? ", " + std::to_string(s.lost()) + " not written" : std::string());
+    }
     spdlog::info("detached after {} records", counters.records_emitted);
     return 0;
 }

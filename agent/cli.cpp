@@ -2,7 +2,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <sstream>
+
+#include "metrics.h"
 
 extern "C" {
 #include "rstwatch_abi.h"
@@ -19,7 +22,19 @@ Examples:
   rstwatch run --json -d 600       # ten minutes of JSON lines, then the tables as JSON
   rstwatch run --comm envoy --comm haproxy
   kill -USR1 $(pidof rstwatch)     # print the tables without stopping
+  rstwatch run --metrics 127.0.0.1:9477 --retain-days 7   # always on (see deploy/rstwatch.service)
+  rstwatch run --store none --socket none -d 60           # nothing kept, no control socket
 )";
+
+constexpr const char *kDumpExamples = R"(
+Examples:
+  rstwatch dump                          # the running agent's tables
+  rstwatch dump --by upstream --since 10m
+  rstwatch dump --by cause --format csv > causes.csv
+  rstwatch dump --store /var/lib/rstwatch/rstwatch.db --since 1d   # no agent running
+)";
+
+std::string path_or_none(const std::string &s) { return s == "none" ? std::string() : s; }
 
 }  // namespace
 
@@ -65,6 +80,36 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
         })
         ->group("Advanced");
 
+    std::string socket_path = kDefaultSocketPath, store_path = kDefaultStorePath, metrics;
+    run_cmd->add_option("--socket", socket_path, "Control socket for `rstwatch dump` (\"none\": no socket)")
+        ->capture_default_str();
+    run_cmd->add_option("--store", store_path, "SQLite store of every record (\"none\": keep nothing)")
+        ->capture_default_str();
+    run_cmd->add_option("--retain-days", run.retain_days, "Delete stored records older than this")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    run_cmd->add_option("--max-db-mb", run.max_db_mb, "Delete the oldest stored records past this size")
+        ->check(CLI::Range(1ul, 1ul << 30))
+        ->capture_default_str();
+    run_cmd->add_option("--metrics", metrics,
+                        "Serve Prometheus metrics on ADDR:PORT (a bare port is loopback), e.g. 127.0.0.1:9477");
+    run_cmd->add_option("--log-file", run.log_file, "Log here instead of stderr (reopened on SIGHUP)");
+
+    DumpSettings dump;
+    std::string since;
+    CLI::App *dump_cmd = app.add_subcommand("dump", "Print the tables of a running agent, or of a store");
+    dump_cmd->footer(kDumpExamples);
+    dump_cmd->add_option("--socket", dump.socket_path, "The agent's control socket")->capture_default_str();
+    dump_cmd->add_option("--store", dump.store_path, "Read this store instead of asking an agent");
+    dump_cmd->add_option("--by", dump.by, "One table: resets by worker, by upstream, or by cause")
+        ->check(CLI::IsMember({"all", "worker", "upstream", "cause"}));
+    dump_cmd->add_option("--since", since, "Only records this recent: 90s, 10m, 2h, 1d (read from the store)")
+        ->check([](const std::string &s) -> std::string {
+            return parse_duration(s) ? std::string() : "want a duration such as 90s, 10m, 2h or 1d";
+        });
+    dump_cmd->add_option("--format", dump.format, "table, json or csv (csv needs one table: --by)")
+        ->check(CLI::IsMember({"table", "json", "csv"}));
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError &e) {
@@ -72,6 +117,30 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
         out.exit_code = app.exit(e, msg, err);
         out.message = msg.str() + err.str();
         return out;
+    }
+
+    if (dump_cmd->parsed()) {
+        if (!since.empty())
+            dump.since_s = parse_duration(since);
+        if (dump.format == "csv" && dump.by == "all")
+            dump.by = "worker";
+        out.action = CliOutcome::Action::Dump;
+        out.dump = dump;
+        return out;
+    }
+
+    run.socket_path = path_or_none(socket_path);
+    run.store_path = path_or_none(store_path);
+    if (!metrics.empty()) {
+        std::string error;
+        auto address = parse_listen_address(metrics, &error);
+        if (!address) {
+            out.exit_code = 2;
+            out.message = "rstwatch: --metrics " + error + "\n";
+            return out;
+        }
+        run.metrics_host = address->host;
+        run.metrics_port = address->port;
     }
 
     if (comms.size() > RW_MAX_COMMS || pids.size() > RW_MAX_PIDS) {
@@ -103,6 +172,24 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
     out.action = CliOutcome::Action::Run;
     out.run = run;
     return out;
+}
+
+std::optional<double> parse_duration(const std::string &text)
+{
+    if (text.empty())
+        return std::nullopt;
+    size_t used = 0;
+    double value = 0;
+    try {
+        value = std::stod(text, &used);
+    } catch (const std::exception &) {
+        return std::nullopt;
+    }
+    std::string unit = text.substr(used);
+    double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+    if (scale == 0 || !(value > 0) || !std::isfinite(value))
+        return std::nullopt;
+    return value * scale;
 }
 
 }  // namespace rstwatch

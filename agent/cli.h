@@ -15,6 +15,9 @@ namespace rstwatch {
 
 enum class TableFormat { Table, Json };
 
+constexpr const char *kDefaultSocketPath = "/run/rstwatch.sock";
+constexpr const char *kDefaultStorePath = "/var/lib/rstwatch/rstwatch.db";
+
 struct RunSettings {
     TrackingFilter filter;           // default: comm "nginx"
     bool json = false;               // one JSON object per event line
@@ -22,14 +25,35 @@ struct RunSettings {
     std::optional<double> duration_s;
     int verbosity = 0;
     uint32_t ring_buffer_kb = 4096;
+
+    // Always-on use. An empty path ("none" on the command line) disables.
+    std::string socket_path = kDefaultSocketPath;  // control socket for `rstwatch dump`
+    std::string store_path = kDefaultStorePath;    // SQLite store of every record
+    double retain_days = 30;
+    uint64_t max_db_mb = 512;
+    std::string metrics_host;                      // "" = no metrics endpoint
+    uint16_t metrics_port = 0;
+    std::string log_file;                          // "" = stderr; reopened on SIGHUP
+};
+
+struct DumpSettings {
+    std::string socket_path = kDefaultSocketPath;
+    std::string store_path;             // set: read this store, no agent needed
+    std::string by = "all";             // all | worker | upstream | cause
+    std::optional<double> since_s;      // only records this recent (from the store)
+    std::string format = "table";       // table | json | csv
 };
 
 struct CliOutcome {
-    enum class Action { Run, Exit } action = Action::Exit;
+    enum class Action { Run, Dump, Exit } action = Action::Exit;
     int exit_code = 0;
     std::string message;  // help text, or the error (already worded for a person)
     RunSettings run;
+    DumpSettings dump;
 };
+
+// "90", "30s", "10m", "2h", "1d" -> seconds; nullopt if not that shape or not positive.
+std::optional<double> parse_duration(const std::string &text);
 
 using PidExists = std::function<bool(uint32_t)>;
 

@@ -190,4 +190,6 @@ BpfCounters BpfSession::counters() const
 
 int BpfSession::conns_map_fd() const { return bpf_map__fd(skel_->maps.conns); }
 
+int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }
+
 }  // namespace rstwatch

@@ -50,6 +50,8 @@ public:
 
     BpfCounters counters() const;
     int conns_map_fd() const;
+    // The ring buffer map (for its fill level, ring_fill.h).
+    int records_map_fd() const;
     const std::vector<std::string> &attached_programs() const { return attached_; }
     const std::vector<std::string> &disabled_programs() const { return disabled_; }
 

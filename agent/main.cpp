@@ -1,15 +1,16 @@
 // rstwatch: pins every TCP reset on the nginx worker that owned the
 // connection, its upstream and its idle age. main() only parses the command
 // line, sets up logging and turns fatal errors into one clear message.
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 
 #include "agent.h"
 #include "cli.h"
+#include "dump_command.h"
 #include "errors.h"
 #include "loader.h"
+#include "logging.h"
 #include "procfs.h"
 
 int main(int argc, char **argv)
@@ -21,16 +22,14 @@ int main(int argc, char **argv)
         return cli.exit_code;
     }
 
-    // Events own stdout; the log goes to stderr.
-    auto logger = spdlog::stderr_color_mt("rstwatch");
-    logger->set_pattern("rstwatch: [%l] %v");
-    spdlog::set_default_logger(logger);
-    spdlog::set_level(cli.run.verbosity > 1   ? spdlog::level::trace
-                      : cli.run.verbosity > 0 ? spdlog::level::debug
-                                              : spdlog::level::info);
-    route_libbpf_logging(cli.run.verbosity > 0);
-
     try {
+        if (cli.action == CliOutcome::Action::Dump) {
+            setup_logging("", 0);
+            return run_dump(cli.dump);
+        }
+        // Events own stdout; the log goes to stderr (or --log-file).
+        setup_logging(cli.run.log_file, cli.run.verbosity);
+        route_libbpf_logging(cli.run.verbosity > 0);
         return run_agent(cli.run);
     } catch (const FatalError &e) {
         spdlog::error("{}", e.what());

@@ -122,6 +122,9 @@ public:
     // side; resets with no known owner are counted apart. OOM kills are kept.
     void add(const Event &e);
     void set_lost(LostCounts lost) { lost_ = lost; }
+    // Records the durable store did not take (queue full, write failed);
+    // shown only when there is a store.
+    void set_not_stored(std::optional<uint64_t> n) { not_stored_ = n; }
     // From the diagnosis engine, which keeps the pool idle samples.
     void set_idle_clusters(std::vector<IdleCluster> clusters) { idle_clusters_ = std::move(clusters); }
 
@@ -182,6 +185,7 @@ private:
     std::deque<OomEvent> oom_kills_;
     uint64_t oom_kills_dropped_ = 0;
     LostCounts lost_;
+    std::optional<uint64_t> not_stored_;
     uint64_t client_side_resets_ = 0;
     uint64_t unowned_resets_ = 0;
 };

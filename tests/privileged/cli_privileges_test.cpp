@@ -127,7 +127,8 @@ TEST(AgentBinary, AttachesAndDetachesCleanly)
 {
     REQUIRE_ROOT();
     const size_t before = count_rstwatch_programs();
-    Outcome o = run_agent({"run", "--pid", std::to_string(getpid()), "--duration", "1", "--format", "json"});
+    Outcome o = run_agent({"run", "--pid", std::to_string(getpid()), "--duration", "1", "--format", "json",
+                           "--store", "none", "--socket", "none"});
     EXPECT_EQ(o.exit_code, 0) << o.err;
     EXPECT_NE(o.err.find("attached"), std::string::npos) << o.err;
     EXPECT_NE(o.out.find("\"type\":\"tables\""), std::string::npos) << o.out;
@@ -171,7 +172,7 @@ TEST(AgentBinary, SigusrPrintsTablesWithoutStoppingAndSigtermExitsCleanly)
         dup2(out_fd, 1);
         dup2(err_fd, 2);
         execl(RSTWATCH_BIN, RSTWATCH_BIN, "run", "--pid", self.c_str(), "--duration", "20", "--format", "json",
-              nullptr);
+              "--store", "none", "--socket", "none", nullptr);
         _exit(127);
     }
     auto cleanup = [&] {

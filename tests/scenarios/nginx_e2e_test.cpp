@@ -136,7 +136,8 @@ TEST_P(CrashBackend, AgentPinsResetOnWorkerThatLogged104) {
     NginxLab lab(lab_options(backend_addr));
     const pid_t master = lab.master_pid();
 
-    ChildProcess agent({RSTWATCH_BIN, "run", "--json", "--pid", std::to_string(master), "--duration", "30"});
+    ChildProcess agent({RSTWATCH_BIN, "run", "--json", "--pid", std::to_string(master), "--duration", "30",
+                        "--store", "none", "--socket", "none"});
     ASSERT_TRUE(agent.wait_for_output("attached", 60s, ChildProcess::Stream::Stderr))
         << "agent did not attach (" << (agent.running() ? "still running" : "exited") << ")\nstderr:\n"
         << agent.stderr_text();

@@ -146,7 +146,8 @@ std::vector<std::string> split_words(const std::string &s) {
 
 // The agent, started against the front nginx; "attached" on stderr means ready.
 std::unique_ptr<ChildProcess> start_agent(std::vector<std::string> args) {
-    std::vector<std::string> argv = {agent_bin(), "run"};
+    // No store or control socket: two agents run at once (mixed run).
+    std::vector<std::string> argv = {agent_bin(), "run", "--store", "none", "--socket", "none"};
     argv.insert(argv.end(), args.begin(), args.end());
     // A bound, in case the test dies between here and SIGINT.
     argv.insert(argv.end(), {"--duration", "240"});

@@ -1,0 +1,14 @@
+// Where the agent logs: stderr (events own stdout), or a file that SIGHUP
+// reopens after logrotate moved it.
+#pragma once
+
+#include <string>
+
+namespace rstwatch {
+
+// Installs the default logger; throws FatalError if the file cannot be opened.
+void setup_logging(const std::string &file, int verbosity);
+// Reopens the log file (a no-op when logging to stderr).
+void reopen_log();
+
+}  // namespace rstwatch

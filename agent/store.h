@@ -1,0 +1,141 @@
+// The durable store: every record the agent reports, in SQLite (WAL), so
+// that the tables survive a restart and users can query them with sqlite3.
+// The schema is documented in docs/STORE.md; bump kSchemaVersion when it
+// changes.
+//
+// Store is one connection, used by one thread. StoreWriter owns the writing
+// connection on its own thread behind a bounded queue, so a reset storm
+// never slows the ring-buffer consumer: a full queue drops (and counts)
+// records instead of blocking, and a batch is committed at least once a
+// second, which bounds what a SIGKILL can lose.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "records.h"
+
+struct sqlite3;
+
+namespace rstwatch {
+
+struct StoreLimits {
+    double retain_days = 30;     // records older than this are deleted
+    uint64_t max_db_mb = 512;    // the oldest records go first past this size
+};
+
+struct RetentionResult {
+    uint64_t deleted_by_age = 0;
+    uint64_t deleted_by_size = 0;
+};
+
+class Store {
+public:
+    static constexpr int kSchemaVersion = 1;
+
+    // For the agent: creates the file (and its directory) if missing, refuses
+    // a file that is not an rstwatch store (leaving it untouched), and takes an
+    // exclusive lock so that a second agent on the same file is refused.
+    // Throws FatalError with a hint.
+    static std::unique_ptr<Store> open_for_writing(const std::string &path);
+    // For dump: no lock, no writes; the file must exist and be a store.
+    static std::unique_ptr<Store> open_read_only(const std::string &path);
+    ~Store();
+    Store(const Store &) = delete;
+    Store &operator=(const Store &) = delete;
+
+    const std::string &path() const { return path_; }
+
+    // All in one transaction. Returns "" or SQLite's error (disk full, ...);
+    // on error nothing of the batch is stored.
+    std::string append(const std::vector<Event> &events);
+    // Records at or after since_ns (CLOCK_REALTIME), oldest first. Rows whose
+    // JSON cannot be read back are skipped and counted in *skipped.
+    void for_each(int64_t since_ns, const std::function<void(Event &&)> &fn, uint64_t *skipped = nullptr) const;
+    uint64_t count() const;
+    // Deletes by age, then the oldest rows until the live data fits
+    // max_db_mb, and gives freed pages back to the file system.
+    RetentionResult apply_retention(const StoreLimits &limits, int64_t now_ns);
+    // Bytes of the database file in use (pages minus free pages).
+    uint64_t used_bytes() const;
+
+private:
+    Store(std::string path, sqlite3 *db, int lock_fd);
+
+    std::string path_;
+    sqlite3 *db_ = nullptr;
+    int lock_fd_ = -1;
+};
+
+struct StoreWriterStats {
+    uint64_t written = 0;
+    uint64_t dropped_queue_full = 0;  // the writer could not keep up
+    uint64_t failed = 0;              // batches SQLite refused (disk full, ...)
+    uint64_t pending = 0;
+    uint64_t deleted_by_retention = 0;
+
+    uint64_t lost() const { return dropped_queue_full + failed; }
+};
+
+class StoreWriter {
+public:
+    struct Options {
+        size_t queue_capacity = 65536;
+        std::chrono::milliseconds commit_interval{250};  // well inside the one-second promise
+        size_t batch_size = 4096;                        // commit early when this many wait
+        std::chrono::seconds retention_interval{60};
+        StoreLimits limits;
+    };
+    using Opener = std::function<std::unique_ptr<Store>()>;
+
+    // `opener` is called once here (its FatalError propagates: the agent
+    // does not start with an unusable store) and again on reopen().
+    StoreWriter(Opener opener, Options options);
+    ~StoreWriter();  // stop()
+    StoreWriter(const StoreWriter &) = delete;
+    StoreWriter &operator=(const StoreWriter &) = delete;
+
+    // Never blocks on SQLite; false (and counted) when the queue is full.
+    bool push(const Event &event);
+    // Commits what is queued now; returns once it is written (or failed).
+    void flush();
+    // Closes and reopens the file on the writer's thread (SIGHUP, logrotate).
+    void reopen();
+    // Flushes, then ends the thread. Idempotent.
+    void stop();
+    StoreWriterStats stats() const;
+    const std::string &path() const { return path_; }
+
+private:
+    void loop();
+    void write_batch(std::vector<Event> &batch);
+    void retention(bool log_always);
+
+    Opener opener_;
+    Options options_;
+    std::string path_;
+    std::unique_ptr<Store> store_;  // the writer thread's, after construction
+
+    mutable std::mutex mu_;
+    std::condition_variable wake_;
+    std::condition_variable flushed_;
+    std::deque<Event> queue_;
+    bool stopping_ = false;
+    bool reopen_requested_ = false;
+    uint64_t flush_requested_ = 0;
+    uint64_t flush_done_ = 0;
+    StoreWriterStats stats_;
+    std::chrono::steady_clock::time_point last_error_log_{};
+    std::thread thread_;
+};
+
+}  // namespace rstwatch

@@ -1,0 +1,320 @@
+// The durable store: records go in and come back as the same events, a
+// foreign or corrupt file is refused and left as it was, a second writer is
+// refused, retention deletes by age and by size, and the writer thread
+// counts what it could not write.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "errors.h"
+#include "event_json.h"
+#include "format.h"
+#include "store.h"
+
+using namespace rstwatch;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kT0 = 1'795'487'400'000'000'000;  // 2026-11-24T02:30:00Z
+constexpr int64_t kDayNs = 86'400'000'000'000;
+
+ResetEvent reset(uint32_t pid, const std::string &upstream, int64_t time_ns = kT0)
+{
+    ResetEvent e;
+    e.time_ns = time_ns;
+    e.direction = Direction::Received;
+    e.role = Role::Upstream;
+    e.owner_known = true;
+    e.pid = pid;
+    e.comm = "nginx";
+    e.local = "127.0.0.1:40000";
+    e.remote = upstream;
+    e.state = 1;
+    e.idle_ms = 5003.25;
+    e.pool_idle_ms = 5002.5;
+    e.requests = 3;
+    e.bytes_sent = 1200;
+    Diagnosis d;
+    d.cause = Cause::KeepaliveRace;
+    d.confidence = Confidence::High;
+    d.evidence = {"pool idle 5002.5 ms"};
+    d.hint = "set keepalive_timeout below the backend's";
+    e.diagnosis = d;
+    return e;
+}
+
+OomEvent oom(int64_t time_ns = kT0)
+{
+    OomEvent o;
+    o.time_ns = time_ns;
+    o.pid = 77;
+    o.comm = "backend";
+    o.rss_kb = 123456;
+    o.cgroup = "/svc";
+    return o;
+}
+
+std::string slurp(const fs::path &p)
+{
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+class StoreTest : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        char tmpl[] = "/tmp/rstwatch-store-test.XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+        path_ = (dir_ / "rstwatch.db").string();
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    std::vector<Event> read_all(int64_t since = 0)
+    {
+        std::vector<Event> out;
+        Store::open_read_only(path_)->for_each(since, [&](Event &&e) { out.push_back(std::move(e)); });
+        return out;
+    }
+
+    fs::path dir_;
+    std::string path_;
+};
+
+}  // namespace
+
+TEST(EventJson, ResetComesBackAsTheSameJson)
+{
+    ResetEvent e = reset(1234, "127.0.0.1:8081");
+    e.reason_code = 3;
+    e.reason = "TCP_ABORT_ON_DATA";
+    e.conn_age_ms = 9200;
+    e.current_pid = 99;
+    e.current_comm = "backend";
+    e.current_exiting = true;
+    e.current_exit_signal = 6;
+    auto back = event_from_json(to_json(Event(e)));
+    ASSERT_TRUE(back);
+    EXPECT_EQ(to_json(*back), to_json(Event(e)));
+}
+
+TEST(EventJson, UnownedResetAndOomComeBack)
+{
+    ResetEvent e = reset(0, "127.0.0.1:8081");
+    e.owner_known = false;
+    e.diagnosis.reset();
+    auto back = event_from_json(to_json(Event(e)));
+    ASSERT_TRUE(back);
+    EXPECT_FALSE(std::get<ResetEvent>(*back).owner_known);
+    EXPECT_EQ(to_json(*back), to_json(Event(e)));
+    auto o = event_from_json(to_json(Event(oom())));
+    ASSERT_TRUE(o);
+    EXPECT_EQ(to_json(*o), to_json(Event(oom())));
+}
+
+TEST(EventJson, RejectsWhatIsNotARecord)
+{
+    std::string error;
+    EXPECT_FALSE(event_from_json(nlohmann::json::array(), &error));
+    EXPECT_FALSE(event_from_json({{"type", "tables"}, {"time", "2026-11-24T02:30:00.000000Z"}}, &error));
+    EXPECT_NE(error.find("tables"), std::string::npos);
+    EXPECT_FALSE(event_from_json({{"type", "rst"}, {"time", "yesterday"}}, &error));
+    EXPECT_EQ(parse_rfc3339_us("2026-11-24T02:30:00.000001Z"), kT0 + 1000);
+}
+
+TEST_F(StoreTest, RecordsSurviveClosingAndAreQueryableWithSql)
+{
+    {
+        auto store = Store::open_for_writing(path_);
+        EXPECT_EQ(store->append({reset(1, "10.0.0.1:80"), oom(), reset(2, "10.0.0.2:80", kT0 + 1)}), "");
+    }
+    auto events = read_all();
+    ASSERT_EQ(events.size(), 3u);
+    EXPECT_EQ(std::get<ResetEvent>(events[0]).remote, "10.0.0.1:80");
+    EXPECT_EQ(std::get<OomEvent>(events[1]).comm, "backend");
+    EXPECT_EQ(std::get<ResetEvent>(events[2]).diagnosis->cause, Cause::KeepaliveRace);
+
+    // The documented columns (docs/STORE.md), as a user's sqlite3 sees them.
+    sqlite3 *db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt *st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT pid, comm, role, direction, remote, cause, confidence, idle_ms, pool_idle_ms, "
+                                 "json_extract(json, '$.requests'), (SELECT version FROM rstwatch_schema) "
+                                 "FROM records WHERE type = 'rst' ORDER BY time_ns LIMIT 1",
+                                 -1, &st, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int(st, 0), 1);
+    EXPECT_STREQ(reinterpret_cast<const char *>(sqlite3_column_text(st, 1)), "nginx");
+    EXPECT_STREQ(reinterpret_cast<const char *>(sqlite3_column_text(st, 2)), "upstream");
+    EXPECT_STREQ(reinterpret_cast<const char *>(sqlite3_column_text(st, 3)), "received");
+    EXPECT_STREQ(reinterpret_cast<const char *>(sqlite3_column_text(st, 4)), "10.0.0.1:80");
+    EXPECT_STREQ(reinterpret_cast<const char *>(sqlite3_column_text(st, 5)), "keepalive_race");
+    EXPECT_STREQ(reinterpret_cast<const char *>(sqlite3_column_text(st, 6)), "high");
+    EXPECT_DOUBLE_EQ(sqlite3_column_double(st, 7), 5003.25);
+    EXPECT_DOUBLE_EQ(sqlite3_column_double(st, 8), 5002.5);
+    EXPECT_EQ(sqlite3_column_int(st, 9), 3);
+    EXPECT_EQ(sqlite3_column_int(st, 10), Store::kSchemaVersion);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+TEST_F(StoreTest, SinceSelectsRecentRecords)
+{
+    Store::open_for_writing(path_)->append({reset(1, "a:1", kT0), reset(2, "b:1", kT0 + 10 * kDayNs)});
+    EXPECT_EQ(read_all(kT0 + 1).size(), 1u);
+    EXPECT_EQ(read_all(0).size(), 2u);
+}
+
+TEST_F(StoreTest, ForeignFileIsRefusedAndLeftUntouched)
+{
+    { std::ofstream(path_) << "these are somebody's notes, not a database\n"; }
+    const std::string before = slurp(path_);
+    try {
+        Store::open_for_writing(path_);
+        FAIL() << "opened a text file as a store";
+    } catch (const FatalError &e) {
+        EXPECT_NE(std::string(e.what()).find("not an SQLite database"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(Store::open_read_only(path_), FatalError);
+    EXPECT_EQ(slurp(path_), before);
+    EXPECT_FALSE(fs::exists(path_ + "-wal"));
+}
+
+TEST_F(StoreTest, OtherSqliteDatabaseIsRefusedAndLeftUntouched)
+{
+    sqlite3 *db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (1);", nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+    const std::string before = slurp(path_);
+    try {
+        Store::open_for_writing(path_);
+        FAIL() << "took over another application's database";
+    } catch (const FatalError &e) {
+        EXPECT_NE(std::string(e.what()).find("not an rstwatch store"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(slurp(path_), before);
+}
+
+TEST_F(StoreTest, CorruptDatabaseIsRefusedAndLeftUntouched)
+{
+    Store::open_for_writing(path_)->append({reset(1, "a:1")});
+    // Keep SQLite's magic, wreck the rest of the header and the first pages.
+    std::string bytes = slurp(path_);
+    for (size_t i = 16; i < bytes.size() && i < 8192; ++i)
+        bytes[i] = static_cast<char>(0xA5);
+    { std::ofstream(path_, std::ios::binary | std::ios::trunc) << bytes; }
+    fs::remove(path_ + "-wal");
+    fs::remove(path_ + "-shm");
+    EXPECT_THROW(Store::open_for_writing(path_), FatalError);
+    EXPECT_EQ(slurp(path_), bytes);
+}
+
+TEST_F(StoreTest, SecondWriterIsRefused)
+{
+    auto first = Store::open_for_writing(path_);
+    try {
+        Store::open_for_writing(path_);
+        FAIL() << "two writers on one store";
+    } catch (const FatalError &e) {
+        EXPECT_NE(std::string(e.what()).find("in use by another rstwatch"), std::string::npos) << e.what();
+    }
+    first.reset();
+    EXPECT_NO_THROW(Store::open_for_writing(path_));
+}
+
+TEST_F(StoreTest, RetentionDeletesByAge)
+{
+    auto store = Store::open_for_writing(path_);
+    store->append({reset(1, "old:1", kT0 - 40 * kDayNs), reset(2, "new:1", kT0 - kDayNs)});
+    RetentionResult r = store->apply_retention({30, 512}, kT0);
+    EXPECT_EQ(r.deleted_by_age, 1u);
+    ASSERT_EQ(store->count(), 1u);
+    store.reset();
+    EXPECT_EQ(std::get<ResetEvent>(read_all()[0]).remote, "new:1");
+}
+
+TEST_F(StoreTest, RetentionDeletesOldestPastTheSizeLimit)
+{
+    auto store = Store::open_for_writing(path_);
+    std::vector<Event> batch;
+    for (int i = 0; i < 8000; ++i)
+        batch.push_back(reset(i, "10.0.0." + std::to_string(i % 200) + ":80", kT0 + i));
+    ASSERT_EQ(store->append(batch), "");
+    ASSERT_GT(store->used_bytes(), 2u << 20) << "the test needs more than the limit";
+    RetentionResult r = store->apply_retention({3650, 1}, kT0 + 8000);
+    EXPECT_GT(r.deleted_by_size, 0u);
+    EXPECT_LE(store->used_bytes(), 1u << 20);
+    EXPECT_EQ(store->count(), 8000 - r.deleted_by_size);
+    // The newest were kept.
+    store.reset();
+    auto left = read_all();
+    ASSERT_FALSE(left.empty());
+    EXPECT_EQ(std::get<ResetEvent>(left.back()).pid, 7999u);
+    EXPECT_LE(fs::file_size(path_), 2u << 20) << "freed pages are given back";
+}
+
+TEST_F(StoreTest, WriterCommitsWithinASecondWithoutFlush)
+{
+    StoreWriter writer([&] { return Store::open_for_writing(path_); }, {});
+    for (int i = 0; i < 100; ++i)
+        ASSERT_TRUE(writer.push(reset(i, "a:1")));
+    // No flush: the writer commits on its own, well inside a second.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    EXPECT_EQ(Store::open_read_only(path_)->count(), 100u);
+    EXPECT_EQ(writer.stats().written, 100u);
+}
+
+TEST_F(StoreTest, WriterCountsWhatItCannotWriteAndGoesOn)
+{
+    StoreWriter::Options options;
+    options.queue_capacity = 10;
+    options.commit_interval = std::chrono::milliseconds(60000);
+    options.batch_size = 1000;
+    StoreWriter writer([&] { return Store::open_for_writing(path_); }, options);
+    for (int i = 0; i < 15; ++i)
+        writer.push(reset(i, "a:1"));
+    EXPECT_EQ(writer.stats().dropped_queue_full, 5u);
+    writer.flush();
+    EXPECT_EQ(writer.stats().written, 10u);
+
+    // A failing write (here: the table is gone, as good as a full disk for
+    // the writer) is counted, and the writer carries on.
+    sqlite3 *db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    ASSERT_EQ(sqlite3_exec(db, "ALTER TABLE records RENAME TO gone", nullptr, nullptr, nullptr), SQLITE_OK);
+    writer.push(reset(100, "a:1"));
+    writer.flush();
+    EXPECT_EQ(writer.stats().failed, 1u);
+    ASSERT_EQ(sqlite3_exec(db, "ALTER TABLE gone RENAME TO records", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    writer.push(reset(101, "a:1"));
+    writer.flush();
+    EXPECT_EQ(writer.stats().written, 11u);
+    EXPECT_EQ(writer.stats().lost(), 6u);
+}
+
+TEST_F(StoreTest, WriterReopens)
+{
+    StoreWriter writer([&] { return Store::open_for_writing(path_); }, {});
+    writer.push(reset(1, "a:1"));
+    writer.reopen();
+    writer.push(reset(2, "a:1"));
+    writer.flush();
+    writer.stop();
+    EXPECT_EQ(read_all().size(), 2u);
+}
