@@ -1,0 +1,643 @@
+// Always-on use of the real agent binary: dump from a running agent over its
+// control socket, the store across SIGKILL and restarts, metrics scraped,
+// signals, bad input, nginx reloads, and a compressed-time soak.
+//
+// Resets come from the test process itself (`--pid <this test>`): it
+// connects to its own loopback listener and resets the accepted end, so the
+// connecting socket (role upstream) receives the reset. Every agent gets
+// its own socket and store in a temp directory.
+#include <bpf/bpf.h>
+#include <grp.h>
+#include <sqlite3.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "control.h"
+#include "nginx_lab.h"
+#include "privileged.h"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using rstwatch::testlab::ChildProcess;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+    TempDir()
+    {
+        char tmpl[] = "/tmp/rstwatch-always-on.XXXXXX";
+        path = mkdtemp(tmpl);
+    }
+    ~TempDir()
+    {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    std::string operator/(const std::string &name) const { return (fs::path(path) / name).string(); }
+    std::string path;
+};
+
+std::unique_ptr<ChildProcess> start_agent(std::vector<std::string> args)
+{
+    std::vector<std::string> argv = {RSTWATCH_BIN, "run"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--duration", "300"});  // a bound if the test dies
+    auto agent = std::make_unique<ChildProcess>(argv);
+    if (!agent->wait_for_output("attached", 30s, ChildProcess::Stream::Stderr))
+        ADD_FAILURE() << "agent did not attach:\n" << agent->stderr_text();
+    return agent;
+}
+
+std::vector<std::string> agent_args(const TempDir &dir, std::vector<std::string> more = {})
+{
+    std::vector<std::string> args = {"--pid", std::to_string(getpid()), "--json", "--socket", dir / "rstwatch.sock",
+                                     "--store", dir / "rstwatch.db"};
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+}
+
+struct CliResult {
+    int status = -1;
+    std::string out, err;
+};
+
+CliResult run_cli(std::vector<std::string> args)
+{
+    args.insert(args.begin(), RSTWATCH_BIN);
+    ChildProcess p(args);
+    CliResult r;
+    auto status = p.wait(30s);
+    p.wait_output_closed(5s);
+    r.status = status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+    r.out = p.stdout_text();
+    r.err = p.stderr_text();
+    return r;
+}
+
+// Loopback connections of this process, reset from the accepting end.
+class ResetSource {
+public:
+    ResetSource() : listen_fd_(rwtest::listen_on_loopback(false)) { port_ = rwtest::port_of(listen_fd_); }
+    ~ResetSource() { close(listen_fd_); }
+
+    std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+
+    // One reset received by the connecting socket; false if it did not happen.
+    bool reset_once()
+    {
+        int client = rwtest::connect_to(false, port_);
+        if (client < 0)
+            return false;
+        int server = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (server < 0) {
+            close(client);
+            return false;
+        }
+        rwtest::close_with_reset(server);
+        char c;
+        bool reset = recv(client, &c, 1, 0) < 0 && errno == ECONNRESET;
+        close(client);
+        return reset;
+    }
+    // A connection closed politely (churn without a reset).
+    void clean_once()
+    {
+        int client = rwtest::connect_to(false, port_);
+        int server = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        close(server);
+        close(client);
+    }
+
+private:
+    int listen_fd_;
+    uint16_t port_ = 0;
+};
+
+// The received upstream resets the agent's live tables hold for `upstream`.
+uint64_t live_received(const std::string &socket, const std::string &upstream)
+{
+    json r = rstwatch::control_request(socket, {{"cmd", "dump"}});
+    for (const auto &row : r["tables"]["by_upstream"])
+        if (row["upstream"] == upstream)
+            return row["received"].get<uint64_t>();
+    return 0;
+}
+
+bool wait_live_received(const std::string &socket, const std::string &upstream, uint64_t n,
+                        std::chrono::milliseconds timeout = 5s)
+{
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+        if (live_received(socket, upstream) >= n)
+            return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return false;
+}
+
+int64_t sql_int(const std::string &db_path, const std::string &sql)
+{
+    sqlite3 *db = nullptr;
+    int64_t v = -1;
+    if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+        sqlite3_stmt *st = nullptr;
+        if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+std::string sql_text(const std::string &db_path, const std::string &sql)
+{
+    sqlite3 *db = nullptr;
+    std::string v;
+    if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+        sqlite3_stmt *st = nullptr;
+        if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+            v = reinterpret_cast<const char *>(sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+std::string stored_upstream_resets(const std::string &upstream)
+{
+    return "SELECT count(*) FROM records WHERE type = 'rst' AND role = 'upstream' AND direction = 'received' "
+           "AND remote = '" + upstream + "'";
+}
+
+size_t count_rstwatch_programs()
+{
+    size_t n = 0;
+    __u32 id = 0;
+    while (bpf_prog_get_next_id(id, &id) == 0) {
+        int fd = bpf_prog_get_fd_by_id(id);
+        if (fd < 0)
+            continue;
+        bpf_prog_info info{};
+        __u32 len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+            std::string name = info.name;
+            if (name.rfind("on_tcp_", 0) == 0 || name.rfind("on_sock_", 0) == 0 || name == "on_mark_victim" ||
+                name.rfind("on_inet_sock", 0) == 0)
+                n++;
+        }
+        close(fd);
+    }
+    return n;
+}
+
+uint64_t rss_kb(pid_t pid)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmRSS:", 0) == 0)
+            return std::stoull(line.substr(6));
+    return 0;
+}
+
+// name{labels} -> value of a Prometheus text exposition.
+std::map<std::string, double> scrape(uint16_t port)
+{
+    std::map<std::string, double> out;
+    httplib::Client client("127.0.0.1", port);
+    auto res = client.Get("/metrics");
+    if (!res || res->status != 200)
+        return out;
+    static const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})?) (\S+)$)");
+    std::istringstream in(res->body);
+    for (std::string line; std::getline(in, line);) {
+        std::smatch m;
+        if (!line.empty() && line[0] != '#' && std::regex_match(line, m, sample))
+            out[m[1]] = std::stod(m[3]);
+    }
+    return out;
+}
+
+uint16_t metrics_port_of(ChildProcess &agent)
+{
+    std::smatch m;
+    std::string err = agent.stderr_text();
+    static const std::regex re(R"(metrics on http://127\.0\.0\.1:([0-9]+)/metrics)");
+    return std::regex_search(err, m, re) ? static_cast<uint16_t>(std::stoi(m[1])) : 0;
+}
+
+double sum_matching(const std::map<std::string, double> &samples, const std::string &prefix, const std::string &part)
+{
+    double total = 0;
+    for (const auto &[name, v] : samples)
+        if (name.rfind(prefix, 0) == 0 && name.find(part) != std::string::npos)
+            total += v;
+    return total;
+}
+
+}  // namespace
+
+TEST(AlwaysOn, DumpFromARunningAgent)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    auto agent = start_agent(agent_args(dir));
+    const std::string sock = dir / "rstwatch.sock";
+    struct stat st{};
+    ASSERT_EQ(stat(sock.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    EXPECT_EQ(st.st_uid, 0u);
+
+    ResetSource source;
+    for (int i = 0; i < 20; ++i)
+        ASSERT_TRUE(source.reset_once());
+    ASSERT_TRUE(wait_live_received(sock, source.endpoint(), 20)) << agent->stderr_text();
+
+    CliResult j = run_cli({"dump", "--socket", sock, "--format", "json"});
+    ASSERT_EQ(j.status, 0) << j.err;
+    json tables = json::parse(j.out);
+    bool found = false;
+    for (const auto &row : tables["by_worker_upstream"])
+        if (row["upstream"] == source.endpoint() && row["pid"] == getpid()) {
+            found = true;
+            EXPECT_EQ(row["received"], 20);
+        }
+    EXPECT_TRUE(found) << j.out;
+
+    CliResult csv = run_cli({"dump", "--socket", sock, "--by", "upstream", "--format", "csv"});
+    ASSERT_EQ(csv.status, 0) << csv.err;
+    EXPECT_EQ(csv.out.rfind("upstream,received,sent,workers", 0), 0u) << csv.out;
+    EXPECT_NE(csv.out.find(source.endpoint() + ",20,"), std::string::npos) << csv.out;
+
+    CliResult text = run_cli({"dump", "--socket", sock});
+    EXPECT_NE(text.out.find("Resets by nginx worker x upstream"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("Not written to the store (queue full or write failed): 0"), std::string::npos);
+
+    // --since: from the store, flushed first.
+    CliResult since = run_cli({"dump", "--socket", sock, "--since", "1m", "--by", "worker", "--format", "json"});
+    ASSERT_EQ(since.status, 0) << since.err;
+    EXPECT_EQ(json::parse(since.out)[0]["received"], 20) << since.out;
+
+    // Unknown and malformed requests: an error reply, the agent unaffected.
+    EXPECT_TRUE(rstwatch::control_request(sock, {{"cmd", "format_disk"}}).contains("error"));
+    EXPECT_TRUE(rstwatch::control_request(sock, {{"cmd", "dump"}, {"since_s", "yesterday"}}).contains("error"));
+    EXPECT_TRUE(agent->running());
+    EXPECT_EQ(live_received(sock, source.endpoint()), 20u);
+
+    // A second agent on the same socket or the same store is refused.
+    CliResult second = run_cli({"run", "--pid", std::to_string(getpid()), "--socket", sock, "--store", dir / "other.db",
+                                "-d", "5"});
+    EXPECT_EQ(second.status, 1);
+    EXPECT_NE(second.err.find("another rstwatch agent is serving on " + sock), std::string::npos) << second.err;
+    EXPECT_FALSE(fs::exists(dir / "other.db")) << "refused before it made a store";
+    second = run_cli({"run", "--pid", std::to_string(getpid()), "--socket", dir / "other.sock", "--store",
+                      dir / "rstwatch.db", "-d", "5"});
+    EXPECT_EQ(second.status, 1);
+    EXPECT_NE(second.err.find("in use by another rstwatch agent"), std::string::npos) << second.err;
+    EXPECT_TRUE(agent->running());
+
+    // SIGTERM: flush, detach, exit 0 within a second; the socket goes.
+    auto t0 = std::chrono::steady_clock::now();
+    agent->signal(SIGTERM);
+    auto status = agent->wait(5s);
+    ASSERT_TRUE(status);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ChildProcess::describe_status(*status);
+    EXPECT_FALSE(fs::exists(sock));
+    EXPECT_EQ(sql_int(dir / "rstwatch.db", stored_upstream_resets(source.endpoint())), 20);
+
+    // With no agent: the store, offline.
+    CliResult offline = run_cli({"dump", "--store", dir / "rstwatch.db", "--by", "upstream", "--format", "csv"});
+    ASSERT_EQ(offline.status, 0) << offline.err;
+    EXPECT_NE(offline.out.find(source.endpoint() + ",20,"), std::string::npos) << offline.out;
+    CliResult none = run_cli({"dump", "--socket", sock});
+    EXPECT_EQ(none.status, 1);
+    EXPECT_NE(none.err.find("no rstwatch agent is running"), std::string::npos) << none.err;
+}
+
+TEST(AlwaysOn, SocketRefusesNonRootClients)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    auto agent = start_agent(agent_args(dir));
+    const std::string sock = dir / "rstwatch.sock";
+    chmod(dir.path.c_str(), 0755);
+
+    // As nobody: 0 = refused by the file mode, 1 = refused by SO_PEERCRED, else wrong.
+    auto as_nobody = [&]() {
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+                _exit(99);
+            try {
+                json r = rstwatch::control_request(sock, {{"cmd", "dump"}}, 5s);
+                _exit(r.value("error", "").find("permission denied") != std::string::npos ? 1 : 3);
+            } catch (const std::exception &e) {
+                _exit(std::string(e.what()).find("permission denied") != std::string::npos ? 0 : 4);
+            }
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    };
+    EXPECT_EQ(as_nobody(), 0) << "mode 0600 keeps others out";
+    // Even when the file mode lets them in, the agent checks who asks.
+    ASSERT_EQ(chmod(sock.c_str(), 0666), 0);
+    EXPECT_EQ(as_nobody(), 1) << "SO_PEERCRED refuses non-root";
+    EXPECT_FALSE(rstwatch::control_request(sock, {{"cmd", "dump"}}).contains("error"));
+    EXPECT_NE(agent->stderr_text().find("refused a client with uid 65534"), std::string::npos);
+}
+
+TEST(AlwaysOn, StoreSurvivesSigkillInAStormAndFeedsTheNextRun)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    const std::string db = dir / "rstwatch.db";
+    const size_t programs_before = count_rstwatch_programs();
+    auto agent = start_agent(agent_args(dir));
+    ResetSource source;
+
+    // A storm at about 2000 resets/s; SIGKILL the agent in the middle of it.
+    using clock = std::chrono::steady_clock;
+    std::vector<std::pair<clock::time_point, uint64_t>> progress;  // (when, resets so far)
+    uint64_t generated = 0;
+    auto start = clock::now();
+    clock::time_point killed_at{};
+    while (clock::now() - start < 4s) {
+        for (int i = 0; i < 20; ++i)
+            generated += source.reset_once();
+        progress.emplace_back(clock::now(), generated);
+        if (killed_at == clock::time_point{} && clock::now() - start >= 3s) {
+            agent->signal(SIGKILL);
+            killed_at = clock::now();
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    auto status = agent->wait(5s);
+    ASSERT_TRUE(status && WIFSIGNALED(*status));
+
+    // At most the last second is lost.
+    uint64_t generated_a_second_before = 0;
+    for (auto [when, n] : progress)
+        if (when <= killed_at - 1s)
+            generated_a_second_before = n;
+    int64_t stored = sql_int(db, stored_upstream_resets(source.endpoint()));
+    EXPECT_GE(stored, static_cast<int64_t>(generated_a_second_before))
+        << "generated " << generated << ", a second before the kill " << generated_a_second_before;
+    EXPECT_LE(stored, static_cast<int64_t>(generated));
+    EXPECT_GT(generated_a_second_before, 1000u) << "not much of a storm";
+    EXPECT_EQ(sql_text(db, "PRAGMA integrity_check"), "ok");
+    EXPECT_EQ(count_rstwatch_programs(), programs_before) << "programs left attached after SIGKILL";
+
+    // The next agent (stale socket and all) starts with the earlier records.
+    auto next = start_agent(agent_args(dir));
+    EXPECT_NE(next->stderr_text().find(std::to_string(stored) + " earlier records loaded"), std::string::npos)
+        << next->stderr_text();
+    EXPECT_EQ(live_received(dir / "rstwatch.sock", source.endpoint()), static_cast<uint64_t>(stored));
+    for (int i = 0; i < 5; ++i)
+        ASSERT_TRUE(source.reset_once());
+    EXPECT_TRUE(wait_live_received(dir / "rstwatch.sock", source.endpoint(), stored + 5));
+
+    // SIGHUP reopens the store; records after it are still written.
+    next->signal(SIGHUP);
+    ASSERT_TRUE(next->wait_for_output("reopened", 5s, ChildProcess::Stream::Stderr)) << next->stderr_text();
+    for (int i = 0; i < 5; ++i)
+        ASSERT_TRUE(source.reset_once());
+    next->signal(SIGTERM);
+    ASSERT_TRUE(next->wait(5s));
+    EXPECT_EQ(sql_int(db, stored_upstream_resets(source.endpoint())), stored + 10);
+}
+
+TEST(AlwaysOn, RetentionAtStartKeepsTheStoreUnderItsLimit)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    const std::string db = dir / "rstwatch.db";
+    auto agent = start_agent(agent_args(dir));
+    ResetSource source;
+    for (int i = 0; i < 3000; ++i)
+        source.reset_once();
+    ASSERT_TRUE(wait_live_received(dir / "rstwatch.sock", source.endpoint(), 3000));
+    agent->signal(SIGTERM);
+    ASSERT_TRUE(agent->wait(5s));
+    const int64_t before = sql_int(db, "SELECT count(*) FROM records");
+    ASSERT_GE(before, 3000);
+    ASSERT_GT(fs::file_size(db), 1u << 20) << "the test needs a store over 1 MB";
+
+    agent = start_agent(agent_args(dir, {"--max-db-mb", "1"}));
+    EXPECT_NE(agent->stderr_text().find("store retention"), std::string::npos) << agent->stderr_text();
+    agent->signal(SIGTERM);
+    ASSERT_TRUE(agent->wait(5s));
+    const int64_t after = sql_int(db, "SELECT count(*) FROM records");
+    EXPECT_GT(after, 0);
+    EXPECT_LT(after, before);
+    EXPECT_LE(fs::file_size(db), 1u << 20);
+}
+
+TEST(AlwaysOn, BadStoreFilesAreRefusedUntouched)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    const std::string notes = dir / "notes.txt";
+    { std::ofstream(notes) << "not a database\n"; }
+    CliResult r = run_cli({"run", "--pid", std::to_string(getpid()), "--store", notes, "--socket", dir / "s", "-d", "1"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find("is not an SQLite database; left untouched"), std::string::npos) << r.err;
+    std::ifstream in(notes);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(content, "not a database\n");
+    r = run_cli({"dump", "--store", notes});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find("not an SQLite database"), std::string::npos) << r.err;
+}
+
+TEST(AlwaysOn, FullDiskIsLoggedCountedAndTracingGoesOn)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    const std::string small = dir / "small";
+    fs::create_directories(small);
+    ASSERT_EQ(mount("tmpfs", small.c_str(), "tmpfs", 0, "size=256k"), 0) << std::strerror(errno);
+    struct Unmount {
+        std::string path;
+        ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+    } unmount{small};
+
+    auto agent = start_agent({"--pid", std::to_string(getpid()), "--socket", dir / "rstwatch.sock", "--store",
+                              small + "/rstwatch.db", "--metrics", "127.0.0.1:0"});
+    ResetSource source;
+    for (int i = 0; i < 3000; ++i)
+        source.reset_once();
+    ASSERT_TRUE(wait_live_received(dir / "rstwatch.sock", source.endpoint(), 3000)) << agent->stderr_text();
+    std::this_thread::sleep_for(1s);
+    EXPECT_TRUE(agent->running());
+    EXPECT_NE(agent->stderr_text().find("records not written so far (tracing goes on)"), std::string::npos)
+        << agent->stderr_text();
+    auto m = scrape(metrics_port_of(*agent));
+    EXPECT_GT(m[R"(rstwatch_lost_events_total{where="store"})"], 0);
+    EXPECT_EQ(m[R"(rstwatch_lost_events_total{where="ring_buffer"})"], 0);
+    CliResult text = run_cli({"dump", "--socket", dir / "rstwatch.sock", "--by", "upstream"});
+    EXPECT_NE(text.out.find("not stored"), std::string::npos) << text.out;
+    agent->signal(SIGTERM);
+    auto status = agent->wait(5s);
+    ASSERT_TRUE(status);
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+}
+
+TEST(AlwaysOn, MetricsScrapedAndParsed)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    auto agent = start_agent(agent_args(dir, {"--metrics", "127.0.0.1:0"}));
+    uint16_t port = metrics_port_of(*agent);
+    ASSERT_NE(port, 0) << agent->stderr_text();
+    ResetSource source;
+    for (int i = 0; i < 25; ++i)
+        ASSERT_TRUE(source.reset_once());
+    ASSERT_TRUE(wait_live_received(dir / "rstwatch.sock", source.endpoint(), 25));
+
+    httplib::Client client("127.0.0.1", port);
+    auto res = client.Get("/metrics");
+    ASSERT_TRUE(res);
+    EXPECT_NE(res->body.find("# TYPE rstwatch_resets_total counter"), std::string::npos);
+    EXPECT_NE(res->body.find("# TYPE rstwatch_reset_idle_seconds histogram"), std::string::npos);
+    auto m = scrape(port);
+    EXPECT_EQ(sum_matching(m, "rstwatch_resets_total{",
+                           R"(direction="received",role="upstream",upstream=")" + source.endpoint() + "\""),
+              25);
+    EXPECT_EQ(m["rstwatch_reset_idle_seconds_count"], 25);
+    EXPECT_GT(m["rstwatch_agent_rss_bytes"], 1e6);
+    EXPECT_EQ(m[R"(rstwatch_lost_events_total{where="ring_buffer"})"], 0);
+    EXPECT_TRUE(m.count("rstwatch_ring_buffer_fill_ratio"));
+    EXPECT_EQ(m["rstwatch_oom_kills_total"], 0);
+    // No pids or client ports as labels.
+    for (const auto &[name, v] : m)
+        EXPECT_EQ(name.find("pid="), std::string::npos) << name;
+}
+
+// nginx -s reload under a running agent: the new workers' resets are
+// attributed to them, with no agent restart.
+TEST(AlwaysOn, ReloadedNginxWorkersAreTracked)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    ChildProcess backend({RSTWATCH_TEST_BACKEND_BIN, "--listen", "127.0.0.1:0", "--mode", "reset"});
+    ASSERT_TRUE(backend.wait_for_output("\n", 5s, ChildProcess::Stream::Stdout));
+    std::string out = backend.stdout_text();
+    auto at = out.find("listening ");
+    ASSERT_NE(at, std::string::npos) << out;
+    std::string upstream = out.substr(at + 10, out.find('\n', at) - at - 10);
+
+    rstwatch::testlab::NginxLabOptions options;
+    options.upstreams = {upstream};
+    rstwatch::testlab::NginxLab lab(options);
+    auto agent = start_agent({"--pid", std::to_string(lab.master_pid()), "--json", "--socket", dir / "rstwatch.sock",
+                              "--store", dir / "rstwatch.db"});
+    auto old_workers = lab.worker_pids();
+    std::set<pid_t> old_set(old_workers.begin(), old_workers.end());
+
+    ASSERT_EQ(kill(lab.master_pid(), SIGHUP), 0);  // what `nginx -s reload` sends
+    std::vector<pid_t> new_workers;
+    for (int i = 0; i < 100; ++i) {
+        // Until the old workers are gone: until then they may still accept.
+        new_workers.clear();
+        bool old_alive = false;
+        for (pid_t w : lab.worker_pids()) {
+            if (!old_set.count(w))
+                new_workers.push_back(w);
+            else
+                old_alive = true;
+        }
+        if (new_workers.size() == 2 && !old_alive)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_EQ(new_workers.size(), 2u) << "nginx did not start new workers";
+    ASSERT_EQ(lab.worker_pids().size(), 2u) << "the old workers did not exit";
+
+    EXPECT_EQ(rstwatch::testlab::http_request(lab.listen_port(), "POST", "/orders", std::string(100, 'x')), 502);
+    auto lines = lab.wait_for_error_log_resets(1, 5s);
+    ASSERT_FALSE(lines.empty()) << lab.error_log();
+    const pid_t logged = lines.back().pid;
+    EXPECT_TRUE(std::count(new_workers.begin(), new_workers.end(), logged)) << "worker " << logged << " logged it, not a new worker";
+
+    bool attributed = false;
+    for (int i = 0; i < 50 && !attributed; ++i) {
+        std::this_thread::sleep_for(100ms);
+        std::istringstream lines_in(agent->stdout_text());
+        for (std::string line; std::getline(lines_in, line);) {
+            auto j = json::parse(line, nullptr, false);
+            if (j.is_object() && j.value("type", "") == "rst" && j.value("direction", "") == "received" &&
+                j.value("role", "") == "upstream" && j.value("remote", "") == upstream && j["pid"] == logged)
+                attributed = true;
+        }
+    }
+    EXPECT_TRUE(attributed) << "no received upstream reset on worker " << logged << ":\n" << agent->stdout_text();
+    agent->signal(SIGTERM);
+    agent->wait(5s);
+}
+
+// Compressed-time soak: a minute of connection churn at a high rate.
+// Memory stays flat and nothing is lost at this rate.
+TEST(AlwaysOn, SoakKeepsMemoryFlatAndLosesNothing)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    auto agent = start_agent(agent_args(dir, {"--metrics", "127.0.0.1:0"}));
+    uint16_t port = metrics_port_of(*agent);
+    ASSERT_NE(port, 0);
+    ResetSource source;
+    using clock = std::chrono::steady_clock;
+    const auto duration = 60s, warmup = 15s;
+    auto start = clock::now();
+    uint64_t resets = 0, cleans = 0, rss_after_warmup = 0, rss_max = 0;
+    while (clock::now() - start < duration) {
+        // About 3000 connections a second, one in three reset.
+        for (int i = 0; i < 10; ++i) {
+            resets += source.reset_once();
+            source.clean_once();
+            source.clean_once();
+            cleans += 2;
+        }
+        std::this_thread::sleep_for(8ms);
+        uint64_t rss = rss_kb(agent->pid());
+        if (clock::now() - start >= warmup) {
+            if (!rss_after_warmup)
+                rss_after_warmup = rss;
+            rss_max = std::max(rss_max, rss);
+        }
+    }
+    ASSERT_TRUE(wait_live_received(dir / "rstwatch.sock", source.endpoint(), resets, 10s));
+    auto m = scrape(port);
+    EXPECT_EQ(m[R"(rstwatch_lost_events_total{where="ring_buffer"})"], 0);
+    EXPECT_EQ(m[R"(rstwatch_lost_events_total{where="consumer"})"], 0);
+    EXPECT_EQ(m[R"(rstwatch_lost_events_total{where="store"})"], 0);
+    EXPECT_EQ(sum_matching(m, "rstwatch_resets_total{", "role=\"upstream\""), static_cast<double>(resets));
+    EXPECT_GT(resets, 30000u) << "not much churn";
+    // Flat: after warm-up the agent grows by less than 8 MiB (SQLite's page
+    // cache and the bounded tables fill during warm-up).
+    EXPECT_LT(rss_max - rss_after_warmup, 8u * 1024)
+        << "RSS " << rss_after_warmup << " kB after warm-up, max " << rss_max << " kB; " << resets << " resets, "
+        << cleans << " clean closes";
+    std::printf("soak: %llu resets, %llu clean closes; agent RSS %llu kB after warm-up, at most %llu kB\n",
+                static_cast<unsigned long long>(resets), static_cast<unsigned long long>(cleans),
+                static_cast<unsigned long long>(rss_after_warmup), static_cast<unsigned long long>(rss_max));
+    RecordProperty("rss_after_warmup_kb", std::to_string(rss_after_warmup));
+    RecordProperty("rss_max_kb", std::to_string(rss_max));
+    RecordProperty("resets", std::to_string(resets));
+    agent->signal(SIGTERM);
+    agent->wait(5s);
+}
