@@ -214,7 +214,10 @@ nlohmann::json control_request(const std::string &path, const nlohmann::json &re
     }
     set_timeouts(fd, timeout);
     std::string line;
-    bool ok = write_all(fd, request.dump() + "\n") && read_line(fd, line, SIZE_MAX / 2);
+    // The agent may answer (and close) before reading, e.g. to refuse a
+    // client: read its answer even when the write failed.
+    write_all(fd, request.dump() + "\n");
+    bool ok = read_line(fd, line, SIZE_MAX / 2) && !line.empty();
     close(fd);
     if (!ok)
         throw FatalError("no answer from the agent on " + path);
