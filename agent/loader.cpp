@@ -150,6 +150,10 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         }
         *need.link = link;
         attached_.push_back(need.tracepoint);
+        bpf_prog_info info{};
+        __u32 info_len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(bpf_program__fd(need.prog), &info, &info_len) == 0)
+            spdlog::debug("attached {} to {} as prog id {}", bpf_program__name(need.prog), need.tracepoint, info.id);
     }
 
     ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.records), on_record, this, nullptr));
