@@ -225,8 +225,12 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
         if (is_closed_by_backend(*peer)) {
             d.cause = Cause::KeepaliveRace;
             d.confidence = reused ? Confidence::High : Confidence::Medium;
-            d.evidence.push_back("the backend had already closed this connection (its socket in " +
-                                 tcp_state_name(peer->state) + ") when nginx's request arrived");
+            const std::string state = tcp_state_name(peer->state);
+            d.evidence.push_back(
+                "the backend had already closed this connection: " +
+                (peer->reason == "TCP_ABORT_ON_DATA"
+                     ? std::string("data arriving after its close was answered with a reset")
+                     : "its socket was in " + state + " when the request arrived"));
             return d;  // the hint comes from the idle cluster
         }
         if (peer->stalled_retrans > 0 && peer->packets_out > 0) {

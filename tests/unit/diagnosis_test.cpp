@@ -163,12 +163,13 @@ TEST(Diagnosis, BackendThatClosedTheIdleConnectionIsAKeepaliveRace)
                                 reused(nginx_received(2000), 2000));
     EXPECT_EQ(first.cause, Cause::KeepaliveRace);
     EXPECT_EQ(first.confidence, Confidence::High);
-    EXPECT_TRUE(mentions(first, "FIN_WAIT1")) << all_evidence(first);
+    EXPECT_TRUE(mentions(first, "data arriving after its close was answered with a reset")) << all_evidence(first);
     EXPECT_NE(first.hint.find("keepalive_timeout 1600ms"), std::string::npos) << first.hint;
 
     auto second = diagnose_after(d, {backend_sent(6000, "TCP_TIMEWAIT_SOCKET", /*TIME_WAIT*/ 6)},
                                  reused(nginx_received(6000), 2100));
     EXPECT_EQ(second.cause, Cause::KeepaliveRace);
+    EXPECT_TRUE(mentions(second, "its socket was in TIME_WAIT")) << all_evidence(second);
     EXPECT_NE(second.hint.find("cluster at"), std::string::npos) << second.hint;
 
     auto clusters = d.idle_clusters();
