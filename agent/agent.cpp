@@ -215,7 +215,8 @@ int run_agent(const RunSettings &settings)
             return;
         }
         if (auto *oom = std::get_if<OomEvent>(&*decoded.event))
-            oom->cgroup = procfs::cgroup_path(oom->pid);  // now, while the victim is still there
+            if (oom->cgroup.empty())  // not read by BPF: the victim was not on the CPU
+                oom->cgroup = procfs::cgroup_path(oom->pid);
         // Every event is evidence, shown or not.
         diagnoser.add(std::move(*decoded.event));
     };

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -16,7 +17,7 @@ namespace rstwatch {
 static_assert(sizeof(rw_record_header) == 16);
 static_assert(sizeof(rw_conn) == 104);
 static_assert(sizeof(rw_reset_record) == 192);
-static_assert(sizeof(rw_oom_record) == 72);
+static_assert(sizeof(rw_oom_record) == 848);
 static_assert(sizeof(rw_counters) == 32);
 
 const char *to_string(Direction d) { return d == Direction::Received ? "received" : "sent"; }
@@ -137,6 +138,13 @@ static OomEvent decode_oom(const rw_oom_record &r, const DecodeContext &ctx)
     if (r.flags & RW_OOM_RSS_KNOWN) {
         e.rss_kb = r.anon_rss_kb + r.file_rss_kb + r.shmem_rss_kb;
         e.total_vm_kb = r.total_vm_kb;
+    }
+    if (r.cgroup_levels > 0) {
+        const uint32_t levels = std::min<uint32_t>(r.cgroup_levels, RW_CGROUP_LEVELS);
+        std::string path = (r.flags & RW_OOM_CGROUP_TRUNCATED) ? "/..." : "";
+        for (uint32_t i = levels; i-- > 0;)
+            path += "/" + std::string(r.cgroup_names[i], strnlen(r.cgroup_names[i], RW_CGROUP_NAME_LEN));
+        e.cgroup = path;
     }
     return e;
 }

@@ -60,4 +60,16 @@ static __always_inline int rw_mark_victim_has_rss(struct trace_event_raw_mark_vi
 	       bpf_core_field_exists(ctx->__data_loc_comm);
 }
 
+/* Linux 6.15 renamed kernfs_node.parent to __parent (it became RCU-protected). */
+struct kernfs_node___parent {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *rw_kernfs_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___parent *)kn, parent);
+}
+
 #endif /* RSTWATCH_CORE_FIXES_BPF_H */

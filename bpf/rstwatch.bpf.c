@@ -513,6 +513,41 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	return 0;
 }
 
+/* The current task's memory cgroup path into rec, leaf first. */
+static __always_inline void read_memory_cgroup(struct rw_oom_record *rec)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cgroup_subsys_state *css = NULL;
+	struct css_set *cgroups;
+	struct kernfs_node *kn;
+	__u32 id;
+
+	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return;
+	id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	cgroups = BPF_CORE_READ(task, cgroups);
+	if (!cgroups || id >= 16)
+		return;
+	bpf_probe_read_kernel(&css, sizeof(css), (void *)cgroups + id * sizeof(void *));
+	if (!css)
+		return;
+	kn = BPF_CORE_READ(css, cgroup, kn);
+	for (__u32 i = 0; i < RW_CGROUP_LEVELS; i++) {
+		struct kernfs_node *parent;
+
+		if (!kn)
+			return;
+		parent = rw_kernfs_parent(kn);
+		if (!parent) /* the hierarchy's root: the path ends here */
+			return;
+		bpf_probe_read_kernel_str(rec->cgroup_names[i], RW_CGROUP_NAME_LEN, BPF_CORE_READ(kn, name));
+		rec->cgroup_levels = i + 1;
+		kn = parent;
+	}
+	if (kn && rw_kernfs_parent(kn))
+		rec->flags |= RW_OOM_CGROUP_TRUNCATED;
+}
+
 /* A classic tracepoint: OOM kills are rare, and its fields vary by kernel. */
 SEC("tracepoint/oom/mark_victim")
 int on_mark_victim(struct trace_event_raw_mark_victim *ctx)
@@ -533,6 +568,8 @@ int on_mark_victim(struct trace_event_raw_mark_victim *ctx)
 		rec->shmem_rss_kb = BPF_CORE_READ(ctx, shmem_rss);
 		rec->flags |= RW_OOM_RSS_KNOWN;
 	}
+	if ((bpf_get_current_pid_tgid() >> 32) == (__u32)ctx->pid)
+		read_memory_cgroup(rec);
 	bpf_ringbuf_submit(rec, 0);
 	return 0;
 }

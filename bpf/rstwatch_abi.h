@@ -18,6 +18,8 @@
 #define RW_COMM_LEN 16
 #define RW_MAX_COMMS 8
 #define RW_MAX_PIDS 8
+#define RW_CGROUP_LEVELS 8     /* path components kept, leaf first */
+#define RW_CGROUP_NAME_LEN 96    /* fits docker-<64 hex>.scope */
 
 /* A timestamp or duration the kernel side could not know. */
 #define RW_UNKNOWN_NS (~0ULL)
@@ -134,6 +136,7 @@ struct rw_reset_record {
 /* struct rw_oom_record.flags */
 enum rw_oom_flags {
 	RW_OOM_RSS_KNOWN = 1u << 0,
+	RW_OOM_CGROUP_TRUNCATED = 1u << 1, /* deeper than RW_CGROUP_LEVELS */
 };
 
 struct rw_oom_record {
@@ -145,6 +148,14 @@ struct rw_oom_record {
 	__u64 anon_rss_kb;
 	__u64 file_rss_kb;
 	__u64 shmem_rss_kb;
+	/*
+	 * The victim's memory cgroup, read when the victim itself was on the
+	 * CPU (a memcg OOM in its own allocation): by the time user space
+	 * reads /proc the victim may have left it. Names leaf first.
+	 */
+	__u32 cgroup_levels; /* 0: not read here */
+	__u32 pad0;
+	char cgroup_names[RW_CGROUP_LEVELS][RW_CGROUP_NAME_LEN];
 };
 
 /* Per-CPU counters (BPF_MAP_TYPE_PERCPU_ARRAY, one entry); the agent sums them. */

@@ -44,6 +44,13 @@ void expect_cause(const Scenario &s, const RunResult &r) {
         EXPECT_EQ(str(*rec, "cause"), s.expected_cause()) << describe_record(*rec);
         EXPECT_TRUE(rec->contains("confidence") && rec->contains("evidence") && rec->contains("hint"))
             << describe_record(*rec);
+        // Every reproduction puts the backend's side (or the middlebox's
+        // TTL) in view: the diagnosis must be certain and say why.
+        EXPECT_EQ(str(*rec, "confidence"), "high") << describe_record(*rec);
+        const std::string evidence = rec->contains("evidence") ? (*rec)["evidence"].dump() : "";
+        for (const auto &expected : s.expected_evidence())
+            EXPECT_NE(evidence.find(expected), std::string::npos)
+                << "evidence lacks \"" << expected << "\": " << evidence;
     }
 }
 

@@ -110,6 +110,7 @@ public:
     explicit BackendCrash(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "backend_crash"; }
     std::string expected_cause() const override { return "backend_crash"; }
+    std::vector<std::string> expected_evidence() const override { return {"was exiting on SIGABRT when the reset left its socket", "before any response byte"}; }
     void setup(NetnsLab &) override { start_loopback(ipv6_, {"--mode", "crash", "--quiet"}); }
     void trigger(const Front &f) override { trigger_statuses.push_back(f.request("POST", "/orders", kBody)); }
     std::string check_reproduction() const override {
@@ -132,6 +133,10 @@ public:
     explicit BackendOom(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "backend_oom"; }
     std::string expected_cause() const override { return "backend_oom"; }
+    // The victim's memory cgroup, as the kernel had it when the OOM killer chose it.
+    std::vector<std::string> expected_evidence() const override {
+        return {"killed by the OOM killer", "cgroup " + cgroup_->relative_path()};
+    }
     void setup(NetnsLab &net) override {
         cgroup_ = std::make_unique<MemoryCgroup>(net.tag() + "-oom", 64u << 20);
         // The backend refuses to allocate unless it sits in our cgroup: a
@@ -171,6 +176,7 @@ public:
     explicit KeepaliveRace(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "keepalive_race"; }
     std::string expected_cause() const override { return "keepalive_race"; }
+    std::vector<std::string> expected_evidence() const override { return {"data arriving after its close was answered with a reset", "pooled connection reused after"}; }
     void setup(NetnsLab &net) override {
         ns_ = net.add_namespace("ka");
         link_host_to(net, ns_, "ka", 1);
@@ -202,6 +208,7 @@ public:
     explicit MiddleboxIdle(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "middlebox_idle"; }
     std::string expected_cause() const override { return "middlebox_idle"; }
+    std::vector<std::string> expected_evidence() const override { return {"RST TTL 64 vs connection TTL 63: sent by a hop closer than the backend", "pooled connection reused after"}; }
     void setup(NetnsLab &net) override {
         router_ = net.add_namespace("mbr");
         backend_ns_ = net.add_namespace("mbb");
@@ -245,6 +252,7 @@ public:
     explicit StaleReuse(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "stale_reuse"; }
     std::string expected_cause() const override { return "stale_reuse"; }
+    std::vector<std::string> expected_evidence() const override { return {"the backend's kernel had no socket for this connection", "pooled connection reused after"}; }
     void setup(NetnsLab &net) override {
         router_ = net.add_namespace("str");
         backend_ns_ = net.add_namespace("stb");
@@ -299,6 +307,7 @@ public:
     explicit MtuBlackhole(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "mtu_blackhole"; }
     std::string expected_cause() const override { return "mtu_blackhole"; }
+    std::vector<std::string> expected_evidence() const override { return {"retransmission timeouts in a row when it gave up"}; }
     // A GET on a cached connection would be retried once (a second 104).
     std::string location_extra() const override { return "proxy_next_upstream off;"; }
     void setup(NetnsLab &net) override {

@@ -56,6 +56,8 @@ public:
     // The cause the agent must give the reset; "" when no upstream reset is
     // expected (negative controls).
     virtual std::string expected_cause() const = 0;
+    // Text the record's evidence must contain: what proves the cause.
+    virtual std::vector<std::string> expected_evidence() const { return {}; }
 
     // Builds the topology, starts the backend, sets `upstream`.
     virtual void setup(NetnsLab &net) = 0;

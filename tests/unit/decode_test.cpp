@@ -27,10 +27,12 @@ std::vector<uint8_t> bytes_of(const T &record)
     return out;
 }
 
-void set_comm(char (&dst)[RW_COMM_LEN], const char *src)
+// Fills a fixed char array as the kernel does: NUL-padded, unterminated if full.
+template <size_t N>
+void set_comm(char (&dst)[N], const char *src)
 {
-    std::memset(dst, 0, RW_COMM_LEN);
-    std::memcpy(dst, src, std::min(std::strlen(src), size_t{RW_COMM_LEN}));
+    std::memset(dst, 0, N);
+    std::memcpy(dst, src, std::min(std::strlen(src), N));
 }
 
 // An IPv4 upstream connection of nginx[1234], reset by the peer.
@@ -293,4 +295,31 @@ TEST(DecodeNames, TcpStates)
     EXPECT_EQ(tcp_state_name(42), "STATE_42");
     EXPECT_STREQ(to_string(Role::Upstream), "upstream");
     EXPECT_STREQ(to_string(Direction::Sent), "sent");
+}
+
+TEST(DecodeOom, CgroupPathFromLeafFirstNames)
+{
+    rw_oom_record r{};
+    r.hdr.type = RW_REC_OOM;
+    r.hdr.size = sizeof(r);
+    r.pid = 4121;
+    set_comm(r.cgroup_names[0], "docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab.scope");
+    set_comm(r.cgroup_names[1], "system.slice");
+    r.cgroup_levels = 2;
+    auto bytes = bytes_of(r);
+    DecodeResult res = decode_record(bytes, kCtx);
+    ASSERT_TRUE(res.event) << res.error;
+    EXPECT_EQ(std::get<OomEvent>(*res.event).cgroup,
+              "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab.scope");
+
+    r.flags |= RW_OOM_CGROUP_TRUNCATED;
+    bytes = bytes_of(r);
+    EXPECT_EQ(std::get<OomEvent>(*decode_record(bytes, kCtx).event).cgroup.rfind("/.../system.slice/", 0), 0u)
+        << "a path deeper than the kernel side keeps says so";
+
+    r = rw_oom_record{};
+    r.hdr.type = RW_REC_OOM;
+    r.hdr.size = sizeof(r);
+    bytes = bytes_of(r);
+    EXPECT_EQ(std::get<OomEvent>(*decode_record(bytes, kCtx).event).cgroup, "") << "not read by BPF";
 }
