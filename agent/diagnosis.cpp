@@ -373,14 +373,21 @@ std::string Diagnoser::idle_hint(const ResetEvent &r, Cause cause) const
                                                duration_text(cluster->median_ms).c_str(), cluster->count,
                                                duration_text(cluster->min_ms).c_str())
                                : "reset on reuse after " + duration_text(*r.pool_idle_ms) + " idle";
+    // One reset bounds the timeout from above; a cluster of them, as a
+    // genuine race produces, sits at the timeout itself.
     switch (cause) {
     case Cause::KeepaliveRace:
-        return seen + ": the backend closes idle connections at about " + duration_text(floor_ms) +
-               " or less; set keepalive_timeout " + nginx_time_below(floor_ms) +
-               " in the upstream block (below the backend's)";
+        if (cluster)
+            return seen + ": the backend closes idle connections at about " + duration_text(floor_ms) +
+                   "; set keepalive_timeout " + nginx_time_below(floor_ms) +
+                   " in the upstream block (below the backend's)";
+        return seen + ": the backend closes idle connections after at most " + duration_text(floor_ms) +
+               "; keep keepalive_timeout in the upstream block below the backend's (" +
+               nginx_time_below(floor_ms) + " if its timeout is about " + duration_text(floor_ms) + ")";
     case Cause::MiddleboxIdle:
-        return seen + ": a middlebox between nginx and " + r.remote + " forgets flows idle that long; set "
-               "keepalive_timeout " + nginx_time_below(floor_ms) +
+        return seen + ": a middlebox between nginx and " + r.remote + " forgets flows idle " +
+               (cluster ? "for about " : "for at most ") + duration_text(floor_ms) + "; set keepalive_timeout " +
+               nginx_time_below(floor_ms) + (cluster ? "" : " or lower") +
                " in the upstream block, or raise the middlebox's idle timeout";
     default:
         return seen + ": backends restarted under pooled connections: drain nginx before restarting "
