@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -288,7 +289,14 @@ int run_agent(const RunSettings &settings)
     };
 
     while (!g_stop && clock::now() < deadline) {
-        int n = session.poll(100);
+        // Idle, the agent wakes twice a second (signals, control requests and
+        // metrics gauges); while events wait for their hold-back, sooner.
+        int timeout_ms = diagnoser.holding() ? 60 : 500;
+        if (deadline != clock::time_point::max())
+            timeout_ms = static_cast<int>(std::clamp<int64_t>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count() + 1, 0,
+                timeout_ms));
+        int n = session.poll(timeout_ms);
         if (n < 0 && n != -EINTR) {
             spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
             break;

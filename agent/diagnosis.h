@@ -54,6 +54,8 @@ public:
     std::vector<Event> take_ready(uint64_t now_mono_ns);
     // Everything still held, at exit.
     std::vector<Event> take_all() { return take_ready(UINT64_MAX); }
+    // Whether events are waiting for their hold-back to pass.
+    bool holding() const { return !held_.empty(); }
 
     // Clusters of pool idle times, per upstream, largest first.
     std::vector<IdleCluster> idle_clusters() const;
