@@ -194,6 +194,8 @@ BpfCounters BpfSession::counters() const
 
 int BpfSession::conns_map_fd() const { return bpf_map__fd(skel_->maps.conns); }
 
+int BpfSession::flows_map_fd() const { return bpf_map__fd(skel_->maps.tracked_flows); }
+
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }
 
 }  // namespace rstwatch

@@ -50,6 +50,7 @@ public:
 
     BpfCounters counters() const;
     int conns_map_fd() const;
+    int flows_map_fd() const;
     // The ring buffer map (for its fill level, ring_fill.h).
     int records_map_fd() const;
     const std::vector<std::string> &attached_programs() const { return attached_; }

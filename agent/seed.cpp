@@ -55,15 +55,34 @@ bool is_inet_tcp(int fd)
            int_sockopt(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP;
 }
 
+// Address bytes and port of one end, in rw_flow's layout.
+bool endpoint(int fd, bool peer, __u8 (&addr)[16], __u16 &port, __u32 &family)
+{
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    int err = peer ? getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len)
+                   : getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len);
+    if (err != 0)
+        return false;
+    family = ss.ss_family;
+    if (ss.ss_family == AF_INET) {
+        const auto *s4 = reinterpret_cast<const sockaddr_in *>(&ss);
+        std::memcpy(addr, &s4->sin_addr, 4);
+        port = ntohs(s4->sin_port);
+    } else {
+        const auto *s6 = reinterpret_cast<const sockaddr_in6 *>(&ss);
+        std::memcpy(addr, &s6->sin6_addr, 16);
+        port = ntohs(s6->sin6_port);
+    }
+    return true;
+}
+
 int local_port(int fd)
 {
-    sockaddr_storage addr{};
-    socklen_t len = sizeof(addr);
-    if (getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) != 0)
-        return -1;
-    if (addr.ss_family == AF_INET)
-        return ntohs(reinterpret_cast<sockaddr_in *>(&addr)->sin_port);
-    return ntohs(reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_port);
+    __u8 addr[16] = {};
+    __u16 port = 0;
+    __u32 family = 0;
+    return endpoint(fd, false, addr, port, family) ? port : -1;
 }
 
 struct Candidate {
@@ -74,7 +93,7 @@ struct Candidate {
 
 constexpr uint8_t kTcpClose = 7;  // include/net/tcp_states.h
 
-void seed_process(int map_fd, uint32_t pid, const std::string &comm, SeedReport &report)
+void seed_process(int map_fd, int flows_fd, uint32_t pid, const std::string &comm, SeedReport &report)
 {
     Fd pidfd(pidfd_open(static_cast<pid_t>(pid)));
     if (!pidfd.valid()) {
@@ -124,6 +143,12 @@ void seed_process(int map_fd, uint32_t pid, const std::string &comm, SeedReport 
         value.pool_idle_ns = RW_UNKNOWN_NS;
         value.tx_bytes_seen = c.bytes_sent;
         int key = c.fd->get();
+        rw_flow flow{};
+        if (endpoint(key, false, flow.local_addr, flow.local_port, flow.family) &&
+            endpoint(key, true, flow.remote_addr, flow.remote_port, flow.family)) {
+            const __u8 one = 1;
+            bpf_map_update_elem(flows_fd, &flow, &one, BPF_ANY);
+        }
         if (bpf_map_update_elem(map_fd, &key, &value, BPF_NOEXIST) == 0)
             report.seeded++;
         else if (errno == EEXIST)
@@ -136,7 +161,7 @@ void seed_process(int map_fd, uint32_t pid, const std::string &comm, SeedReport 
 
 }  // namespace
 
-SeedReport seed_existing_connections(int conns_map_fd, const TrackingFilter &filter)
+SeedReport seed_existing_connections(int conns_map_fd, int flows_map_fd, const TrackingFilter &filter)
 {
     SeedReport report;
     for (uint32_t pid : procfs::list_pids()) {
@@ -144,7 +169,7 @@ SeedReport seed_existing_connections(int conns_map_fd, const TrackingFilter &fil
         auto ppid = procfs::parent_pid(pid);
         if (!comm || !ppid || !filter.matches(pid, *ppid, *comm))
             continue;
-        seed_process(conns_map_fd, pid, *comm, report);
+        seed_process(conns_map_fd, flows_map_fd, pid, *comm, report);
     }
     return report;
 }

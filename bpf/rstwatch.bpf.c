@@ -61,28 +61,55 @@ struct {
 	__type(value, struct rw_counters);
 } counters SEC(".maps");
 
+/* Flows of tracked connections; entries outlive the socket until evicted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct rw_flow);
+	__type(value, __u8);
+} tracked_flows SEC(".maps");
+
+/* A sent reset is assembled here before we know whether it is wanted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rw_reset_record);
+} reset_scratch SEC(".maps");
+
 static __always_inline struct rw_counters *this_cpu_counters(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&counters, &zero);
 }
 
-static __always_inline void *reserve_record(__u32 size, __u16 type)
+static __always_inline void init_header(struct rw_record_header *hdr, __u32 size, __u16 type)
 {
-	struct rw_counters *cnt = this_cpu_counters();
-	struct rw_record_header *hdr = bpf_ringbuf_reserve(&records, size, 0);
-
-	if (!hdr) {
-		if (cnt)
-			cnt->records_lost++;
-		return NULL;
-	}
-	if (cnt)
-		cnt->records_emitted++;
 	hdr->type = type;
 	hdr->size = size;
 	hdr->cpu = bpf_get_smp_processor_id();
 	hdr->ts_ns = bpf_ktime_get_ns();
+}
+
+static __always_inline void count_record(int delivered)
+{
+	struct rw_counters *cnt = this_cpu_counters();
+
+	if (!cnt)
+		return;
+	if (delivered)
+		cnt->records_emitted++;
+	else
+		cnt->records_lost++;
+}
+
+static __always_inline void *reserve_record(__u32 size, __u16 type)
+{
+	struct rw_record_header *hdr = bpf_ringbuf_reserve(&records, size, 0);
+
+	count_record(hdr != NULL);
+	if (hdr)
+		init_header(hdr, size, type);
 	return hdr;
 }
 
@@ -175,15 +202,50 @@ claim_for_current(struct sock *sk, __u8 role, __u32 flags, __u64 now)
 	return conn;
 }
 
+static __always_inline void remember_flow(const struct sock *sk)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+	struct rw_flow flow = {};
+	__u8 one = 1;
+
+	flow.family = skc->skc_family;
+	flow.local_port = skc->skc_num;
+	flow.remote_port = bpf_ntohs(skc->skc_dport);
+	if (flow.family == AF_INET) {
+		__builtin_memcpy(flow.local_addr, &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(flow.remote_addr, &skc->skc_daddr, 4);
+	} else {
+		__builtin_memcpy(flow.local_addr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(flow.remote_addr, &skc->skc_v6_daddr, 16);
+	}
+	bpf_map_update_elem(&tracked_flows, &flow, &one, BPF_ANY);
+}
+
+/* Whether a reset sent from `rec->local` answers a tracked connection. */
+static __always_inline int answers_tracked_flow(const struct rw_reset_record *rec)
+{
+	struct rw_flow flow = {};
+
+	flow.family = rec->family;
+	flow.local_port = rec->remote_port;
+	flow.remote_port = rec->local_port;
+	__builtin_memcpy(flow.local_addr, rec->remote_addr, 16);
+	__builtin_memcpy(flow.remote_addr, rec->local_addr, 16);
+	return bpf_map_lookup_elem(&tracked_flows, &flow) != NULL;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	/* connect() moves CLOSE -> SYN_SENT in the caller's context. */
-	if (newstate != TCP_SYN_SENT || oldstate != TCP_CLOSE)
+	if (newstate == TCP_SYN_SENT && oldstate == TCP_CLOSE) {
+		if (is_inet_tcp(sk) && current_is_tracked())
+			claim_for_current(sk, RW_ROLE_UPSTREAM, RW_CONN_CONNECTED, bpf_ktime_get_ns());
 		return 0;
-	if (!is_inet_tcp(sk) || !current_is_tracked())
-		return 0;
-	claim_for_current(sk, RW_ROLE_UPSTREAM, RW_CONN_CONNECTED, bpf_ktime_get_ns());
+	}
+	/* The local port is bound after SYN_SENT: the flow is known once established. */
+	if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT && bpf_sk_storage_get(&conns, sk, NULL, 0))
+		remember_flow(sk);
 	return 0;
 }
 
@@ -216,6 +278,7 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 		conn = claim_for_current(sk, ROLE_OF_UNCLAIMED, 0, now);
 		if (!conn)
 			return;
+		remember_flow(sk);
 	}
 
 	client_spoke = (conn->role == RW_ROLE_DOWNSTREAM) ? !is_send : is_send;
@@ -481,16 +544,18 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	struct rw_conn *conn = NULL;
 	struct rw_reset_record *rec;
 	int full = sk && is_full_sock(sk);
+	__u32 zero = 0;
 
 	if (full)
 		conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	/* Resets of untracked sockets are the peer's side of a tracked flow. */
 	if (!conn && !emit_peer_resets && !track_all_tasks)
 		return 0;
-	rec = reserve_record(sizeof(*rec), RW_REC_RESET);
+	rec = bpf_map_lookup_elem(&reset_scratch, &zero);
 	if (!rec)
 		return 0;
-	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
+	__builtin_memset(rec, 0, sizeof(*rec));
+	init_header(&rec->hdr, sizeof(*rec), RW_REC_RESET);
 	rec->direction = RW_DIR_SENT;
 	if (rw_send_reset_has_reason()) {
 		rec->reason = (__u32)ctx[2];
@@ -508,8 +573,10 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	/* A reset answering a segment belongs to that segment's flow. */
 	if (skb)
 		fill_tuple_from_skb(rec, skb);
+	if (!conn && !track_all_tasks && !answers_tracked_flow(rec))
+		return 0;
 	fill_current(rec);
-	bpf_ringbuf_submit(rec, 0);
+	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), 0) == 0);
 	return 0;
 }
 

@@ -73,6 +73,20 @@ struct rw_conn {
 	__u8 pad2[6];
 };
 
+/*
+ * A tracked connection's flow, from its owner's side. Kept in an LRU hash so
+ * that a reset sent by an untracked socket (the backend, on this host) is
+ * reported only when it answers one of these: a reset storm elsewhere on
+ * the host does not reach the ring buffer.
+ */
+struct rw_flow {
+	__u8 local_addr[16]; /* IPv4 uses the first 4 bytes */
+	__u8 remote_addr[16];
+	__u16 local_port;    /* host byte order */
+	__u16 remote_port;
+	__u32 family;        /* AF_INET or AF_INET6 */
+};
+
 struct rw_record_header {
 	__u16 type; /* enum rw_record_type */
 	__u16 size; /* sizeof the whole record */

@@ -266,7 +266,8 @@ TEST(BpfSession, ConnectionOpenedBeforeAttachIsSeededWithItsOwner)
     // The agent attaches while the connection sits idle, as in an nginx
     // keepalive pool that filled up before anyone started watching.
     Collector collector;
-    SeedReport seed = seed_existing_connections(collector.session().conns_map_fd(), Collector::self_filter());
+    SeedReport seed = seed_existing_connections(collector.session().conns_map_fd(), collector.session().flows_map_fd(),
+                                                Collector::self_filter());
     EXPECT_GE(seed.seeded, 1u);
     EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
 
@@ -355,4 +356,31 @@ TEST(BpfSession, ReusedConnectionReportsPoolIdleAndTheOpenRequest)
     ASSERT_TRUE(received->since_request_ms);
     EXPECT_LT(*received->since_request_ms, 50.0);
     close(client);
+}
+
+TEST(BpfSession, ResetsOfUntrackedFlowsStayOutOfTheRingBuffer)
+{
+    REQUIRE_ROOT();
+    Collector collector;  // peer resets on, as the agent runs
+    // A grandchild is not tracked (only a tracked pid's children are), and
+    // its connections are no tracked process's flows.
+    pid_t child = fork();
+    if (child == 0) {
+        pid_t grandchild = fork();
+        if (grandchild == 0) {
+            int listener = rwtest::listen_on_loopback(false);
+            for (int i = 0; i < 50 && listener >= 0; i++) {
+                int client = rwtest::connect_to(false, rwtest::port_of(listener));
+                int accepted = accept(listener, nullptr, nullptr);
+                rwtest::close_with_reset(client);
+                close(accepted);
+            }
+            _exit(0);
+        }
+        waitpid(grandchild, nullptr, 0);
+        _exit(0);
+    }
+    waitpid(child, nullptr, 0);
+    collector.session().poll(100);
+    EXPECT_EQ(collector.received_count(), 0u) << "seen:" << collector.describe();
 }
