@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nginx_lab.h"
+#include "scenario_harness.h"
 
 namespace {
 
@@ -29,6 +30,8 @@ using rstwatch::testlab::NginxLab;
 using rstwatch::testlab::NginxLabOptions;
 using rstwatch::testlab::parse_upstream_reset_line;
 using rstwatch::testlab::UpstreamResetLine;
+using rstwatch::scenarios::json_lines;
+using rstwatch::scenarios::str;
 using json = nlohmann::json;
 
 bool in_ci() {
@@ -62,23 +65,6 @@ NginxLabOptions lab_options(const std::string &upstream) {
     NginxLabOptions o;
     o.upstreams = {upstream};
     return o;
-}
-
-std::vector<json> json_lines(const std::string &text) {
-    std::vector<json> out;
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.empty() || line[0] != '{') continue;
-        auto j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (!j.is_discarded()) out.push_back(std::move(j));
-    }
-    return out;
-}
-
-std::string str(const json &j, const char *key) {
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 // The rst record that matches nginx's error-log line: received from the upstream.

@@ -122,8 +122,6 @@ void print_records(const Scenario &s, const RunResult &r) {
         if (str(rec, "type") == "oom") std::cout << "  agent: " << rec.dump() << "\n";
 }
 
-namespace {
-
 std::vector<json> json_lines(const std::string &text) {
     std::vector<json> out;
     std::istringstream in(text);
@@ -135,6 +133,8 @@ std::vector<json> json_lines(const std::string &text) {
     }
     return out;
 }
+
+namespace {
 
 std::vector<std::string> split_words(const std::string &s) {
     std::istringstream in(s);

@@ -139,6 +139,8 @@ void print_records(const Scenario &s, const RunResult &r);
 
 // Field helpers.
 std::string str(const json &j, const char *key);
+// The JSON objects among the agent's output lines.
+std::vector<json> json_lines(const std::string &text);
 std::string describe_record(const json &r);  // one line: cause, evidence, timings
 
 // Where the binaries are (compile definitions).
