@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The floor for rstwatch's kernel cost: empty tp_btf programs on the same
+ * tracepoints as rstwatch's hot programs. Attached next to rstwatch, they run
+ * on exactly the same invocations, so the difference in run_time_ns/run_cnt
+ * is what rstwatch's program bodies cost, and the floor itself is what any
+ * BPF program on that tracepoint costs (trampoline, stats accounting).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("tp_btf/inet_sock_set_state")
+int floor_inet_sock_set_state(void *ctx) { return 0; }
+
+SEC("tp_btf/sock_send_length")
+int floor_sock_send_length(void *ctx) { return 0; }
+
+SEC("tp_btf/sock_recv_length")
+int floor_sock_recv_length(void *ctx) { return 0; }
+
+SEC("tp_btf/tcp_probe")
+int floor_tcp_probe(void *ctx) { return 0; }
+
+SEC("tp_btf/tcp_receive_reset")
+int floor_tcp_receive_reset(void *ctx) { return 0; }
+
+SEC("tp_btf/tcp_send_reset")
+int floor_tcp_send_reset(void *ctx) { return 0; }

@@ -1,0 +1,214 @@
+// rstwatch-bench-progstats: nanoseconds per invocation of BPF programs.
+//
+//   rstwatch-bench-progstats [--owner LABEL:PID]... [--no-floor] [--duration S]
+//
+// Turns on BPF run-time statistics with the BPF_ENABLE_STATS command (they stay
+// on only while this process holds the returned fd, so nothing is left
+// switched on if it is killed), attaches empty tp_btf programs on rstwatch's
+// tracepoints (the floor, floor.bpf.c), and snapshots run_cnt/run_time_ns of
+// its own programs and of every program each --owner process holds an fd to
+// (found in /proc/PID/fdinfo, so another rstwatch on the same host is never
+// mistaken for the one under test). Prints "attached" on stderr, then waits
+// for SIGINT/SIGTERM or --duration and prints, per program, the difference:
+//
+//   LABEL TRACEPOINT PROG_ID RUN_CNT RUN_TIME_NS NS_PER_RUN
+//
+// Example: rstwatch-bench-progstats --owner rstwatch:$(pidof rstwatch) --duration 30
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "floor.skel.h"
+
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+
+struct Watched {
+    std::string label;
+    uint32_t id;
+    int fd;  // held so the id cannot be reused while we measure
+};
+
+struct Sample {
+    uint64_t run_cnt = 0;
+    uint64_t run_time_ns = 0;
+};
+
+bool sample(int fd, Sample &out, bpf_prog_info *keep = nullptr)
+{
+    bpf_prog_info info = {};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
+        return false;
+    out.run_cnt = info.run_cnt;
+    out.run_time_ns = info.run_time_ns;
+    if (keep)
+        *keep = info;
+    return true;
+}
+
+// Program ids a process holds, directly or through a bpf_link fd.
+std::set<uint32_t> prog_ids_of(pid_t pid)
+{
+    std::set<uint32_t> ids;
+    std::error_code ec;
+    std::filesystem::path dir = "/proc/" + std::to_string(pid) + "/fdinfo";
+    for (const auto &entry : std::filesystem::directory_iterator(dir, ec)) {
+        std::ifstream in(entry.path());
+        std::string line;
+        while (std::getline(in, line))
+            if (line.rfind("prog_id:", 0) == 0)
+                ids.insert(static_cast<uint32_t>(std::strtoul(line.c_str() + 8, nullptr, 10)));
+    }
+    return ids;
+}
+
+// "tcp_probe" for a tp_btf program (its attach type is btf_trace_tcp_probe in
+// vmlinux BTF); the program's own (15-character) name otherwise.
+std::string tracepoint_of(const bpf_prog_info &info, const btf *vmlinux)
+{
+    if (vmlinux && info.attach_btf_id && info.attach_btf_obj_id <= 1) {
+        const btf_type *t = btf__type_by_id(vmlinux, info.attach_btf_id);
+        const char *name = t ? btf__name_by_offset(vmlinux, t->name_off) : nullptr;
+        if (name) {
+            std::string s = name;
+            if (s.rfind("btf_trace_", 0) == 0)
+                s = s.substr(10);
+            return s;
+        }
+    }
+    return std::string("prog:") + info.name;
+}
+
+[[noreturn]] void usage(int status)
+{
+    std::fprintf(status ? stderr : stdout,
+                 "usage: rstwatch-bench-progstats [--owner LABEL:PID]... [--no-floor] [--duration S]\n"
+                 "Attaches empty programs on rstwatch's tracepoints, enables BPF run-time stats while\n"
+                 "it runs, and on SIGINT/SIGTERM or after S seconds prints per program:\n"
+                 "  LABEL TRACEPOINT PROG_ID RUN_CNT RUN_TIME_NS NS_PER_RUN\n"
+                 "example: rstwatch-bench-progstats --owner rstwatch:1234 --duration 30\n");
+    std::exit(status);
+}
+
+}  // namespace
+
+int main(int argc, char **argv)
+{
+    std::vector<std::pair<std::string, pid_t>> owners;
+    bool floor = true;
+    double duration_s = 600;  // bounded even if nobody stops it
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc)
+                usage(2);
+            return argv[++i];
+        };
+        if (a == "--owner") {
+            std::string v = value();
+            auto colon = v.rfind(':');
+            if (colon == std::string::npos)
+                usage(2);
+            owners.emplace_back(v.substr(0, colon), std::atoi(v.c_str() + colon + 1));
+        } else if (a == "--no-floor") {
+            floor = false;
+        } else if (a == "--duration") {
+            duration_s = std::atof(value().c_str());
+        } else if (a == "-h" || a == "--help") {
+            usage(0);
+        } else {
+            usage(2);
+        }
+    }
+
+    struct sigaction sa = {};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+
+    int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+    if (stats_fd < 0) {
+        std::fprintf(stderr, "progstats: BPF_ENABLE_STATS failed: %s (needs root, Linux 5.8+)\n",
+                     std::strerror(errno));
+        return 1;
+    }
+
+    std::unique_ptr<floor_bpf, void (*)(floor_bpf *)> skel(nullptr, floor_bpf__destroy);
+    std::vector<Watched> watched;
+    if (floor) {
+        skel.reset(floor_bpf__open_and_load());
+        if (!skel || floor_bpf__attach(skel.get()) != 0) {
+            std::fprintf(stderr, "progstats: cannot load/attach the floor programs: %s\n", std::strerror(errno));
+            return 1;
+        }
+        bpf_program *prog;
+        bpf_object__for_each_program(prog, skel->obj)
+        {
+            bpf_prog_info info = {};
+            uint32_t len = sizeof(info);
+            int fd = bpf_program__fd(prog);
+            if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+                watched.push_back({"floor", info.id, dup(fd)});
+        }
+    }
+    for (const auto &[label, pid] : owners) {
+        auto ids = prog_ids_of(pid);
+        if (ids.empty())
+            std::fprintf(stderr, "progstats: warning: pid %d (%s) holds no BPF programs\n", pid, label.c_str());
+        for (uint32_t id : ids) {
+            int fd = bpf_prog_get_fd_by_id(id);
+            if (fd >= 0)
+                watched.push_back({label, id, fd});
+        }
+    }
+
+    btf *vmlinux = btf__load_vmlinux_btf();
+    std::vector<Sample> before(watched.size());
+    std::vector<bpf_prog_info> infos(watched.size());
+    for (size_t i = 0; i < watched.size(); i++)
+        sample(watched[i].fd, before[i], &infos[i]);
+    std::fprintf(stderr, "progstats: attached; watching %zu programs\n", watched.size());
+
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration_s);
+    while (!g_stop && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+
+    std::printf("%-10s %-22s %8s %12s %14s %10s\n", "LABEL", "TRACEPOINT", "PROG_ID", "RUN_CNT", "RUN_TIME_NS",
+                "NS_PER_RUN");
+    for (size_t i = 0; i < watched.size(); i++) {
+        Sample after;
+        if (!sample(watched[i].fd, after))
+            continue;
+        uint64_t cnt = after.run_cnt - before[i].run_cnt;
+        uint64_t ns = after.run_time_ns - before[i].run_time_ns;
+        std::printf("%-10s %-22s %8u %12llu %14llu %10.1f\n", watched[i].label.c_str(),
+                    tracepoint_of(infos[i], vmlinux).c_str(), watched[i].id, (unsigned long long)cnt,
+                    (unsigned long long)ns, cnt ? double(ns) / double(cnt) : 0.0);
+    }
+    std::fflush(stdout);
+    btf__free(vmlinux);
+    for (auto &w : watched)
+        close(w.fd);
+    close(stats_fd);
+    return 0;
+}

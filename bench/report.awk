@@ -1,0 +1,195 @@
+# Turns scripts/bench's raw samples (workload, tool, round, metric, value; tab-
+# separated) into the markdown tables and the PASS/FAIL target lines.
+# Portable awk (Debian's default is mawk: no asort).
+
+function sortn(a, n,    i, j, x) {
+    for (i = 2; i <= n; i++) {
+        x = a[i]
+        for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]
+        a[j + 1] = x
+    }
+}
+# median / min / max of the values of key k in S[k, 1..N[k]]
+function stats(k,    i, a, n) {
+    n = N[k]
+    if (!n) { MED = ""; MIN = ""; MAX = ""; return 0 }
+    for (i = 1; i <= n; i++) a[i] = S[k, i] + 0
+    sortn(a, n)
+    MED = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    MIN = a[1]; MAX = a[n]
+    return n
+}
+# paired ratio tool/off per round for workload w, metric m
+function paired(w, t, m,    r, k) {
+    k = "ratio" SUBSEP w SUBSEP t SUBSEP m
+    if (!(k in DONE)) {
+        DONE[k] = 1
+        for (r = 1; r <= RMAX; r++)
+            if (((w, t, m, r) in V) && ((w, "off", m, r) in V) && V[w, "off", m, r] > 0)
+                S[k, ++N[k]] = V[w, t, m, r] / V[w, "off", m, r]
+    }
+    return stats(k)
+}
+function fmt(x, d) { return (x == "") ? "-" : sprintf("%." d "f", x) }
+function spread(d) { return fmt(MED, d) " (" fmt(MIN, d) "–" fmt(MAX, d) ")" }
+function pct(x) { return sprintf("%.1f%%", x * 100) }
+function target(ok, text) {
+    if (ok == "") { print "- n/a  " text " (not measured)"; return }
+    print "- " (ok ? "PASS" : "FAIL") " " text
+}
+# A ratio target whose paired ratios (min-max over rounds) lie on both sides
+# of the threshold is not decided by this run: say so next to PASS/FAIL.
+function ratio_target(ok, lo, hi, thr, text) {
+    if (ok != "" && lo != "" && lo + 0 < thr && hi + 0 > thr)
+        text = text " — INCONCLUSIVE: round-to-round ratios span " fmt(lo, 3) "–" fmt(hi, 3) ", across " thr "; more rounds or a quieter machine"
+    target(ok, text)
+}
+
+{
+    w = $1; t = $2; r = $3 + 0; m = $4; v = $5
+    k = w SUBSEP t SUBSEP m
+    S[k, ++N[k]] = v
+    V[w, t, m, r] = v
+    if (r > RMAX) RMAX = r
+    if (!((w, t) in SEEN)) { SEEN[w, t] = 1; TOOLS[w] = TOOLS[w] " " t }
+    if (w == "kernel" && !((t, m) in KSEEN)) { KSEEN[t, m] = 1; KM[t] = KM[t] " " m }
+    if (m == "rss_kb" && t == "rstwatch" && v + 0 > RSS_MAX) RSS_MAX = v + 0
+}
+
+END {
+    # --- throughput and latency -------------------------------------------------
+    if (("keepalive" in TOOLS) || ("churn" in TOOLS)) {
+        print "## HTTP through nginx (wrk → nginx → backend)"
+        print ""
+        print "Medians over rounds, (min–max) across rounds; \"vs off\" is the ratio to agent-off in the same round."
+        print ""
+        print "| workload | tool | requests/s | vs off | p99 µs | p99 vs off | server CPU µs/req | vs off | tool CPU % | tool peak RSS MiB |"
+        print "|---|---|---|---|---|---|---|---|---|---|"
+        for (wi = 1; wi <= 2; wi++) {
+            w = (wi == 1) ? "keepalive" : "churn"
+            if (!(w in TOOLS)) continue
+            n = split(TOOLS[w], tl, " ")
+            for (i = 1; i <= n; i++) {
+                t = tl[i]
+                stats(w SUBSEP t SUBSEP "rps"); c1 = spread(0)
+                if (t == "off") c2 = "1"; else { paired(w, t, "rps"); c2 = spread(4) }
+                if (t == "rstwatch") { RPS_RATIO[w] = MED; RPS_SPREAD[w] = spread(4); RPS_LO[w] = MIN; RPS_HI[w] = MAX }
+                stats(w SUBSEP t SUBSEP "p99_us"); c3 = spread(0)
+                if (t == "off") c4 = "1"; else { paired(w, t, "p99_us"); c4 = spread(3) }
+                if (t == "rstwatch") { P99_RATIO[w] = MED; P99_SPREAD[w] = spread(3); P99_LO[w] = MIN; P99_HI[w] = MAX }
+                # (no CPU-per-request samples in results from before that column existed)
+                if (!stats(w SUBSEP t SUBSEP "cpu_us_per_req")) { c7 = "-"; c8 = "-" }
+                else {
+                    c7 = spread(1)
+                    if (t == "off") c8 = "1"; else { paired(w, t, "cpu_us_per_req"); c8 = spread(3) }
+                }
+                if (t == "rstwatch") { CPU_RATIO[w] = MED; CPU_SPREAD[w] = spread(3) }
+                stats(w SUBSEP t SUBSEP "cpu_pct"); c5 = (t == "off") ? "-" : fmt(MED, 1)
+                stats(w SUBSEP t SUBSEP "rss_kb"); c6 = (t == "off") ? "-" : fmt(MAX / 1024, 1)
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w, t, c1, c2, c3, c4, c7, c8, c5, c6
+            }
+        }
+        print ""
+    }
+
+    # --- reset storm --------------------------------------------------------------
+    if ("storm" in TOOLS) {
+        print "## Reset storm (rstwatch-bench-resetgen, loopback, SO_LINGER 0)"
+        print ""
+        print "| tool | generator resets/s | events delivered/s | delivered / generated | lost (max of rounds) | tool peak RSS MiB |"
+        print "|---|---|---|---|---|---|"
+        n = split(TOOLS["storm"], tl, " ")
+        for (i = 1; i <= n; i++) {
+            t = tl[i]
+            stats("storm" SUBSEP t SUBSEP "generated_per_s"); c1 = spread(0)
+            if (t == "rstwatch") STORM_RATE = MAX
+            stats("storm" SUBSEP t SUBSEP "delivered_per_s"); c2 = (t == "off") ? "-" : spread(0)
+            stats("storm" SUBSEP t SUBSEP "delivered_frac"); c3 = (t == "off") ? "-" : spread(3)
+            stats("storm" SUBSEP t SUBSEP "lost"); c4 = (t == "off") ? "-" : fmt(MAX, 0)
+            if (t == "rstwatch") STORM_LOST = MAX
+            stats("storm" SUBSEP t SUBSEP "rss_kb"); c5 = (t == "off") ? "-" : fmt(MAX / 1024, 1)
+            printf "| %s | %s | %s | %s | %s | %s |\n", t, c1, c2, c3, c4, c5
+        }
+        print ""
+    }
+
+    # --- idle ---------------------------------------------------------------------
+    if ("idle" in TOOLS) {
+        print "## Idle (no traffic; all tools attached at once)"
+        print ""
+        print "| tool | CPU % | RSS MiB |"
+        print "|---|---|---|"
+        n = split(TOOLS["idle"], tl, " ")
+        for (i = 1; i <= n; i++) {
+            t = tl[i]
+            if (t == "host") continue
+            stats("idle" SUBSEP t SUBSEP "cpu_pct"); c1 = fmt(MED, 3)
+            if (t == "rstwatch") IDLE_CPU = MED
+            stats("idle" SUBSEP t SUBSEP "rss_kb"); c2 = fmt(MED / 1024, 1)
+            printf "| %s | %s | %s |\n", t, c1, c2
+        }
+        print ""
+        if (stats("idle" SUBSEP "host" SUBSEP "tcp_opens_per_s")) {
+            o = MED; stats("idle" SUBSEP "host" SUBSEP "tcp_resets_per_s")
+            print "Meanwhile the host (other processes; the machine may be shared) opened " o \
+                  " TCP connections/s and sent " MED " resets/s (/proc/net/snmp)."
+            print ""
+        }
+    }
+
+    # --- kernel cost ----------------------------------------------------------------
+    if ("kernel" in TOOLS) {
+        print "## Kernel cost under churn: ns per invocation (run_time_ns / run_cnt)"
+        print ""
+        print "Empty tp_btf programs (bench/floor.bpf.c) attached at the same time on the same tracepoints are the floor."
+        print "Medians over rounds, (min–max)."
+        print ""
+        print "| tool | program (tracepoint) | hits per run | ns per hit | floor ns per hit | vs floor |"
+        print "|---|---|---|---|---|---|"
+        n = split(TOOLS["kernel"], tl, " ")
+        for (i = 1; i <= n; i++) {
+            t = tl[i]
+            if (t ~ /^floor-with-/) continue
+            nm = split(KM[t], ml, " ")
+            for (j = 1; j <= nm; j++) {
+                if (ml[j] !~ /\|hits$/) continue
+                tp = substr(ml[j], 1, length(ml[j]) - 5)
+                stats("kernel" SUBSEP t SUBSEP tp "|hits"); hits = MED; c1 = fmt(MED, 0)
+                stats("kernel" SUBSEP t SUBSEP tp "|ns"); ns = MED; c2 = spread(1)
+                stats("kernel" SUBSEP "floor-with-" t SUBSEP tp "|ns"); fl = MED
+                c3 = (fl == "") ? "-" : spread(1)
+                c4 = (fl == "" || fl == 0) ? "-" : sprintf("%.2f×", ns / fl)
+                printf "| %s | %s | %s | %s | %s | %s |\n", t, tp, c1, c2, c3, c4
+                if (t == "rstwatch" && hits + 0 > HOT_HITS + 0) { HOT_HITS = hits; HOT = tp; HOT_NS = ns; HOT_FL = fl }
+            }
+        }
+        print ""
+    }
+
+    # --- targets ----------------------------------------------------------------------
+    print "## Targets (rstwatch)"
+    print ""
+    ratio_target(("churn" in RPS_RATIO) ? (RPS_RATIO["churn"] >= 0.99) : "", RPS_LO["churn"], RPS_HI["churn"], 0.99,
+           "churn throughput ≥ 99% of agent-off: " (("churn" in RPS_RATIO) ? pct(RPS_RATIO["churn"]) " (paired ratio, median (min–max) " RPS_SPREAD["churn"] ")" : ""))
+    for (wi = 1; wi <= 2; wi++) {
+        w = (wi == 1) ? "keepalive" : "churn"
+        if ((w in CPU_RATIO) && CPU_RATIO[w] != "")
+            print "- info " w ": nginx + backend CPU per request with rstwatch " sprintf("%+.1f%%", (CPU_RATIO[w] - 1) * 100) \
+                  " (paired ratio " CPU_SPREAD[w] "; no target, less sensitive to other load than requests/s)"
+    }
+    ratio_target(("keepalive" in RPS_RATIO) ? (RPS_RATIO["keepalive"] >= 0.995) : "", RPS_LO["keepalive"], RPS_HI["keepalive"], 0.995,
+           "keep-alive throughput ≥ 99.5% of agent-off: " (("keepalive" in RPS_RATIO) ? pct(RPS_RATIO["keepalive"]) " (" RPS_SPREAD["keepalive"] ")" : ""))
+    for (wi = 1; wi <= 2; wi++) {
+        w = (wi == 1) ? "keepalive" : "churn"
+        ratio_target((w in P99_RATIO) ? (P99_RATIO[w] <= 1.03) : "", P99_LO[w], P99_HI[w], 1.03,
+               w " p99 at most 3% higher: " ((w in P99_RATIO) ? sprintf("%+.1f%%", (P99_RATIO[w] - 1) * 100) " (ratio " P99_SPREAD[w] ")" : ""))
+    }
+    target((HOT != "") ? (HOT_NS <= 100 && HOT_FL > 0 && HOT_NS <= 2 * HOT_FL) : "",
+           "hottest program ≤ 100 ns per hit and ≤ 2× the floor: " ((HOT != "") ? HOT " (most hits), " fmt(HOT_NS, 1) " ns vs floor " fmt(HOT_FL, 1) " ns" : ""))
+    target((STORM_LOST != "") ? (STORM_LOST == 0) : "",
+           "no lost events in the reset storm: " ((STORM_LOST != "") ? STORM_LOST " lost at up to " fmt(STORM_RATE, 0) " resets/s" : ""))
+    target((RSS_MAX > 0) ? (RSS_MAX <= 32 * 1024) : "",
+           "RSS ≤ 32 MiB: peak " ((RSS_MAX > 0) ? fmt(RSS_MAX / 1024, 1) " MiB over all workloads" : ""))
+    target((IDLE_CPU != "") ? (IDLE_CPU <= 0.1) : "",
+           "idle CPU ≤ 0.1%: " ((IDLE_CPU != "") ? fmt(IDLE_CPU, 3) "%" : ""))
+}

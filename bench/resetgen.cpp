@@ -1,0 +1,165 @@
+// rstwatch-bench-resetgen: a bounded reset storm on loopback.
+//
+//   rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal]
+//
+// T client threads connect to a listener of its own on 127.0.0.1 and close
+// each connection at once with SO_LINGER 0, which sends a RST from an
+// ESTABLISHED socket: one reset per connection, as fast as the machine allows,
+// until S seconds passed or N resets were sent (both bounded). An accept thread
+// accepts and closes the reset connections.
+//
+// With --wait-signal it prints "ready PID" and waits (at most 60 s) for SIGUSR1
+// before starting, so that an agent can be attached to its pid first.
+// At the end it prints "resets N seconds S rate R/s".
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+volatile sig_atomic_t g_go = 0;
+void on_go(int) { g_go = 1; }
+void on_stop(int) { g_stop.store(true); }
+
+[[noreturn]] void usage(int status)
+{
+    std::fprintf(status ? stderr : stdout,
+                 "usage: rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal]\n"
+                 "Loopback only: connects to its own listener and resets each connection (SO_LINGER 0).\n"
+                 "example: rstwatch-bench-resetgen --duration 5 --max-resets 1000000 --threads 2\n");
+    std::exit(status);
+}
+
+}  // namespace
+
+int main(int argc, char **argv)
+{
+    double duration_s = 5;
+    long max_resets = 1'000'000;
+    int threads = 1;
+    bool wait_signal = false;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc)
+                usage(2);
+            return argv[++i];
+        };
+        if (a == "--duration")
+            duration_s = std::atof(value().c_str());
+        else if (a == "--max-resets")
+            max_resets = std::atol(value().c_str());
+        else if (a == "--threads")
+            threads = std::atoi(value().c_str());
+        else if (a == "--wait-signal")
+            wait_signal = true;
+        else if (a == "-h" || a == "--help")
+            usage(0);
+        else
+            usage(2);
+    }
+    // Bounded whatever the caller asks.
+    if (duration_s <= 0 || duration_s > 300 || max_resets <= 0 || max_resets > 100'000'000 || threads < 1 ||
+        threads > 16) {
+        std::fprintf(stderr, "resetgen: --duration must be in (0, 300], --max-resets in (0, 1e8], --threads in [1, 16]\n");
+        return 2;
+    }
+
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof(addr);
+    if (bind(lfd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0 || listen(lfd, 4096) != 0 ||
+        getsockname(lfd, reinterpret_cast<sockaddr *>(&addr), &alen) != 0) {
+        std::perror("resetgen: listen on 127.0.0.1");
+        return 1;
+    }
+
+    struct sigaction sa = {};
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    if (wait_signal) {
+        sa.sa_handler = on_go;
+        sigaction(SIGUSR1, &sa, nullptr);
+        std::printf("ready %d\n", static_cast<int>(getpid()));
+        std::fflush(stdout);
+        for (int i = 0; i < 6000 && !g_go && !g_stop.load(); i++)
+            usleep(10'000);
+        if (!g_go) {
+            std::fprintf(stderr, "resetgen: no SIGUSR1 within 60 s\n");
+            return 1;
+        }
+    }
+
+    std::thread acceptor([lfd] {
+        pollfd p = {lfd, POLLIN, 0};
+        while (!g_stop.load()) {
+            if (poll(&p, 1, 100) <= 0)
+                continue;
+            int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd >= 0)
+                close(fd);
+        }
+    });
+
+    std::atomic<long> sent{0};
+    std::atomic<long> failures{0};
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + std::chrono::duration<double>(duration_s);
+    std::vector<std::thread> clients;
+    for (int t = 0; t < threads; t++) {
+        clients.emplace_back([&] {
+            const linger lin = {1, 0};
+            int n = 0;
+            while (!g_stop.load()) {
+                // The clock is read every 64 connections; the count bound is exact.
+                if ((++n & 63) == 0 && std::chrono::steady_clock::now() >= deadline)
+                    break;
+                if (sent.fetch_add(1) >= max_resets) {
+                    sent.fetch_sub(1);
+                    break;
+                }
+                int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0 || connect(fd, reinterpret_cast<const sockaddr *>(&addr), sizeof(addr)) != 0) {
+                    sent.fetch_sub(1);
+                    if (fd >= 0)
+                        close(fd);
+                    if (failures.fetch_add(1) > 100'000)
+                        break;
+                    continue;
+                }
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+                close(fd);
+            }
+        });
+    }
+    for (auto &c : clients)
+        c.join();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    g_stop.store(true);
+    acceptor.join();
+    close(lfd);
+    std::printf("resets %ld seconds %.3f rate %.0f failures %ld\n", sent.load(), secs, sent.load() / secs,
+                failures.load());
+    return 0;
+}
