@@ -170,7 +170,16 @@ int BpfSession::on_record(void *ctx, void *data, size_t size)
     return 0;
 }
 
-int BpfSession::poll(int timeout_ms) { return ring_buffer__poll(ring_.get(), timeout_ms); }
+int BpfSession::poll(int timeout_ms)
+{
+    int woken = ring_buffer__poll(ring_.get(), timeout_ms);
+    if (woken < 0)
+        return woken;
+    // The BPF side wakes us only when the ring fills up (see wakeup_flags()),
+    // so after every wait take what was written quietly too.
+    int quiet = ring_buffer__consume(ring_.get());
+    return quiet < 0 ? quiet : woken + quiet;
+}
 
 int BpfSession::drain() { return ring_buffer__consume(ring_.get()); }
 

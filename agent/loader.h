@@ -42,8 +42,9 @@ public:
     BpfSession(const BpfSession &) = delete;
     BpfSession &operator=(const BpfSession &) = delete;
 
-    // Waits up to timeout_ms for records and hands each to the handler.
-    // Returns the number consumed, or -errno (-EINTR on a signal).
+    // Waits up to timeout_ms (less if the ring fills up) and hands every
+    // record to the handler. Returns the number consumed, or -errno (-EINTR
+    // on a signal).
     int poll(int timeout_ms);
     // Hands over whatever is queued without waiting.
     int drain();

@@ -29,7 +29,7 @@ static __always_inline __u16 rw_sk_protocol(const struct sock *sk)
 	    !bpf_core_field_exists(sk->sk_protocol))
 		return (__u16)BPF_CORE_READ_BITFIELD_PROBED(
 			(struct sock___bitfield_protocol *)sk, sk_protocol);
-	return BPF_CORE_READ(sk, sk_protocol);
+	return sk->sk_protocol; /* a direct load: sk is a BTF pointer in tp_btf */
 }
 
 /*

@@ -91,6 +91,19 @@ static __always_inline void init_header(struct rw_record_header *hdr, __u32 size
 	hdr->ts_ns = bpf_ktime_get_ns();
 }
 
+/*
+ * A ring buffer wakeup is an irq_work self-IPI (on a VM, an exit to the
+ * hypervisor) that costs microseconds per record. The agent polls at least
+ * twice a second anyway: wake it early only once an eighth of the ring waits.
+ */
+static __always_inline __u64 wakeup_flags(void)
+{
+	__u64 waiting = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA);
+
+	return waiting >= bpf_ringbuf_query(&records, BPF_RB_RING_SIZE) / 8 ? BPF_RB_FORCE_WAKEUP
+									     : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void count_record(int delivered)
 {
 	struct rw_counters *cnt = this_cpu_counters();
@@ -131,7 +144,8 @@ static __always_inline int comm_is_tracked(void)
 static __always_inline int pid_is_tracked(struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
-	__u32 parent = BPF_CORE_READ(task, real_parent, tgid);
+	/* Direct BTF loads, not BPF_CORE_READ: no helper call on the hot path. */
+	__u32 parent = task->real_parent->tgid;
 
 	for (__u32 i = 0; i < RW_MAX_PIDS; i++) {
 		if (i >= tracked_pid_count)
@@ -271,10 +285,10 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 	if (!is_inet_tcp(sk))
 		return;
 	conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	if (!conn && !current_is_tracked())
+		return; /* most sockets on a host: leave before reading the clock */
 	now = bpf_ktime_get_ns();
 	if (!conn) {
-		if (!current_is_tracked())
-			return;
 		conn = claim_for_current(sk, ROLE_OF_UNCLAIMED, 0, now);
 		if (!conn)
 			return;
@@ -300,7 +314,7 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 			conn->pool_idle_ns = RW_UNKNOWN_NS;
 		conn->requests++;
 		conn->request_ns = now;
-		conn->turn_rx_base = rw_tcp_has_byte_counters(tp) ? BPF_CORE_READ(tp, bytes_received) : 0;
+		conn->turn_rx_base = rw_tcp_has_byte_counters(tp) ? tp->bytes_received : 0;
 		conn->flags |= RW_CONN_IN_REQUEST;
 	} else if (!client_spoke) {
 		conn->flags &= ~RW_CONN_IN_REQUEST;
@@ -309,7 +323,7 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 		conn->last_send_ns = now;
 		tp = bpf_skc_to_tcp_sock(sk);
 		if (tp && rw_tcp_has_byte_counters(tp))
-			conn->tx_bytes_seen = BPF_CORE_READ(tp, bytes_sent);
+			conn->tx_bytes_seen = tp->bytes_sent;
 	} else {
 		conn->last_recv_ns = now;
 	}
@@ -335,8 +349,8 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 /* The IP TTL (IPv4) or hop limit (IPv6) of a received segment. */
 static __always_inline __u8 ttl_of(const struct sk_buff *skb)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header;
 	__u8 version = 0, ttl = 0;
 
 	bpf_probe_read_kernel(&version, 1, head + nh);
@@ -357,19 +371,19 @@ SEC("tp_btf/tcp_probe")
 int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
 	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	unsigned char *head;
-	__u16 th;
-	__u8 flags = 0;
+	__u8 flags;
 
 	if (!conn)
 		return 0;
-	head = BPF_CORE_READ(skb, head);
-	th = BPF_CORE_READ(skb, transport_header);
-	/* Byte 13 of the TCP header holds the flags; RST is 0x04. */
-	bpf_probe_read_kernel(&flags, 1, head + th + 13);
-	if (flags & 0x04)
+	/*
+	 * TCP_SKB_CB(skb)->tcp_flags, filled in by tcp_v4_rcv()/tcp_v6_rcv()
+	 * before tcp_rcv_established() fires tcp_probe: a direct load from
+	 * skb->cb instead of reading the header through a helper.
+	 */
+	flags = skb->cb[bpf_core_field_offset(struct tcp_skb_cb, tcp_flags)];
+	if (flags & 0x04) /* RST */
 		conn->rst_ttl = ttl_of(skb);
-	else
+	else if (!conn->data_ttl) /* a path's TTL is stable: once per connection */
 		conn->data_ttl = ttl_of(skb);
 	return 0;
 }
@@ -533,7 +547,7 @@ int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 	rec->direction = RW_DIR_RECEIVED;
 	fill_connection(rec, sk, conn, rec->hdr.ts_ns);
 	fill_current(rec);
-	bpf_ringbuf_submit(rec, 0);
+	bpf_ringbuf_submit(rec, wakeup_flags());
 	return 0;
 }
 
@@ -576,7 +590,7 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	if (!conn && !track_all_tasks && !answers_tracked_flow(rec))
 		return 0;
 	fill_current(rec);
-	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), 0) == 0);
+	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), wakeup_flags()) == 0);
 	return 0;
 }
 
@@ -637,6 +651,6 @@ int on_mark_victim(struct trace_event_raw_mark_victim *ctx)
 	}
 	if ((bpf_get_current_pid_tgid() >> 32) == (__u32)ctx->pid)
 		read_memory_cgroup(rec);
-	bpf_ringbuf_submit(rec, 0);
+	bpf_ringbuf_submit(rec, wakeup_flags());
 	return 0;
 }
