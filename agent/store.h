@@ -89,7 +89,9 @@ struct StoreWriterStats {
 class StoreWriter {
 public:
     struct Options {
-        size_t queue_capacity = 65536;
+        // An event in the queue is about 1.5 KiB (strings, evidence): 16384 of
+        // them bound a storm's backlog to ~24 MiB; past that, drops are counted.
+        size_t queue_capacity = 16384;
         std::chrono::milliseconds commit_interval{250};  // well inside the one-second promise
         size_t batch_size = 4096;                        // commit early when this many wait
         std::chrono::seconds retention_interval{60};
