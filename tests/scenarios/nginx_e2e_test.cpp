@@ -34,20 +34,6 @@ using rstwatch::scenarios::json_lines;
 using rstwatch::scenarios::str;
 using json = nlohmann::json;
 
-bool in_ci() {
-    const char *ci = std::getenv("CI");
-    return ci && std::string(ci) == "true";
-}
-
-// Privileged tests may skip only outside CI.
-#define REQUIRE_ROOT()                                                                  \
-    do {                                                                                \
-        if (geteuid() != 0) {                                                           \
-            if (in_ci()) FAIL() << "needs root (CI=true: a skip would hide this test)"; \
-            GTEST_SKIP() << "needs root (nginx workers, BPF); run with sudo";           \
-        }                                                                               \
-    } while (0)
-
 // Starts the backend and returns it with its "addr:port" as it printed it.
 std::unique_ptr<ChildProcess> start_backend(const std::string &mode, bool ipv6, std::string &addr) {
     auto backend = std::make_unique<ChildProcess>(std::vector<std::string>{
