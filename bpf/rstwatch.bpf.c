@@ -7,12 +7,15 @@
  * the owner itself touches the socket (connect(), send(), recv()) and kept
  * in socket-local storage that the kernel frees with the socket.
  *
- *   inet_sock_set_state  CLOSE->SYN_SENT: owner = connect() caller (upstream)
+ *   inet_sock_set_state  CLOSE->SYN_SENT: owner = connect() caller (upstream);
+ *                        SYN_SENT->ESTABLISHED: the flow, for peer evidence
  *   sock_send_length     owner's sends: request turns, last send
  *   sock_recv_length     owner's receives: accepted sockets, last receive
+ *   tcp_probe            TTL of the peer's data and of a reset
  *   tcp_receive_reset    a reset arrived on a tracked socket
- *   tcp_send_reset       a reset left a tracked socket, or any socket (peer evidence)
- *   oom/mark_victim      the OOM killer chose a victim
+ *   tcp_send_reset       a reset left a tracked socket, or an untracked one
+ *                        answering a tracked flow (the backend's side: evidence)
+ *   oom/mark_victim      the OOM killer chose a victim (and its memory cgroup)
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
