@@ -15,7 +15,7 @@ namespace rstwatch {
 
 // The wire layout is shared with BPF: a size change must be deliberate.
 static_assert(sizeof(rw_record_header) == 16);
-static_assert(sizeof(rw_conn) == 104);
+static_assert(sizeof(rw_conn) == 96);
 static_assert(sizeof(rw_reset_record) == 192);
 static_assert(sizeof(rw_oom_record) == 848);
 static_assert(sizeof(rw_counters) == 32);

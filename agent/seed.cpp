@@ -136,7 +136,6 @@ void seed_process(int map_fd, int flows_fd, uint32_t pid, const std::string &com
     for (const auto &c : connections) {
         rw_conn value{};
         value.owner_tgid = pid;
-        value.owner_tid = pid;
         std::strncpy(value.owner_comm, comm.c_str(), sizeof(value.owner_comm) - 1);
         value.role = listening_ports.count(c.port) ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
         value.flags = RW_CONN_SEEDED;

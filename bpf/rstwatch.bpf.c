@@ -207,7 +207,6 @@ claim_for_current(struct sock *sk, __u8 role, __u32 flags, __u64 now)
 	if (!conn)
 		return NULL;
 	conn->owner_tgid = pid_tgid >> 32;
-	conn->owner_tid = (__u32)pid_tgid;
 	bpf_get_current_comm(conn->owner_comm, sizeof(conn->owner_comm));
 	conn->role = role;
 	conn->flags = flags;
@@ -274,16 +273,35 @@ int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 #define ROLE_OF_UNCLAIMED RW_ROLE_DOWNSTREAM
 
 /*
+ * How long the server side had been quiet when a new request turn starts:
+ * the pool idle of a reused connection. Unknown for a fresh connection.
+ */
+static __always_inline __u64 pool_idle_before_turn(const struct rw_conn *conn, const struct tcp_sock *tp,
+						   __u64 now)
+{
+	__u64 server_last = (conn->role == RW_ROLE_DOWNSTREAM) ? conn->last_send_ns : conn->last_recv_ns;
+
+	if ((conn->flags & RW_CONN_CONNECTED) && conn->requests == 0)
+		return RW_UNKNOWN_NS;
+	if (server_last)
+		return now - server_last;
+	if (conn->role != RW_ROLE_DOWNSTREAM)
+		/* Seeded: the previous response's last byte, by the kernel's clock. */
+		return ns_since_jiffies(tp->inet_conn.icsk_ack.lrcvtime);
+	return RW_UNKNOWN_NS;
+}
+
+/*
  * The client side of a connection speaks first in each request turn: the
  * owner's send on an upstream socket, the peer's data (our recv) on a
  * downstream one. A turn starts when the client speaks after the server did.
  */
 static __always_inline void note_traffic(struct sock *sk, int is_send)
 {
-	struct tcp_sock *tp;
+	struct tcp_sock *tp = NULL;
 	struct rw_conn *conn;
 	__u64 now;
-	int client_spoke;
+	int client_spoke, new_turn;
 
 	if (!is_inet_tcp(sk))
 		return;
@@ -292,31 +310,26 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 		return; /* most sockets on a host: leave before reading the clock */
 	now = bpf_ktime_get_ns();
 	if (!conn) {
+		/*
+		 * Accepted: no flow to remember, only upstream flows are looked
+		 * up (the backend's side of a reset).
+		 */
 		conn = claim_for_current(sk, ROLE_OF_UNCLAIMED, 0, now);
 		if (!conn)
 			return;
-		remember_flow(sk);
 	}
 
 	client_spoke = (conn->role == RW_ROLE_DOWNSTREAM) ? !is_send : is_send;
-	/* Most calls continue a turn; only a new one needs the tcp_sock. */
-	if (client_spoke && !(conn->flags & RW_CONN_IN_REQUEST) && (tp = bpf_skc_to_tcp_sock(sk))) {
-		/* How long the server side had been quiet: the pool idle of a reuse. */
-		__u64 server_last = (conn->role == RW_ROLE_DOWNSTREAM) ? conn->last_send_ns
-									: conn->last_recv_ns;
-		int fresh = (conn->flags & RW_CONN_CONNECTED) && conn->requests == 0;
-
-		if (fresh)
-			conn->pool_idle_ns = RW_UNKNOWN_NS;
-		else if (server_last)
-			conn->pool_idle_ns = now - server_last;
-		else if (conn->role != RW_ROLE_DOWNSTREAM)
-			/* Seeded: the previous response's last byte, by the kernel's clock. */
-			conn->pool_idle_ns = ns_since_jiffies(tp->inet_conn.icsk_ack.lrcvtime);
-		else
-			conn->pool_idle_ns = RW_UNKNOWN_NS;
+	new_turn = client_spoke && !(conn->flags & RW_CONN_IN_REQUEST);
+	/*
+	 * Most calls continue a turn and need no tcp_sock; a new turn does, and
+	 * so does an upstream send (tx_bytes_seen, see fill_connection()).
+	 */
+	if (new_turn || (is_send && conn->role == RW_ROLE_UPSTREAM))
+		tp = bpf_skc_to_tcp_sock(sk);
+	if (new_turn && tp) {
+		conn->pool_idle_ns = pool_idle_before_turn(conn, tp, now);
 		conn->requests++;
-		conn->request_ns = now;
 		conn->turn_rx_base = rw_tcp_has_byte_counters(tp) ? tp->bytes_received : 0;
 		conn->flags |= RW_CONN_IN_REQUEST;
 	} else if (!client_spoke) {
@@ -324,8 +337,7 @@ static __always_inline void note_traffic(struct sock *sk, int is_send)
 	}
 	if (is_send) {
 		conn->last_send_ns = now;
-		tp = bpf_skc_to_tcp_sock(sk);
-		if (tp && rw_tcp_has_byte_counters(tp))
+		if (tp && conn->role == RW_ROLE_UPSTREAM && rw_tcp_has_byte_counters(tp))
 			conn->tx_bytes_seen = tp->bytes_sent;
 	} else {
 		conn->last_recv_ns = now;
@@ -468,12 +480,12 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	last_data = ((__s32)(last_recv - last_send) > 0) ? last_recv : last_send;
 	rec->idle_ns = last_data ? ns_since_jiffies(last_data) : RW_UNKNOWN_NS;
 	if (rw_tcp_has_byte_counters(tp)) {
-		rec->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
-		rec->bytes_received = BPF_CORE_READ(tp, bytes_received);
+		rec->bytes_sent = tp->bytes_sent;
+		rec->bytes_received = tp->bytes_received;
 		rec->flags |= RW_RST_BYTES_KNOWN;
 	}
 	rec->total_retrans = tp->total_retrans;
-	rec->stalled_retrans = BPF_CORE_READ(tp, inet_conn.icsk_retransmits);
+	rec->stalled_retrans = tp->inet_conn.icsk_retransmits;
 	rec->packets_out = tp->packets_out;
 	rec->mss_cache = tp->mss_cache;
 	if (last_send)
@@ -508,18 +520,11 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	 */
 	if (conn->role == RW_ROLE_UPSTREAM && !(conn->flags & RW_CONN_IN_REQUEST) &&
 	    (rec->flags & RW_RST_BYTES_KNOWN) && rec->bytes_sent > conn->tx_bytes_seen) {
-		int fresh = (conn->flags & RW_CONN_CONNECTED) && conn->requests == 0;
-
 		rec->flags |= RW_RST_DURING_SEND | RW_RST_IN_REQUEST;
 		rec->requests = conn->requests + 1;
 		rec->since_send_ns = 0;
 		rec->response_bytes = 0;
-		if (fresh)
-			rec->pool_idle_ns = RW_UNKNOWN_NS;
-		else if (conn->last_recv_ns)
-			rec->pool_idle_ns = now - conn->last_recv_ns;
-		else
-			rec->pool_idle_ns = ns_since_jiffies(last_recv);
+		rec->pool_idle_ns = pool_idle_before_turn(conn, tp, now);
 	}
 }
 

@@ -54,7 +54,7 @@ enum rw_conn_flags {
  */
 struct rw_conn {
 	__u32 owner_tgid;
-	__u32 owner_tid;
+	__u32 pad3;
 	char owner_comm[RW_COMM_LEN];
 	__u8 role;      /* enum rw_role */
 	__u8 pad0[3];
@@ -64,7 +64,6 @@ struct rw_conn {
 	__u64 created_ns;   /* CLOCK_MONOTONIC at connect(), or 0 */
 	__u64 last_send_ns; /* owner's last send() that carried data, or 0 */
 	__u64 last_recv_ns; /* owner's last recv() that returned data, or 0 */
-	__u64 request_ns;   /* when the latest request turn started, or 0 */
 	__u64 pool_idle_ns; /* idle before the latest turn; RW_UNKNOWN_NS if fresh */
 	__u64 turn_rx_base; /* tcp bytes_received when the latest turn started */
 	__u64 tx_bytes_seen; /* tcp bytes_sent after the owner's last send() seen */
