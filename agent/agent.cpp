@@ -269,7 +269,6 @@ int run_agent(const RunSettings &settings)
         LostTotals lost{session.counters().records_lost, decode_errors, writer ? writer->stats().lost() : 0};
         metrics.set_lost(lost);
         set_lost_of(tables);
-        tables.set_idle_clusters(diagnoser.idle_clusters());
         bool grew = lost.ring_buffer > logged_lost.ring_buffer || lost.consumer > logged_lost.consumer ||
                     lost.store > logged_lost.store;
         if (grew && clock::now() - last_lost_log >= std::chrono::seconds(10)) {
@@ -280,8 +279,13 @@ int run_agent(const RunSettings &settings)
             last_lost_log = clock::now();
         }
     };
-    auto answer = [&](const nlohmann::json &) {
+    // Before the tables are shown: the clusters are computed only then.
+    auto complete_tables = [&] {
         publish_lost();
+        tables.set_idle_clusters(diagnoser.idle_clusters());
+    };
+    auto answer = [&](const nlohmann::json &) {
+        complete_tables();
         nlohmann::json response = dump_response(tables, "live");
         response["pid"] = getpid();
         response["store"] = writer ? nlohmann::json(writer->path()) : nlohmann::json(nullptr);
@@ -308,6 +312,7 @@ int run_agent(const RunSettings &settings)
         main_thread.run_pending(answer);
         if (g_print_tables) {
             g_print_tables = 0;
+            complete_tables();
             reporter.tables(tables);
         }
         if (g_reopen) {
@@ -327,7 +332,7 @@ int run_agent(const RunSettings &settings)
     report(diagnoser.take_all());
     if (writer)
         writer->stop();
-    publish_lost();
+    complete_tables();
     reporter.tables(tables);
     BpfCounters counters = session.counters();
     if (counters.records_lost)

@@ -104,8 +104,10 @@ void Diagnoser::add(Event event)
         recent_ooms_.push_back(*oom);
         if (recent_ooms_.size() > kMaxRecentOoms)
             recent_ooms_.pop_front();
-    } else if (const auto &reset = std::get<ResetEvent>(event); reset.direction == Direction::Sent) {
-        // Any sent reset may be the far end of a tracked connection.
+    } else if (const auto &reset = std::get<ResetEvent>(event);
+               reset.direction == Direction::Sent && reset.role != Role::Upstream) {
+        // A sent reset may be the far end of a tracked connection, unless it
+        // left a connection its owner made itself (nginx's own upstream ones).
         recent_peers_.push_back(reset);
     }
     // Keep what a held event or one yet to come may still need.
@@ -154,7 +156,7 @@ Diagnosis Diagnoser::diagnose(const ResetEvent &r) const
         // (or a proxy timeout fires) and closes with the response unread.
         d.cause = Cause::ClientSide;
         d.confidence = Confidence::Medium;
-        d.evidence.push_back("nginx itself reset the upstream connection" +
+        d.evidence.push_back(r.comm + " itself reset the upstream connection" +
                              (r.reason.empty() ? std::string() : " (reason " + r.reason + ")") +
                              ": it abandoned the request, as when its client goes away");
         d.hint = "not an upstream failure: look for 499 (client closed) or 504 lines at that time";

@@ -98,17 +98,18 @@ void AttributionTables::add_reset(const ResetEvent &e)
         ++client_side_resets_;
         return;
     }
-    by_upstream_cause_.row_for({e.remote, cause}, std::hash<std::string>{}(e.remote + to_string(cause))).add(e);
-    by_worker_cause_
-        .row_for({e.pid, e.comm, cause},
-                 std::hash<std::string>{}(std::to_string(e.pid) + '\0' + e.comm + '\0' + to_string(cause)))
-        .add(e);
+    // Folded keys are counted by hash; the strings are built only then.
+    auto hash = [](const std::string &s) { return std::hash<std::string>{}(s); };
+    const std::string pid = std::to_string(e.pid);
+    by_upstream_cause_.row_for({e.remote, cause}, [&] { return hash(e.remote + to_string(cause)); }).add(e);
+    by_worker_cause_.row_for({e.pid, e.comm, cause}, [&] {
+        return hash(pid + '\0' + e.comm + '\0' + to_string(cause));
+    }).add(e);
+    by_worker_upstream_.row_for({e.pid, e.comm, e.remote}, [&] {
+        return hash(pid + '\0' + e.comm + '\0' + e.remote);
+    }).add(e);
 
-    WorkerUpstreamKey key{e.pid, e.comm, e.remote};
-    size_t key_hash = std::hash<std::string>{}(std::to_string(e.pid) + '\0' + e.comm + '\0' + e.remote);
-    by_worker_upstream_.row_for(key, key_hash).add(e);
-
-    UpstreamRow &up = by_upstream_.row_for(e.remote, std::hash<std::string>{}(e.remote));
+    UpstreamRow &up = by_upstream_.row_for(e.remote, [&] { return hash(e.remote); });
     up.counts.add(e);
     auto at = std::lower_bound(up.workers.begin(), up.workers.end(), e.pid);
     if ((at == up.workers.end() || *at != e.pid) && up.workers.size() < kMaxWorkersPerUpstream)

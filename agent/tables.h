@@ -78,14 +78,16 @@ public:
 
     explicit FoldingTable(size_t max_rows) : max_rows_(max_rows) {}
 
-    Row &row_for(const Key &key, size_t key_hash)
+    // `hash_of()` is called only for a key that gets folded.
+    template <typename HashOf>
+    Row &row_for(const Key &key, HashOf &&hash_of)
     {
         if (auto it = rows_.find(key); it != rows_.end())
             return it->second;
         if (rows_.size() < max_rows_)
             return rows_[key];
         if (folded_hashes_.size() < kMaxTrackedFolds)
-            folded_hashes_.insert(key_hash);
+            folded_hashes_.insert(hash_of());
         else
             folded_saturated_ = true;
         if (!other_)
