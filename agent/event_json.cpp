@@ -129,6 +129,8 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.data_ttl = number_or<uint8_t>(j, "data_ttl", 0);
     e.rst_ttl = number_or<uint8_t>(j, "rst_ttl", 0);
     e.total_retrans = number_or<uint32_t>(j, "retransmits", 0);
+    e.stalled_retrans = number_or<uint8_t>(j, "stalled_retransmits", 0);
+    e.during_send = j.value("during_send", false);
     e.packets_out = number_or<uint32_t>(j, "packets_out", 0);
     e.mss = number_or<uint32_t>(j, "mss", 0);
 

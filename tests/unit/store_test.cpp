@@ -101,6 +101,22 @@ TEST(EventJson, ResetComesBackAsTheSameJson)
     e.current_comm = "backend";
     e.current_exiting = true;
     e.current_exit_signal = 6;
+    // Every field the JSON carries, none at its default, so that one the
+    // reader forgets cannot come back equal by chance.
+    e.in_request = true;
+    e.during_send = true;
+    e.response_bytes = 0;
+    e.data_ttl = 63;
+    e.rst_ttl = 64;
+    e.no_socket = true;
+    e.total_retrans = 4;
+    e.stalled_retrans = 3;
+    e.packets_out = 12;
+    e.mss = 1448;
+    e.sock_cookie = 77;
+    e.owner_seeded = true;
+    e.since_request_ms = 0.4;
+    e.bytes_received = 119;
     auto back = event_from_json(to_json(Event(e)));
     ASSERT_TRUE(back);
     EXPECT_EQ(to_json(*back), to_json(Event(e)));
