@@ -57,7 +57,8 @@ std::unique_ptr<ChildProcess> start_agent(std::vector<std::string> args)
     argv.insert(argv.end(), args.begin(), args.end());
     argv.insert(argv.end(), {"--duration", "300"});  // a bound if the test dies
     auto agent = std::make_unique<ChildProcess>(argv);
-    if (!agent->wait_for_output("attached", 30s, ChildProcess::Stream::Stderr))
+    // Not just "attached": with -v the programs' own lines come before seeding.
+    if (!agent->wait_for_output("tracepoints; tracking", 30s, ChildProcess::Stream::Stderr))
         ADD_FAILURE() << "agent did not attach:\n" << agent->stderr_text();
     return agent;
 }
@@ -183,26 +184,6 @@ std::string stored_upstream_resets(const std::string &upstream)
            "AND remote = '" + upstream + "'";
 }
 
-size_t count_rstwatch_programs()
-{
-    size_t n = 0;
-    __u32 id = 0;
-    while (bpf_prog_get_next_id(id, &id) == 0) {
-        int fd = bpf_prog_get_fd_by_id(id);
-        if (fd < 0)
-            continue;
-        bpf_prog_info info{};
-        __u32 len = sizeof(info);
-        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
-            std::string name = info.name;
-            if (name.rfind("on_tcp_", 0) == 0 || name.rfind("on_sock_", 0) == 0 || name == "on_mark_victim" ||
-                name.rfind("on_inet_sock", 0) == 0)
-                n++;
-        }
-        close(fd);
-    }
-    return n;
-}
 
 uint64_t rss_kb(pid_t pid)
 {
@@ -366,8 +347,9 @@ TEST(AlwaysOn, StoreSurvivesSigkillInAStormAndFeedsTheNextRun)
     REQUIRE_ROOT();
     TempDir dir;
     const std::string db = dir / "rstwatch.db";
-    const size_t programs_before = count_rstwatch_programs();
-    auto agent = start_agent(agent_args(dir));
+    auto agent = start_agent(agent_args(dir, {"-v"}));  // -v: it names its programs' ids
+    const auto program_ids = rwtest::attached_prog_ids(agent->stderr_text());
+    EXPECT_GE(program_ids.size(), 6u) << agent->stderr_text();
     ResetSource source;
 
     // A storm at about 2000 resets/s; SIGKILL the agent in the middle of it.
@@ -400,7 +382,8 @@ TEST(AlwaysOn, StoreSurvivesSigkillInAStormAndFeedsTheNextRun)
     EXPECT_LE(stored, static_cast<int64_t>(generated));
     EXPECT_GT(generated_a_second_before, 1000u) << "not much of a storm";
     EXPECT_EQ(sql_text(db, "PRAGMA integrity_check"), "ok");
-    EXPECT_EQ(count_rstwatch_programs(), programs_before) << "programs left attached after SIGKILL";
+    for (__u32 id : program_ids)
+        EXPECT_FALSE(rwtest::prog_loaded(id)) << "prog id " << id << " still loaded after SIGKILL";
 
     // The next agent (stale socket and all) starts with the earlier records.
     auto next = start_agent(agent_args(dir));

@@ -105,18 +105,10 @@ TEST(AgentBinary, AttachesAndDetachesCleanly)
     EXPECT_NE(o.out.find("\"type\":\"tables\""), std::string::npos) << o.out;
     // The agent names the ids of the programs it attached (-v); none may
     // outlive it. Other agents on the host do not matter.
-    std::vector<__u32> ids;
-    std::istringstream log(o.err);
-    for (std::string line; std::getline(log, line);)
-        if (auto at = line.find(" as prog id "); at != std::string::npos)
-            ids.push_back(static_cast<__u32>(std::stoul(line.substr(at + 12))));
+    const auto ids = rwtest::attached_prog_ids(o.err);
     EXPECT_GE(ids.size(), 6u) << o.err;
-    for (__u32 id : ids) {
-        int fd = bpf_prog_get_fd_by_id(id);
-        EXPECT_LT(fd, 0) << "prog id " << id << " still loaded after the agent exited";
-        if (fd >= 0)
-            close(fd);
-    }
+    for (__u32 id : ids)
+        EXPECT_FALSE(rwtest::prog_loaded(id)) << "prog id " << id << " still loaded after the agent exited";
 }
 
 namespace {

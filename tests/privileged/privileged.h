@@ -3,6 +3,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,7 +13,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <string>
+#include <vector>
 
 // Skips without root, but fails under CI=true: there a skip would hide
 // that the real-kernel tests never ran.
@@ -27,6 +30,27 @@
     } while (0)
 
 namespace rwtest {
+
+// The ids of the BPF programs an agent run with -v says it attached
+// ("... as prog id N"): exactly its own, whatever else runs on the host.
+inline std::vector<__u32> attached_prog_ids(const std::string &agent_log)
+{
+    std::vector<__u32> ids;
+    std::istringstream log(agent_log);
+    for (std::string line; std::getline(log, line);)
+        if (auto at = line.find(" as prog id "); at != std::string::npos)
+            ids.push_back(static_cast<__u32>(std::stoul(line.substr(at + 12))));
+    return ids;
+}
+
+inline bool prog_loaded(__u32 id)
+{
+    int fd = bpf_prog_get_fd_by_id(id);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
 
 inline uint64_t monotonic_ns()
 {
