@@ -102,9 +102,7 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.local = string_or_empty(j, "local");
     e.remote = string_or_empty(j, "remote");
     e.state = state_number(string_or_empty(j, "state"));
-    e.reason = string_or_empty(j, "reason");
-    if (!e.reason.empty())
-        e.reason_code = 0;  // the name is what was shown; the number is not stored
+    e.reason = string_or_empty(j, "reason");  // the name is what was shown; the number is not stored
     e.owner_known = j.contains("pid") && j["pid"].is_number();
     e.pid = number_or<uint32_t>(j, "pid", 0);
     e.comm = string_or_empty(j, "comm");

@@ -41,11 +41,12 @@ nlohmann::json value_or_null(const std::optional<T> &v)
 
 std::string reason_name(const ResetEvent &e)
 {
-    if (!e.reason_code)
-        return {};
-    // decode_record names the reason; an event built elsewhere may not have.
+    // decode_record names the reason; an event built elsewhere (or read back
+    // from the store, which keeps only the name) may have one without the other.
     if (!e.reason.empty())
         return e.reason;
+    if (!e.reason_code)
+        return {};
     return "REASON_" + std::to_string(*e.reason_code);
 }
 
@@ -178,7 +179,8 @@ nlohmann::json to_json(const ResetEvent &e)
     j["local"] = e.local;
     j["remote"] = e.remote;
     j["state"] = tcp_state_name(e.state);
-    j["reason"] = e.reason_code ? nlohmann::json(reason_name(e)) : nlohmann::json(nullptr);
+    const std::string reason = reason_name(e);
+    j["reason"] = reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(reason);
     j["idle_ms"] = ms_to_json(e.idle_ms);
     j["pool_idle_ms"] = ms_to_json(e.pool_idle_ms);
     j["since_request_ms"] = ms_to_json(e.since_request_ms);
