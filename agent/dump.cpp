@@ -1,7 +1,8 @@
 #include "dump.h"
 
-#include <algorithm>
 #include <vector>
+
+#include "text_table.h"
 
 namespace rstwatch {
 
@@ -118,25 +119,13 @@ std::string render_dump(const nlohmann::json &response, DumpBy by, DumpFormat fo
     }
     if (cells.empty())
         return "  (none)\n" + lost_line(tables);
-    std::vector<size_t> width(cols.size());
-    for (size_t i = 0; i < cols.size(); ++i) {
-        width[i] = std::string(cols[i].header).size();
-        for (const auto &r : cells)
-            width[i] = std::max(width[i], r[i].size());
-    }
-    auto emit = [&](auto text_of) {
-        std::string line;
-        for (size_t i = 0; i < cols.size(); ++i) {
-            std::string t = text_of(i);
-            std::string pad(width[i] - t.size(), ' ');
-            line += "  " + (cols[i].right ? pad + t : t + pad);
-        }
-        line.erase(line.find_last_not_of(' ') + 1);
-        out += line + "\n";
-    };
-    emit([&](size_t i) { return std::string(cols[i].header); });
-    for (const auto &r : cells)
-        emit([&](size_t i) { return r[i]; });
+    std::vector<TextTable::Column> headers;
+    for (const auto &c : cols)
+        headers.push_back({c.header, c.right});
+    TextTable table(std::move(headers));
+    for (auto &r : cells)
+        table.add_row(std::move(r));
+    out += table.render();
     return out + lost_line(tables);
 }
 
