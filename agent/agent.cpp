@@ -239,13 +239,14 @@ int run_agent(const RunSettings &settings)
     LoaderOptions options;
     options.filter = settings.filter;
     options.ring_buffer_bytes = settings.ring_buffer_kb * 1024;
+    options.ttl_evidence = settings.ttl_evidence;
     install_signal_handlers();
     BpfSession session(options, kernel, on_record);
     RingFill ring_fill(session.records_map_fd(), options.ring_buffer_bytes);
     if (!ring_fill.ok())
         spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");
 
-    SeedReport seed = seed_existing_connections(session.conns_map_fd(), session.flows_map_fd(), settings.filter);
+    SeedReport seed = seed_existing_connections(session.conns_map_fd(), session.endpoints_map_fd(), settings.filter);
     for (const auto &problem : seed.problems)
         spdlog::warn("seeding: {}", problem);
     std::string what = settings.filter.all ? std::string("every process") : std::string();

@@ -70,6 +70,10 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
         ->check(CLI::PositiveNumber);
     run_cmd->add_option("--format", table_format, "Format of the attribution tables")
         ->check(CLI::IsMember({"table", "json"}));
+    run_cmd->add_flag("--ttl-evidence", run.ttl_evidence,
+                      "Record the TTL of the backend's data and of each reset, to tell a middlebox's reset "
+                      "from the backend's when the backend is on another host (one BPF run per received "
+                      "TCP segment)");
     run_cmd->add_flag("-v,--verbose", run.verbosity, "More logging, libbpf's included (repeatable)");
     run_cmd->add_option("--ring-buffer-kb", run.ring_buffer_kb, "Ring buffer size in KiB (power of two)")
         ->check([](const std::string &s) -> std::string {

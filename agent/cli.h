@@ -25,6 +25,7 @@ struct RunSettings {
     std::optional<double> duration_s;
     int verbosity = 0;
     uint32_t ring_buffer_kb = 4096;
+    bool ttl_evidence = false;       // attach tcp:tcp_probe (see LoaderOptions)
 
     // Always-on use. An empty path ("none" on the command line) disables.
     std::string socket_path = kDefaultSocketPath;  // control socket for `rstwatch dump`

@@ -15,8 +15,8 @@ namespace rstwatch {
 
 // The wire layout is shared with BPF: a size change must be deliberate.
 static_assert(sizeof(rw_record_header) == 16);
-static_assert(sizeof(rw_conn) == 96);
-static_assert(sizeof(rw_reset_record) == 192);
+static_assert(sizeof(rw_conn) == 40);
+static_assert(sizeof(rw_reset_record) == 184);
 static_assert(sizeof(rw_oom_record) == 848);
 static_assert(sizeof(rw_counters) == 32);
 
@@ -114,14 +114,11 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
         e.bytes_sent = r.bytes_sent;
         e.bytes_received = r.bytes_received;
     }
-    e.requests = r.requests;
     e.in_request = r.flags & RW_RST_IN_REQUEST;
-    if (e.in_request && (r.flags & RW_RST_BYTES_KNOWN))
-        e.response_bytes = r.response_bytes;
+    e.reused = r.flags & RW_RST_REUSED;
     e.data_ttl = r.data_ttl;
     e.rst_ttl = r.rst_ttl;
     e.stalled_retrans = r.stalled_retrans;
-    e.during_send = r.flags & RW_RST_DURING_SEND;
     e.total_retrans = r.total_retrans;
     e.packets_out = r.packets_out;
     e.mss = r.mss_cache;

@@ -62,14 +62,11 @@ std::string request_text(const ResetEvent &r)
 {
     const std::string owner = r.comm.empty() ? "nginx" : r.comm;
     if (!r.in_request)
-        return "no request was open: the connection sat idle in " + owner + "'s pool";
-    std::string when = r.since_request_ms ? duration_text(*r.since_request_ms) + " after " + owner +
-                                                " sent request #" + std::to_string(r.requests)
-                                          : "while request #" + std::to_string(r.requests) + " was open";
-    if (r.during_send)
-        return "reset answered request #" + std::to_string(r.requests) + " while " + owner + " was still sending it";
-    if (r.response_bytes && *r.response_bytes > 0)
-        return "reset " + when + ", after " + std::to_string(*r.response_bytes) + " response bytes";
+        return "no request was waiting: the backend had sent last (a response under way, or the "
+               "connection idle in " + owner + "'s pool)";
+    const std::string request = r.reused ? "a request on a reused connection" : "the connection's first request";
+    std::string when = r.since_request_ms ? duration_text(*r.since_request_ms) + " after " + owner + " sent " + request
+                                          : "while " + request + " was waiting";
     return "reset " + when + ", before any response byte";
 }
 
@@ -173,8 +170,7 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
 {
     Diagnosis d;
     const bool reused = r.pool_idle_ms.has_value();
-    const bool prompt = r.in_request && r.since_request_ms && *r.since_request_ms <= kPromptResetMs &&
-                        r.response_bytes.value_or(0) == 0;
+    const bool prompt = r.in_request && r.since_request_ms && *r.since_request_ms <= kPromptResetMs;
     d.evidence.push_back(request_text(r));
     if (reused)
         d.evidence.push_back("pooled connection reused after " + duration_text(*r.pool_idle_ms) + " idle");

@@ -121,14 +121,13 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.conn_age_ms = optional_number<double>(j, "conn_age_ms");
     e.bytes_sent = optional_number<uint64_t>(j, "bytes_sent");
     e.bytes_received = optional_number<uint64_t>(j, "bytes_received");
-    e.requests = number_or<uint32_t>(j, "requests", 0);
     e.in_request = j.value("in_request", false);
-    e.response_bytes = optional_number<uint64_t>(j, "response_bytes");
+    // Records stored before 0.2 counted request turns; more than one meant reused.
+    e.reused = j.contains("reused") ? j.value("reused", false) : number_or<uint32_t>(j, "requests", 0) > 1;
     e.data_ttl = number_or<uint8_t>(j, "data_ttl", 0);
     e.rst_ttl = number_or<uint8_t>(j, "rst_ttl", 0);
     e.total_retrans = number_or<uint32_t>(j, "retransmits", 0);
     e.stalled_retrans = number_or<uint8_t>(j, "stalled_retransmits", 0);
-    e.during_send = j.value("during_send", false);
     e.packets_out = number_or<uint32_t>(j, "packets_out", 0);
     e.mss = number_or<uint32_t>(j, "mss", 0);
 

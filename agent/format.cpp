@@ -73,7 +73,8 @@ std::string text_line(const ResetEvent &e)
     line += " pool_idle=" + format_ms(e.pool_idle_ms);
     line += " since_req=" + format_ms(e.since_request_ms);
     line += " age=" + format_seconds(e.conn_age_ms);
-    line += " req=" + std::to_string(e.requests);
+    if (e.in_request)
+        line += e.reused ? " req=reused" : " req=first";
     line += " tx=" + (e.bytes_sent ? format_bytes(*e.bytes_sent) : std::string("-"));
     line += " rx=" + (e.bytes_received ? format_bytes(*e.bytes_received) : std::string("-"));
     if (e.total_retrans > 0)
@@ -187,7 +188,7 @@ nlohmann::json to_json(const ResetEvent &e)
     j["conn_age_ms"] = ms_to_json(e.conn_age_ms);
     j["bytes_sent"] = value_or_null(e.bytes_sent);
     j["bytes_received"] = value_or_null(e.bytes_received);
-    j["requests"] = e.requests;
+    j["reused"] = e.reused;
     j["on_cpu"] = {{"pid", e.current_pid},
                    {"comm", e.current_comm},
                    {"exiting", e.current_exiting},
@@ -197,12 +198,10 @@ nlohmann::json to_json(const ResetEvent &e)
     j["packets_out"] = e.packets_out;
     j["mss"] = e.mss;
     j["in_request"] = e.in_request;
-    j["response_bytes"] = value_or_null(e.response_bytes);
     j["data_ttl"] = e.data_ttl ? nlohmann::json(e.data_ttl) : nlohmann::json(nullptr);
     j["rst_ttl"] = e.rst_ttl ? nlohmann::json(e.rst_ttl) : nlohmann::json(nullptr);
     j["no_socket"] = e.no_socket;
     j["stalled_retransmits"] = e.stalled_retrans;
-    j["during_send"] = e.during_send;
     if (e.diagnosis) {
         j["cause"] = to_string(e.diagnosis->cause);
         j["confidence"] = to_string(e.diagnosis->confidence);

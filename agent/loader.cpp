@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
+#include <string>
 
 #include "errors.h"
 #include "kernel_features.h"
@@ -25,10 +26,18 @@ bool g_libbpf_verbose = false;
 
 int libbpf_to_spdlog(enum libbpf_print_level level, const char *format, va_list args)
 {
-    char buf[1024];
-    int n = vsnprintf(buf, sizeof(buf), format, args);
-    while (n > 0 && static_cast<size_t>(n) < sizeof(buf) && buf[n - 1] == '\n')
-        buf[--n] = '\0';
+    // Verifier logs arrive as one message of many kilobytes: size it first.
+    va_list copy;
+    va_copy(copy, args);
+    int n = vsnprintf(nullptr, 0, format, copy);
+    va_end(copy);
+    if (n < 0)
+        return n;
+    std::string buf(static_cast<size_t>(n) + 1, '\0');
+    vsnprintf(buf.data(), buf.size(), format, args);
+    buf.resize(static_cast<size_t>(n));
+    while (!buf.empty() && buf.back() == '\n')
+        buf.pop_back();
     // libbpf is chatty at debug and its warnings are often benign probes:
     // keep everything but errors out of sight unless the user asked (-v).
     if (level == LIBBPF_WARN && g_libbpf_verbose)
@@ -58,7 +67,7 @@ struct ProgramNeed {
     bpf_program *prog;
     bpf_link **link;  // the skeleton's slot: it destroys the link with the object
     const char *tracepoint;
-    bool btf_typed;
+    const char *category;  // classic tracepoints' category; nullptr for tp_btf
     bool required;
     const char *without_it;
 };
@@ -103,21 +112,25 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     auto *p = &skel_->progs;
     auto *l = &skel_->links;
     const ProgramNeed needs[] = {
-        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, "tcp_receive_reset", true, true, ""},
-        {p->on_tcp_send_reset, &l->on_tcp_send_reset, "tcp_send_reset", true, true, ""},
-        {p->on_inet_sock_set_state, &l->on_inet_sock_set_state, "inet_sock_set_state", true, true, ""},
-        {p->on_sock_send_length, &l->on_sock_send_length, "sock_send_length", true, false,
-         "request turns and pool idle are unknown (needs Linux 6.3+)"},
-        {p->on_sock_recv_length, &l->on_sock_recv_length, "sock_recv_length", true, false,
-         "request turns and accepted connections are unknown (needs Linux 6.3+)"},
-        {p->on_tcp_probe, &l->on_tcp_probe, "tcp_probe", true, false,
+        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, "tcp_receive_reset", nullptr, true, ""},
+        {p->on_tcp_send_reset, &l->on_tcp_send_reset, "tcp_send_reset", nullptr, true, ""},
+        {p->on_inet_sock_set_state, &l->on_inet_sock_set_state, "inet_sock_set_state", nullptr, true, ""},
+        {p->on_accept4_exit, &l->on_accept4_exit, "sys_exit_accept4", "syscalls", false,
+         "owners of accepted (client) connections are unknown (needs CONFIG_FTRACE_SYSCALLS)"},
+        {p->on_accept_exit, &l->on_accept_exit, "sys_exit_accept", "syscalls", false,
+         "owners of connections taken with accept() rather than accept4() are unknown"},
+        {p->on_tcp_probe, &l->on_tcp_probe, "tcp_probe", nullptr, false,
          "the TTL of resets is unknown: middlebox resets cannot be told apart"},
-        {p->on_mark_victim, &l->on_mark_victim, "mark_victim", false, false,
-         "OOM kills are not reported"},
+        {p->on_mark_victim, &l->on_mark_victim, "mark_victim", "oom", false, "OOM kills are not reported"},
     };
+    // A per-segment hook: only when asked for (see LoaderOptions::ttl_evidence).
+    if (!options.ttl_evidence)
+        bpf_program__set_autoload(p->on_tcp_probe, false);
     for (const auto &need : needs) {
-        bool present = need.btf_typed ? kernel.has_btf_tracepoint(need.tracepoint)
-                                      : kernel.has_classic_tracepoint("oom", need.tracepoint);
+        if (!bpf_program__autoload(need.prog))
+            continue;
+        bool present = need.category ? kernel.has_classic_tracepoint(need.category, need.tracepoint)
+                                     : kernel.has_btf_tracepoint(need.tracepoint);
         if (present)
             continue;
         if (need.required)
@@ -203,7 +216,7 @@ BpfCounters BpfSession::counters() const
 
 int BpfSession::conns_map_fd() const { return bpf_map__fd(skel_->maps.conns); }
 
-int BpfSession::flows_map_fd() const { return bpf_map__fd(skel_->maps.tracked_flows); }
+int BpfSession::endpoints_map_fd() const { return bpf_map__fd(skel_->maps.upstream_endpoints); }
 
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }
 

@@ -21,8 +21,11 @@ class KernelFeatures;
 
 struct LoaderOptions {
     TrackingFilter filter;
-    // Sent resets of untracked sockets: the backend's side of a tracked flow.
+    // Sent resets of untracked sockets on upstream servers: the backend's side.
     bool emit_peer_resets = true;
+    // TTL of the peer's data and of resets (tcp:tcp_probe): tells a middlebox's
+    // reset from the backend's, at one program run per received segment.
+    bool ttl_evidence = false;
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
 };
 
@@ -51,7 +54,7 @@ public:
 
     BpfCounters counters() const;
     int conns_map_fd() const;
-    int flows_map_fd() const;
+    int endpoints_map_fd() const;
     // The ring buffer map (for its fill level, ring_fill.h).
     int records_map_fd() const;
     const std::vector<std::string> &attached_programs() const { return attached_; }

@@ -76,13 +76,13 @@ struct ResetEvent {
     std::optional<double> conn_age_ms;
     std::optional<uint64_t> bytes_sent;
     std::optional<uint64_t> bytes_received;
-    uint32_t requests = 0;
-    bool in_request = false;  // a request was open: its response had not completed
-    std::optional<uint64_t> response_bytes;  // of the open request, received before the reset
+    // From the kernel's stamps of the last data each way (jiffies, see
+    // fill_turn() in bpf/rstwatch.bpf.c): the client side had spoken last.
+    bool in_request = false;  // a request waited for its first response byte
+    bool reused = false;      // ... on a connection that had answered before
     uint8_t data_ttl = 0;     // TTL / hop limit of the peer's data segments, 0 unknown
     uint8_t rst_ttl = 0;      // TTL / hop limit of the reset itself, 0 unknown
     uint8_t stalled_retrans = 0;  // retransmission timeouts in a row without progress
-    bool during_send = false; // the reset answered a request still being sent
 
     std::optional<Diagnosis> diagnosis;  // for resets on tracked connections
     uint32_t total_retrans = 0;

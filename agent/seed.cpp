@@ -55,8 +55,8 @@ bool is_inet_tcp(int fd)
            int_sockopt(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP;
 }
 
-// Address bytes and port of one end, in rw_flow's layout.
-bool endpoint(int fd, bool peer, __u8 (&addr)[16], __u16 &port, __u32 &family)
+// Address bytes and port of one end, in rw_endpoint's layout.
+bool endpoint(int fd, bool peer, __u8 (&addr)[16], __u16 &port, __u16 &family)
 {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
@@ -81,19 +81,18 @@ int local_port(int fd)
 {
     __u8 addr[16] = {};
     __u16 port = 0;
-    __u32 family = 0;
+    __u16 family = 0;
     return endpoint(fd, false, addr, port, family) ? port : -1;
 }
 
 struct Candidate {
     std::unique_ptr<Fd> fd;
     int port;
-    uint64_t bytes_sent;  // so that a request sent later is recognised as new
 };
 
 constexpr uint8_t kTcpClose = 7;  // include/net/tcp_states.h
 
-void seed_process(int map_fd, int flows_fd, uint32_t pid, const std::string &comm, SeedReport &report)
+void seed_process(int map_fd, int endpoints_fd, uint32_t pid, const std::string &comm, SeedReport &report)
 {
     Fd pidfd(pidfd_open(static_cast<pid_t>(pid)));
     if (!pidfd.valid()) {
@@ -128,9 +127,7 @@ void seed_process(int map_fd, int flows_fd, uint32_t pid, const std::string &com
         socklen_t len = sizeof(info);
         if (getsockopt(dup->get(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_state == kTcpClose)
             continue;
-        // Kernels before 4.19 return a shorter tcp_info without bytes_sent.
-        const bool has_bytes_sent = len >= offsetof(tcp_info, tcpi_bytes_sent) + sizeof(info.tcpi_bytes_sent);
-        connections.push_back({std::move(dup), port, has_bytes_sent ? info.tcpi_bytes_sent : 0});
+        connections.push_back({std::move(dup), port});
     }
 
     for (const auto &c : connections) {
@@ -139,14 +136,11 @@ void seed_process(int map_fd, int flows_fd, uint32_t pid, const std::string &com
         std::strncpy(value.owner_comm, comm.c_str(), sizeof(value.owner_comm) - 1);
         value.role = listening_ports.count(c.port) ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
         value.flags = RW_CONN_SEEDED;
-        value.pool_idle_ns = RW_UNKNOWN_NS;
-        value.tx_bytes_seen = c.bytes_sent;
         int key = c.fd->get();
-        rw_flow flow{};
-        if (endpoint(key, false, flow.local_addr, flow.local_port, flow.family) &&
-            endpoint(key, true, flow.remote_addr, flow.remote_port, flow.family)) {
+        rw_endpoint server{};
+        if (value.role == RW_ROLE_UPSTREAM && endpoint(key, true, server.addr, server.port, server.family)) {
             const __u8 one = 1;
-            bpf_map_update_elem(flows_fd, &flow, &one, BPF_ANY);
+            bpf_map_update_elem(endpoints_fd, &server, &one, BPF_ANY);
         }
         if (bpf_map_update_elem(map_fd, &key, &value, BPF_NOEXIST) == 0)
             report.seeded++;
@@ -160,7 +154,7 @@ void seed_process(int map_fd, int flows_fd, uint32_t pid, const std::string &com
 
 }  // namespace
 
-SeedReport seed_existing_connections(int conns_map_fd, int flows_map_fd, const TrackingFilter &filter)
+SeedReport seed_existing_connections(int conns_map_fd, int endpoints_map_fd, const TrackingFilter &filter)
 {
     SeedReport report;
     for (uint32_t pid : procfs::list_pids()) {
@@ -168,7 +162,7 @@ SeedReport seed_existing_connections(int conns_map_fd, int flows_map_fd, const T
         auto ppid = procfs::parent_pid(pid);
         if (!comm || !ppid || !filter.matches(pid, *ppid, *comm))
             continue;
-        seed_process(conns_map_fd, flows_map_fd, pid, *comm, report);
+        seed_process(conns_map_fd, endpoints_map_fd, pid, *comm, report);
     }
     return report;
 }

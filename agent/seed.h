@@ -22,8 +22,8 @@ struct SeedReport {
 // pidfd_getfd(2) and writes the owner into the socket-storage map, keyed by
 // the duplicate fd (the kernel resolves it to the same socket). Call after
 // attaching, so that nothing opened in between is missed; existing entries
-// are never overwritten. Each connection's flow goes into the flows map, so
-// that the far end's resets are recognised as evidence.
-SeedReport seed_existing_connections(int conns_map_fd, int flows_map_fd, const TrackingFilter &filter);
+// are never overwritten. Each upstream connection's server goes into the
+// endpoints map, so that the backend's resets are recognised as evidence.
+SeedReport seed_existing_connections(int conns_map_fd, int endpoints_map_fd, const TrackingFilter &filter);
 
 }  // namespace rstwatch

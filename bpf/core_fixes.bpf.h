@@ -4,10 +4,9 @@
  * CO-RE check that the verifier resolves at load time. No version macros:
  * the running kernel's BTF decides.
  *
- * Differences handled in user space instead (program autoload switched off):
- *  - sock:sock_send_length / sock_recv_length exist since Linux 6.3; without
- *    them request turns, pool idle and since-send fall back to kernel
- *    timestamps (see agent/kernel_features.cpp).
+ * Differences handled in user space instead (program autoload switched off,
+ * see agent/loader.cpp): syscall tracepoints (CONFIG_FTRACE_SYSCALLS) for
+ * accept(), oom:mark_victim, tcp:tcp_probe.
  */
 #ifndef RSTWATCH_CORE_FIXES_BPF_H
 #define RSTWATCH_CORE_FIXES_BPF_H

@@ -4,18 +4,19 @@
  *
  * Resets are reported from softirq context, where `current` is whoever
  * happened to be on the CPU, so the owner of a connection is recorded when
- * the owner itself touches the socket (connect(), send(), recv()) and kept
- * in socket-local storage that the kernel frees with the socket.
+ * the owner itself touches the socket, at connect() and at accept(). Nothing
+ * runs per send, per receive or per segment: what the connection was doing
+ * (request open, idle, reused) is read from the tcp_sock when it is reset.
  *
- *   inet_sock_set_state  CLOSE->SYN_SENT: owner = connect() caller (upstream);
- *                        SYN_SENT->ESTABLISHED: the flow, for peer evidence
- *   sock_send_length     owner's sends: request turns, last send
- *   sock_recv_length     owner's receives: accepted sockets, last receive
- *   tcp_probe            TTL of the peer's data and of a reset
+ *   inet_sock_set_state  CLOSE->SYN_SENT: owner = connect() caller (upstream),
+ *                        and the server it connects to, for peer evidence
+ *   sys_exit_accept[4]   owner = accept() caller (downstream)
  *   tcp_receive_reset    a reset arrived on a tracked socket
  *   tcp_send_reset       a reset left a tracked socket, or an untracked one
- *                        answering a tracked flow (the backend's side: evidence)
+ *                        on an upstream server (the backend's side: evidence)
  *   oom/mark_victim      the OOM killer chose a victim (and its memory cgroup)
+ *   tcp_probe            only with --ttl-evidence: TTL of the peer's data and
+ *                        of a reset, to tell a middlebox from the backend
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -29,7 +30,6 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define SOCK_STREAM 1
-#define MSG_PEEK 2
 #define PF_EXITING 0x00000004
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -64,13 +64,24 @@ struct {
 	__type(value, struct rw_counters);
 } counters SEC(".maps");
 
-/* Flows of tracked connections; entries outlive the socket until evicted. */
+/* Accepted sockets' owners (see struct rw_sock_key); entries age out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, struct rw_flow);
+	__type(key, struct rw_sock_key);
+	__type(value, struct rw_conn);
+} accepted_socks SEC(".maps");
+
+/*
+ * Servers tracked processes connect to. A handful per nginx: looked up
+ * before it is written, so a connect() to a known server writes nothing.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct rw_endpoint);
 	__type(value, __u8);
-} tracked_flows SEC(".maps");
+} upstream_endpoints SEC(".maps");
 
 /* A sent reset is assembled here before we know whether it is wanted. */
 struct {
@@ -196,169 +207,143 @@ static __always_inline __u64 ns_since_jiffies(__u32 stamp)
 	return jiffies_to_ns((__u32)((__u32)bpf_jiffies64() - stamp));
 }
 
-static __always_inline struct rw_conn *
-claim_for_current(struct sock *sk, __u8 role, __u32 flags, __u64 now)
+static __always_inline void fill_owner(struct rw_conn *conn, __u8 role, __u32 flags)
 {
-	struct rw_conn *conn;
-	struct rw_counters *cnt;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct rw_counters *cnt = this_cpu_counters();
 
-	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!conn)
-		return NULL;
-	conn->owner_tgid = pid_tgid >> 32;
+	conn->owner_tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(conn->owner_comm, sizeof(conn->owner_comm));
 	conn->role = role;
-	conn->flags = flags;
-	conn->created_ns = (flags & RW_CONN_CONNECTED) ? now : 0;
-	conn->pool_idle_ns = RW_UNKNOWN_NS;
-	cnt = this_cpu_counters();
+	conn->flags = flags | RW_CONN_CONNECTED;
+	conn->created_ns = bpf_ktime_get_ns();
 	if (cnt)
 		cnt->owners_recorded++;
-	return conn;
 }
 
-static __always_inline void remember_flow(const struct sock *sk)
+/* The server a connect() goes to, from the socket's destination. */
+static __always_inline void remember_upstream_endpoint(const struct sock *sk)
 {
 	const struct sock_common *skc = &sk->__sk_common;
-	struct rw_flow flow = {};
+	struct rw_endpoint ep = {};
 	__u8 one = 1;
 
-	flow.family = skc->skc_family;
-	flow.local_port = skc->skc_num;
-	flow.remote_port = bpf_ntohs(skc->skc_dport);
-	if (flow.family == AF_INET) {
-		__builtin_memcpy(flow.local_addr, &skc->skc_rcv_saddr, 4);
-		__builtin_memcpy(flow.remote_addr, &skc->skc_daddr, 4);
-	} else {
-		__builtin_memcpy(flow.local_addr, &skc->skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(flow.remote_addr, &skc->skc_v6_daddr, 16);
-	}
-	bpf_map_update_elem(&tracked_flows, &flow, &one, BPF_ANY);
+	ep.family = skc->skc_family;
+	ep.port = bpf_ntohs(skc->skc_dport);
+	if (ep.family == AF_INET)
+		__builtin_memcpy(ep.addr, &skc->skc_daddr, 4);
+	else
+		__builtin_memcpy(ep.addr, &skc->skc_v6_daddr, 16);
+	if (!bpf_map_lookup_elem(&upstream_endpoints, &ep))
+		bpf_map_update_elem(&upstream_endpoints, &ep, &one, BPF_NOEXIST);
 }
 
-/* Whether a reset sent from `rec->local` answers a tracked connection. */
-static __always_inline int answers_tracked_flow(const struct rw_reset_record *rec)
+/* Whether a reset sent from `rec->local` left an upstream server. */
+static __always_inline int sent_by_upstream_endpoint(const struct rw_reset_record *rec)
 {
-	struct rw_flow flow = {};
+	struct rw_endpoint ep = {};
 
-	flow.family = rec->family;
-	flow.local_port = rec->remote_port;
-	flow.remote_port = rec->local_port;
-	__builtin_memcpy(flow.local_addr, rec->remote_addr, 16);
-	__builtin_memcpy(flow.remote_addr, rec->local_addr, 16);
-	return bpf_map_lookup_elem(&tracked_flows, &flow) != NULL;
+	ep.family = rec->family;
+	ep.port = rec->local_port;
+	__builtin_memcpy(ep.addr, rec->local_addr, 16);
+	return bpf_map_lookup_elem(&upstream_endpoints, &ep) != NULL;
 }
 
+/*
+ * connect() moves CLOSE -> SYN_SENT in the caller's context, with the
+ * destination already set. Every other transition, and every connect() of
+ * an untracked process, leaves at the first compares: this tracepoint fires
+ * about ten times per connection, for every TCP connection on the host.
+ */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	/* connect() moves CLOSE -> SYN_SENT in the caller's context. */
-	if (newstate == TCP_SYN_SENT && oldstate == TCP_CLOSE) {
-		if (is_inet_tcp(sk) && current_is_tracked())
-			claim_for_current(sk, RW_ROLE_UPSTREAM, RW_CONN_CONNECTED, bpf_ktime_get_ns());
-		return 0;
-	}
-	/* The local port is bound after SYN_SENT: the flow is known once established. */
-	if (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT && bpf_sk_storage_get(&conns, sk, NULL, 0))
-		remember_flow(sk);
-	return 0;
-}
-
-/*
- * A tracked process's socket that nobody claimed at connect() and that the
- * agent did not seed at start-up was accepted after the agent attached: every
- * connect() since attach is seen, every older connection is seeded.
- */
-#define ROLE_OF_UNCLAIMED RW_ROLE_DOWNSTREAM
-
-/*
- * How long the server side had been quiet when a new request turn starts:
- * the pool idle of a reused connection. Unknown for a fresh connection.
- */
-static __always_inline __u64 pool_idle_before_turn(const struct rw_conn *conn, const struct tcp_sock *tp,
-						   __u64 now)
-{
-	__u64 server_last = (conn->role == RW_ROLE_DOWNSTREAM) ? conn->last_send_ns : conn->last_recv_ns;
-
-	if ((conn->flags & RW_CONN_CONNECTED) && conn->requests == 0)
-		return RW_UNKNOWN_NS;
-	if (server_last)
-		return now - server_last;
-	if (conn->role != RW_ROLE_DOWNSTREAM)
-		/* Seeded: the previous response's last byte, by the kernel's clock. */
-		return ns_since_jiffies(tp->inet_conn.icsk_ack.lrcvtime);
-	return RW_UNKNOWN_NS;
-}
-
-/*
- * The client side of a connection speaks first in each request turn: the
- * owner's send on an upstream socket, the peer's data (our recv) on a
- * downstream one. A turn starts when the client speaks after the server did.
- */
-static __always_inline void note_traffic(struct sock *sk, int is_send)
-{
-	struct tcp_sock *tp = NULL;
 	struct rw_conn *conn;
-	__u64 now;
-	int client_spoke, new_turn;
 
-	if (!is_inet_tcp(sk))
-		return;
-	conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	if (!conn && !current_is_tracked())
-		return; /* most sockets on a host: leave before reading the clock */
-	now = bpf_ktime_get_ns();
-	if (!conn) {
-		/*
-		 * Accepted: no flow to remember, only upstream flows are looked
-		 * up (the backend's side of a reset).
-		 */
-		conn = claim_for_current(sk, ROLE_OF_UNCLAIMED, 0, now);
-		if (!conn)
-			return;
-	}
-
-	client_spoke = (conn->role == RW_ROLE_DOWNSTREAM) ? !is_send : is_send;
-	new_turn = client_spoke && !(conn->flags & RW_CONN_IN_REQUEST);
-	/*
-	 * Most calls continue a turn and need no tcp_sock; a new turn does, and
-	 * so does an upstream send (tx_bytes_seen, see fill_connection()).
-	 */
-	if (new_turn || (is_send && conn->role == RW_ROLE_UPSTREAM))
-		tp = bpf_skc_to_tcp_sock(sk);
-	if (new_turn && tp) {
-		conn->pool_idle_ns = pool_idle_before_turn(conn, tp, now);
-		conn->requests++;
-		conn->turn_rx_base = rw_tcp_has_byte_counters(tp) ? tp->bytes_received : 0;
-		conn->flags |= RW_CONN_IN_REQUEST;
-	} else if (!client_spoke) {
-		conn->flags &= ~RW_CONN_IN_REQUEST;
-	}
-	if (is_send) {
-		conn->last_send_ns = now;
-		if (tp && conn->role == RW_ROLE_UPSTREAM && rw_tcp_has_byte_counters(tp))
-			conn->tx_bytes_seen = tp->bytes_sent;
-	} else {
-		conn->last_recv_ns = now;
-	}
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(on_sock_send_length, struct sock *sk, int ret, int flags)
-{
-	if (ret > 0)
-		note_traffic(sk, 1);
+	if (newstate != TCP_SYN_SENT || oldstate != TCP_CLOSE)
+		return 0;
+	if (!current_is_tracked() || !is_inet_tcp(sk))
+		return 0;
+	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!conn)
+		return 0;
+	fill_owner(conn, RW_ROLE_UPSTREAM, 0);
+	if (emit_peer_resets)
+		remember_upstream_endpoint(sk);
 	return 0;
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
+/*
+ * The source port a socket sends from. A close with SO_LINGER 0 moves the
+ * socket to CLOSE, which releases the bound port (skc_num = 0), before the
+ * reset goes out; the source port stays in inet_sport.
+ */
+static __always_inline __u16 local_port_of(struct sock *sk)
 {
-	/* nginx peeks at pooled connections to see whether they closed. */
-	if (ret > 0 && !(flags & MSG_PEEK))
-		note_traffic(sk, 0);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	return tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : sk->__sk_common.skc_num;
+}
+
+/*
+ * accept() returned `fd` to a tracked process: remember the accepted
+ * socket's owner. A syscall tracepoint is the only process-context hook on
+ * accept() here (no kprobes, no fentry); it fires once per accept() call,
+ * and untracked callers leave at the first check.
+ */
+static __always_inline int note_accepted(long fd)
+{
+	struct task_struct *task;
+	struct file **fds = NULL;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	struct rw_sock_key key = {};
+	struct rw_conn conn = {};
+
+	if (fd < 0 || !current_is_tracked())
+		return 0;
+	task = bpf_get_current_task_btf();
+	if (fd >= BPF_CORE_READ(task, files, fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), fds + fd) || !file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return 0;
+	key.sk = (__u64)sk;
+	key.local_port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	key.remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	fill_owner(&conn, RW_ROLE_DOWNSTREAM, 0);
+	bpf_map_update_elem(&accepted_socks, &key, &conn, BPF_ANY);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return note_accepted(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return note_accepted(ctx->ret);
+}
+
+/* The owner of a full socket: claimed at connect(), seeded, or accepted. */
+static __always_inline struct rw_conn *owner_of(struct sock *sk)
+{
+	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	struct rw_sock_key key = {};
+
+	if (conn)
+		return conn;
+	key.sk = (__u64)sk;
+	key.local_port = local_port_of(sk);
+	key.remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
+	return bpf_map_lookup_elem(&accepted_socks, &key);
 }
 
 /* The IP TTL (IPv4) or hop limit (IPv6) of a received segment. */
@@ -377,17 +362,22 @@ static __always_inline __u8 ttl_of(const struct sk_buff *skb)
 }
 
 /*
- * Every segment an established socket receives, the reset included, passes
- * tcp_probe first. Keeping the TTL of the peer's data and of the reset tells
- * who sent the reset: a middlebox answers from fewer hops away than the
- * backend. Untracked sockets leave at the first check.
+ * Only with --ttl-evidence (the agent leaves it unloaded otherwise): it
+ * fires for every segment an established socket receives, the reset
+ * included. The TTL of the peer's data and of the reset tells who sent the
+ * reset: a middlebox answers from fewer hops away than the backend.
+ * Sockets without storage (accepted or untracked) leave at one load, before
+ * any helper call.
  */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
-	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	struct rw_conn *conn;
 	__u8 flags;
 
+	if (!sk->sk_bpf_storage)
+		return 0;
+	conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	if (!conn)
 		return 0;
 	/*
@@ -403,18 +393,12 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 	return 0;
 }
 
-static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, const struct sock *sk,
-						 const struct tcp_sock *tp)
+static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, struct sock *sk)
 {
 	const struct sock_common *skc = &sk->__sk_common;
 
 	rec->family = skc->skc_family;
-	/*
-	 * A close with SO_LINGER 0 moves the socket to CLOSE, which releases
-	 * the bound port (skc_num = 0), before the reset goes out; the
-	 * source port the reset carries stays in inet_sport.
-	 */
-	rec->local_port = tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : skc->skc_num;
+	rec->local_port = local_port_of(sk);
 	rec->remote_port = bpf_ntohs(skc->skc_dport);
 	if (rec->family == AF_INET) {
 		__builtin_memcpy(rec->local_addr, &skc->skc_rcv_saddr, 4);
@@ -431,9 +415,9 @@ static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, co
  */
 static __always_inline void fill_tuple_from_skb(struct rw_reset_record *rec, const struct sk_buff *skb)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header;
+	__u16 th = skb->transport_header;
 	struct tcphdr tcp;
 	__u8 version;
 
@@ -462,6 +446,40 @@ static __always_inline void fill_tuple_from_skb(struct rw_reset_record *rec, con
 	}
 }
 
+/* Whether jiffies stamp a is later than b (32-bit, wrapping). */
+static __always_inline int jiffies_after(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) > 0;
+}
+
+/*
+ * What the connection was doing, from the kernel's own stamps: lsndtime
+ * (last data segment sent) and icsk_ack.lrcvtime (last data received; both
+ * start at the handshake). In HTTP the client side speaks first in each
+ * turn: nginx on an upstream connection, the peer on a downstream one. If
+ * the client side sent after the server side last did, a request is open;
+ * if the server side had sent anything before, the connection was reused
+ * and the gap between the two stamps is how long it sat idle in the pool.
+ * Equal stamps (within one jiffy) count as open only before any answer.
+ */
+static __always_inline void fill_turn(struct rw_reset_record *rec, __u8 role, __u32 last_send, __u32 last_recv)
+{
+	__u32 client_last = role == RW_ROLE_DOWNSTREAM ? last_recv : last_send;
+	__u32 server_last = role == RW_ROLE_DOWNSTREAM ? last_send : last_recv;
+	__u64 client_bytes = role == RW_ROLE_DOWNSTREAM ? rec->bytes_received : rec->bytes_sent;
+	__u64 server_bytes = role == RW_ROLE_DOWNSTREAM ? rec->bytes_sent : rec->bytes_received;
+
+	if (!(rec->flags & RW_RST_BYTES_KNOWN) || !client_bytes)
+		return;
+	if (!jiffies_after(client_last, server_last) && (client_last != server_last || server_bytes))
+		return;
+	rec->flags |= RW_RST_IN_REQUEST;
+	if (!server_bytes)
+		return;
+	rec->flags |= RW_RST_REUSED;
+	rec->pool_idle_ns = jiffies_to_ns(client_last - server_last);
+}
+
 static __always_inline void fill_connection(struct rw_reset_record *rec, struct sock *sk,
 					    struct rw_conn *conn, __u64 now)
 {
@@ -470,15 +488,17 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 
 	rec->state = sk->__sk_common.skc_state;
 	rec->sock_cookie = bpf_get_socket_cookie(sk);
-	fill_tuple_from_sock(rec, sk, tp);
+	fill_tuple_from_sock(rec, sk);
 	rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
 	rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
 	if (!tp)
 		return;
 	last_send = tp->lsndtime;
 	last_recv = tp->inet_conn.icsk_ack.lrcvtime;
-	last_data = ((__s32)(last_recv - last_send) > 0) ? last_recv : last_send;
+	last_data = jiffies_after(last_recv, last_send) ? last_recv : last_send;
 	rec->idle_ns = last_data ? ns_since_jiffies(last_data) : RW_UNKNOWN_NS;
+	if (last_send)
+		rec->since_send_ns = ns_since_jiffies(last_send);
 	if (rw_tcp_has_byte_counters(tp)) {
 		rec->bytes_sent = tp->bytes_sent;
 		rec->bytes_received = tp->bytes_received;
@@ -488,8 +508,6 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->stalled_retrans = tp->inet_conn.icsk_retransmits;
 	rec->packets_out = tp->packets_out;
 	rec->mss_cache = tp->mss_cache;
-	if (last_send)
-		rec->since_send_ns = ns_since_jiffies(last_send);
 	if (!conn)
 		return;
 
@@ -499,33 +517,11 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->owner_tgid = conn->owner_tgid;
 	__builtin_memcpy(rec->owner_comm, conn->owner_comm, RW_COMM_LEN);
 	rec->role = conn->role;
-	rec->requests = conn->requests;
 	rec->data_ttl = conn->data_ttl;
 	rec->rst_ttl = conn->rst_ttl;
-	if (conn->flags & RW_CONN_IN_REQUEST)
-		rec->flags |= RW_RST_IN_REQUEST;
-	if (conn->requests && (rec->flags & RW_RST_BYTES_KNOWN))
-		rec->response_bytes = rec->bytes_received - conn->turn_rx_base;
-	rec->pool_idle_ns = conn->requests ? conn->pool_idle_ns : RW_UNKNOWN_NS;
-	if (conn->last_send_ns)
-		rec->since_send_ns = now - conn->last_send_ns;
 	if (conn->created_ns)
 		rec->conn_age_ns = now - conn->created_ns;
-
-	/*
-	 * A reset that answers a request still inside send(): the peer's reset
-	 * waited in the socket backlog and is processed at release_sock(),
-	 * before sock_send_length fires for that send. bytes_sent already
-	 * counts the request, so the turn it opened is counted here.
-	 */
-	if (conn->role == RW_ROLE_UPSTREAM && !(conn->flags & RW_CONN_IN_REQUEST) &&
-	    (rec->flags & RW_RST_BYTES_KNOWN) && rec->bytes_sent > conn->tx_bytes_seen) {
-		rec->flags |= RW_RST_DURING_SEND | RW_RST_IN_REQUEST;
-		rec->requests = conn->requests + 1;
-		rec->since_send_ns = 0;
-		rec->response_bytes = 0;
-		rec->pool_idle_ns = pool_idle_before_turn(conn, tp, now);
-	}
+	fill_turn(rec, conn->role, last_send, last_recv);
 }
 
 static __always_inline void fill_current(struct rw_reset_record *rec)
@@ -543,7 +539,7 @@ static __always_inline void fill_current(struct rw_reset_record *rec)
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	struct rw_conn *conn = owner_of(sk);
 	struct rw_reset_record *rec;
 
 	if (!conn && !track_all_tasks)
@@ -569,8 +565,8 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	__u32 zero = 0;
 
 	if (full)
-		conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	/* Resets of untracked sockets are the peer's side of a tracked flow. */
+		conn = owner_of(sk);
+	/* Resets of untracked sockets are evidence only when they left an upstream server. */
 	if (!conn && !emit_peer_resets && !track_all_tasks)
 		return 0;
 	rec = bpf_map_lookup_elem(&reset_scratch, &zero);
@@ -595,7 +591,7 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	/* A reset answering a segment belongs to that segment's flow. */
 	if (skb)
 		fill_tuple_from_skb(rec, skb);
-	if (!conn && !track_all_tasks && !answers_tracked_flow(rec))
+	if (!conn && !track_all_tasks && !sent_by_upstream_endpoint(rec))
 		return 0;
 	fill_current(rec);
 	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), wakeup_flags()) == 0);

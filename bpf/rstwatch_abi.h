@@ -42,48 +42,55 @@ enum rw_role {
 
 /* struct rw_conn.flags */
 enum rw_conn_flags {
-	RW_CONN_CONNECTED = 1u << 0,  /* seen from connect(): created_ns is valid */
+	RW_CONN_CONNECTED = 1u << 0,  /* seen from connect() or accept(): created_ns is valid */
 	RW_CONN_SEEDED = 1u << 1,     /* owner seeded by the agent at start-up */
-	RW_CONN_IN_REQUEST = 1u << 2, /* client side spoke last: a request is open */
 };
 
 /*
- * Per-socket state, kept in a BPF_MAP_TYPE_SK_STORAGE map so the kernel
- * frees it with the socket. Written by the BPF programs, and by the agent
- * when it seeds connections that existed before it attached.
+ * Who owns a connection, recorded when the owner itself touches the socket:
+ * at connect() in BPF_MAP_TYPE_SK_STORAGE (the kernel frees it with the
+ * socket), at accept() in the LRU hash `accepted_socks` (see struct
+ * rw_sock_key), and by the agent for connections that predate it.
+ *
+ * Nothing here changes while the connection carries traffic: request turns,
+ * idle times and byte counts are read from the tcp_sock when a reset
+ * happens, so no program runs per send, receive or segment.
  */
 struct rw_conn {
 	__u32 owner_tgid;
-	__u32 pad3;
-	char owner_comm[RW_COMM_LEN];
-	__u8 role;      /* enum rw_role */
-	__u8 pad0[3];
 	__u32 flags;    /* enum rw_conn_flags */
-	__u32 requests; /* request/response turns seen by the agent */
-	__u32 pad1;
-	__u64 created_ns;   /* CLOCK_MONOTONIC at connect(), or 0 */
-	__u64 last_send_ns; /* owner's last send() that carried data, or 0 */
-	__u64 last_recv_ns; /* owner's last recv() that returned data, or 0 */
-	__u64 pool_idle_ns; /* idle before the latest turn; RW_UNKNOWN_NS if fresh */
-	__u64 turn_rx_base; /* tcp bytes_received when the latest turn started */
-	__u64 tx_bytes_seen; /* tcp bytes_sent after the owner's last send() seen */
-	__u8 data_ttl;      /* IP TTL / hop limit of the peer's last non-RST segment */
+	char owner_comm[RW_COMM_LEN];
+	__u64 created_ns;   /* CLOCK_MONOTONIC at connect()/accept(), or 0 */
+	__u8 role;          /* enum rw_role */
+	__u8 data_ttl;      /* IP TTL / hop limit of the peer's data (--ttl-evidence only) */
 	__u8 rst_ttl;       /* ... of the last RST segment, 0 if none */
-	__u8 pad2[6];
+	__u8 pad0[5];
 };
 
 /*
- * A tracked connection's flow, from its owner's side. Kept in an LRU hash so
- * that a reset sent by an untracked socket (the backend, on this host) is
- * reported only when it answers one of these: a reset storm elsewhere on
- * the host does not reach the ring buffer.
+ * An accepted socket's key in `accepted_socks`. accept() is seen from a
+ * syscall tracepoint, where no BTF socket pointer is at hand for socket
+ * storage, so the socket is keyed by its address; the ports guard against a
+ * later socket at the same address.
  */
-struct rw_flow {
-	__u8 local_addr[16]; /* IPv4 uses the first 4 bytes */
-	__u8 remote_addr[16];
+struct rw_sock_key {
+	__u64 sk;            /* struct sock * */
 	__u16 local_port;    /* host byte order */
 	__u16 remote_port;
-	__u32 family;        /* AF_INET or AF_INET6 */
+	__u32 pad0;
+};
+
+/*
+ * An address and port that a tracked process connect()ed to: an upstream
+ * server. A reset sent from one of these by a socket nobody tracks (the
+ * backend, when it runs on this host) is the other side of an upstream
+ * reset and is reported as evidence; resets elsewhere on the host are not.
+ */
+struct rw_endpoint {
+	__u8 addr[16];   /* IPv4 uses the first 4 bytes */
+	__u16 port;      /* host byte order */
+	__u16 family;    /* AF_INET or AF_INET6 */
+	__u32 pad0;
 };
 
 struct rw_record_header {
@@ -101,13 +108,14 @@ enum rw_reset_flags {
 	RW_RST_SEEDED = 1u << 3,          /* owner came from start-up seeding */
 	RW_RST_REASON_KNOWN = 1u << 4,    /* `reason` is the kernel's sk_rst_reason */
 	RW_RST_BYTES_KNOWN = 1u << 5,     /* bytes_sent/bytes_received are valid */
-	RW_RST_IN_REQUEST = 1u << 6,      /* a request turn was open: response not complete */
 	/*
-	 * The reset answered data the owner was still sending: it came back
-	 * through the socket backlog before that send() returned, so the turn
-	 * it opened is counted here rather than by sock_send_length.
+	 * The client side (the owner on an upstream connection, the peer on a
+	 * downstream one) sent data after the server side last did: a request
+	 * is waiting for its response.
 	 */
-	RW_RST_DURING_SEND = 1u << 7,
+	RW_RST_IN_REQUEST = 1u << 6,
+	/* ... and the server side had answered an earlier one: a reused connection. */
+	RW_RST_REUSED = 1u << 7,
 };
 
 struct rw_reset_record {
@@ -129,14 +137,14 @@ struct rw_reset_record {
 	__u8 remote_addr[16];
 	__u16 local_port;     /* host byte order */
 	__u16 remote_port;
-	__u32 requests;
-	__u64 idle_ns;        /* now - last data either way (kernel timestamps) */
-	__u64 since_send_ns;  /* now - owner's last send */
-	__u64 pool_idle_ns;   /* RW_UNKNOWN_NS: fresh connection or not seen */
+	__u32 pad1;
+	/* Durations from the tcp_sock's jiffies stamps: CONFIG_HZ resolution. */
+	__u64 idle_ns;        /* now - last data either way */
+	__u64 since_send_ns;  /* now - last data segment sent (retransmissions included) */
+	__u64 pool_idle_ns;   /* quiet before the open request on a reused connection, else RW_UNKNOWN_NS */
 	__u64 conn_age_ns;    /* RW_UNKNOWN_NS: opened before the agent */
 	__u64 bytes_sent;
 	__u64 bytes_received;
-	__u64 response_bytes; /* received since the latest request turn began */
 	__u32 total_retrans;  /* over the connection's life, SYN retransmissions included */
 	__u32 packets_out;    /* segments in flight at the reset */
 	__u32 mss_cache;

@@ -209,6 +209,8 @@ public:
     std::string name() const override { return "middlebox_idle"; }
     std::string expected_cause() const override { return "middlebox_idle"; }
     std::vector<std::string> expected_evidence() const override { return {"RST TTL 64 vs connection TTL 63: sent by a hop closer than the backend", "pooled connection reused after"}; }
+    // The backend is on another host as far as nginx can tell: only TTLs tell the two apart.
+    std::vector<std::string> agent_flags() const override { return {"--ttl-evidence"}; }
     void setup(NetnsLab &net) override {
         router_ = net.add_namespace("mbr");
         backend_ns_ = net.add_namespace("mbb");

@@ -209,11 +209,20 @@ RunResult run_scenarios(const std::vector<Scenario *> &scenarios, const RunOptio
     } else {
         agent_args.insert(agent_args.end(), {"--pid", std::to_string(front.master_pid())});
     }
+    std::vector<std::string> flags;
+    for (const Scenario *s : scenarios)
+        for (const auto &flag : s->agent_flags())
+            if (std::find(flags.begin(), flags.end(), flag) == flags.end())
+                flags.push_back(flag);
+    agent_args.insert(agent_args.end(), flags.begin(), flags.end());
     for (const auto &a : agent_args) result.agent_args += a + " ";
     auto agent = start_agent(agent_args);
     std::unique_ptr<ChildProcess> text_agent;
-    if (options.text_tables_agent)
-        text_agent = start_agent({"--pid", std::to_string(front.master_pid()), "--format", "table"});
+    if (options.text_tables_agent) {
+        std::vector<std::string> args = {"--pid", std::to_string(front.master_pid()), "--format", "table"};
+        args.insert(args.end(), flags.begin(), flags.end());
+        text_agent = start_agent(args);
+    }
 
     // Warm-up, one idle period for all, then the failing requests.
     std::chrono::milliseconds idle = 0ms;

@@ -58,6 +58,8 @@ public:
     virtual std::string expected_cause() const = 0;
     // Text the record's evidence must contain: what proves the cause.
     virtual std::vector<std::string> expected_evidence() const { return {}; }
+    // Flags the agent needs to see this cause (a run of several scenarios passes all of them).
+    virtual std::vector<std::string> agent_flags() const { return {}; }
 
     // Builds the topology, starts the backend, sets `upstream`.
     virtual void setup(NetnsLab &net) = 0;

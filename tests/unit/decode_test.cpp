@@ -48,7 +48,7 @@ rw_reset_record ipv4_reset()
     r.role = RW_ROLE_UPSTREAM;
     r.family = AF_INET;
     r.state = 1;  // TCP_ESTABLISHED
-    r.flags = RW_RST_OWNER_KNOWN | RW_RST_BYTES_KNOWN;
+    r.flags = RW_RST_OWNER_KNOWN | RW_RST_BYTES_KNOWN | RW_RST_IN_REQUEST | RW_RST_REUSED;
     r.owner_tgid = 1234;
     set_comm(r.owner_comm, "nginx");
     r.current_tgid = 0;
@@ -58,7 +58,6 @@ rw_reset_record ipv4_reset()
     std::memcpy(r.remote_addr, remote, 4);
     r.local_port = 40312;
     r.remote_port = 8081;
-    r.requests = 3;
     r.idle_ns = 5'003'100'000;
     r.since_send_ns = 400'000;
     r.pool_idle_ns = 5'002'900'000;
@@ -114,7 +113,8 @@ TEST(DecodeReset, Ipv4UpstreamResetReceivedByOwner)
     EXPECT_DOUBLE_EQ(*e.conn_age_ms, 9200.0);
     EXPECT_EQ(e.bytes_sent, 1229u);
     EXPECT_EQ(e.bytes_received, 3482u);
-    EXPECT_EQ(e.requests, 3u);
+    EXPECT_TRUE(e.in_request);
+    EXPECT_TRUE(e.reused);
     EXPECT_EQ(e.total_retrans, 2u);
     EXPECT_EQ(e.packets_out, 1u);
     EXPECT_EQ(e.mss, 1448u);

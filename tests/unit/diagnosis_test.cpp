@@ -42,10 +42,8 @@ ResetEvent nginx_received(uint64_t at_ms)
     r.owner_known = true;
     r.pid = 4121;
     r.comm = "nginx";
-    r.requests = 1;
     r.in_request = true;
     r.since_request_ms = 0.4;
-    r.response_bytes = 0;
     r.data_ttl = 64;
     r.rst_ttl = 64;
     return r;
@@ -53,7 +51,7 @@ ResetEvent nginx_received(uint64_t at_ms)
 
 ResetEvent reused(ResetEvent r, double pool_idle_ms)
 {
-    r.requests = 3;
+    r.reused = true;
     r.pool_idle_ms = pool_idle_ms;
     return r;
 }
@@ -310,12 +308,11 @@ TEST(Diagnosis, ListenerAnsweringTheFlowIsStaleReuse)
     ResetEvent peer = backend_sent(100, "TCP_FLAGS", /*LISTEN*/ 10);
     peer.no_socket = true;
     ResetEvent r = reused(nginx_received(100), 3000);
-    r.during_send = true;
     auto result = diagnose_with(d, {}, r, {peer});
     EXPECT_EQ(result.cause, Cause::StaleReuse);
     EXPECT_EQ(result.confidence, Confidence::High);
     EXPECT_TRUE(mentions(result, "only its listener answered")) << all_evidence(result);
-    EXPECT_TRUE(mentions(result, "while nginx was still sending it")) << all_evidence(result);
+    EXPECT_TRUE(mentions(result, "after nginx sent a request on a reused connection")) << all_evidence(result);
 }
 
 TEST(Diagnosis, SynRetransmissionsAloneAreNoBlackHole)

@@ -34,7 +34,8 @@ ResetEvent upstream_reset()
     e.conn_age_ms = 9200.0;
     e.bytes_sent = 1229;
     e.bytes_received = 3482;
-    e.requests = 3;
+    e.in_request = true;
+    e.reused = true;
     e.total_retrans = 0;
     e.packets_out = 1;
     e.mss = 1448;
@@ -70,10 +71,10 @@ TEST(ResetJson, FieldNamesAreTheContract)
               (std::set<std::string>{"type", "time", "direction", "pid", "comm", "owner_seeded",
                                      "role", "family", "local", "remote", "state", "reason",
                                      "idle_ms", "pool_idle_ms", "since_request_ms", "conn_age_ms",
-                                     "bytes_sent", "bytes_received", "requests", "on_cpu",
+                                     "bytes_sent", "bytes_received", "reused", "on_cpu",
                                      "sock_cookie", "retransmits", "packets_out", "mss",
-                                     "in_request", "response_bytes", "data_ttl", "rst_ttl",
-                                     "no_socket", "stalled_retransmits", "during_send", "cause",
+                                     "in_request", "data_ttl", "rst_ttl",
+                                     "no_socket", "stalled_retransmits", "cause",
                                      "confidence", "evidence", "hint"}));
     EXPECT_EQ(keys(j["on_cpu"]), (std::set<std::string>{"pid", "comm", "exiting", "exit_signal"}));
 }
@@ -117,7 +118,8 @@ TEST(ResetJson, Values)
     EXPECT_DOUBLE_EQ(j["conn_age_ms"].get<double>(), 9200.0);
     EXPECT_EQ(j["bytes_sent"], 1229);
     EXPECT_EQ(j["bytes_received"], 3482);
-    EXPECT_EQ(j["requests"], 3);
+    EXPECT_EQ(j["in_request"], true);
+    EXPECT_EQ(j["reused"], true);
     EXPECT_EQ(j["sock_cookie"], 77);
     EXPECT_EQ(j["retransmits"], 0);
     EXPECT_EQ(j["packets_out"], 1);
@@ -211,7 +213,7 @@ TEST(TextLine, UpstreamReset)
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST received upstream nginx[1234] 127.0.0.1:40312 -> "
               "127.0.0.1:8081 ESTABLISHED idle=5003.1ms pool_idle=5002.9ms since_req=0.4ms "
-              "age=9.2s req=3 tx=1.2KiB rx=3.4KiB");
+              "age=9.2s req=reused tx=1.2KiB rx=3.4KiB");
 }
 
 TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
@@ -228,14 +230,15 @@ TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
     e.conn_age_ms.reset();
     e.bytes_sent.reset();
     e.bytes_received.reset();
-    e.requests = 0;
+    e.in_request = false;
+    e.reused = false;
     e.current_pid = 999;
     e.current_comm = "python3";
     e.current_exiting = true;
     e.current_exit_signal = 9;
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST sent other ? 127.0.0.1:40312 -> 127.0.0.1:8081 ESTABLISHED "
-              "reason=NO_SOCKET idle=- pool_idle=- since_req=- age=- req=0 tx=- rx=- "
+              "reason=NO_SOCKET idle=- pool_idle=- since_req=- age=- tx=- rx=- "
               "on_cpu=python3[999](exiting, signal 9)");
 }
 

@@ -37,7 +37,7 @@ ResetEvent reset(uint32_t pid, const std::string &upstream, int64_t time_ns = kT
     e.state = 1;
     e.idle_ms = 5003.25;
     e.pool_idle_ms = 5002.5;
-    e.requests = 3;
+    e.reused = true;
     e.bytes_sent = 1200;
     Diagnosis d;
     d.cause = Cause::KeepaliveRace;
@@ -104,8 +104,6 @@ TEST(EventJson, ResetComesBackAsTheSameJson)
     // Every field the JSON carries, none at its default, so that one the
     // reader forgets cannot come back equal by chance.
     e.in_request = true;
-    e.during_send = true;
-    e.response_bytes = 0;
     e.data_ttl = 63;
     e.rst_ttl = 64;
     e.no_socket = true;
@@ -120,6 +118,21 @@ TEST(EventJson, ResetComesBackAsTheSameJson)
     auto back = event_from_json(to_json(Event(e)));
     ASSERT_TRUE(back);
     EXPECT_EQ(to_json(*back), to_json(Event(e)));
+}
+
+TEST(EventJson, RecordsStoredBeforeReusedWasAFlagKeepTheirMeaning)
+{
+    // Stores written by 0.1 counted request turns; more than one meant a reused connection.
+    nlohmann::json j = to_json(Event(reset(1234, "127.0.0.1:8081")));
+    j.erase("reused");
+    j["requests"] = 3;
+    auto back = event_from_json(j);
+    ASSERT_TRUE(back);
+    EXPECT_TRUE(std::get<ResetEvent>(*back).reused);
+    j["requests"] = 1;
+    back = event_from_json(j);
+    ASSERT_TRUE(back);
+    EXPECT_FALSE(std::get<ResetEvent>(*back).reused);
 }
 
 TEST(EventJson, UnownedResetAndOomComeBack)
@@ -164,7 +177,7 @@ TEST_F(StoreTest, RecordsSurviveClosingAndAreQueryableWithSql)
     sqlite3_stmt *st = nullptr;
     ASSERT_EQ(sqlite3_prepare_v2(db,
                                  "SELECT pid, comm, role, direction, remote, cause, confidence, idle_ms, pool_idle_ms, "
-                                 "json_extract(json, '$.requests'), (SELECT version FROM rstwatch_schema) "
+                                 "json_extract(json, '$.reused'), (SELECT version FROM rstwatch_schema) "
                                  "FROM records WHERE type = 'rst' ORDER BY time_ns LIMIT 1",
                                  -1, &st, nullptr),
               SQLITE_OK)
@@ -179,7 +192,7 @@ TEST_F(StoreTest, RecordsSurviveClosingAndAreQueryableWithSql)
     EXPECT_STREQ(reinterpret_cast<const char *>(sqlite3_column_text(st, 6)), "high");
     EXPECT_DOUBLE_EQ(sqlite3_column_double(st, 7), 5003.25);
     EXPECT_DOUBLE_EQ(sqlite3_column_double(st, 8), 5002.5);
-    EXPECT_EQ(sqlite3_column_int(st, 9), 3);
+    EXPECT_EQ(sqlite3_column_int(st, 9), 1);
     EXPECT_EQ(sqlite3_column_int(st, 10), Store::kSchemaVersion);
     sqlite3_finalize(st);
     sqlite3_close(db);
