@@ -14,19 +14,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 SEC("tp_btf/inet_sock_set_state")
 int floor_inet_sock_set_state(void *ctx) { return 0; }
 
+SEC("tp_btf/sock_recv_length")
+int floor_sock_recv_length(void *ctx) { return 0; }
+
 /* rstwatch --ttl-evidence only. */
 SEC("tp_btf/tcp_probe")
 int floor_tcp_probe(void *ctx) { return 0; }
-
-/*
- * Classic tracepoints: progstats names a program that has no BTF attach
- * point by its own name, so these carry the names of rstwatch's programs.
- */
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int on_accept4_exit(void *ctx) { return 0; }
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int on_accept_exit(void *ctx) { return 0; }
 
 SEC("tp_btf/tcp_receive_reset")
 int floor_tcp_receive_reset(void *ctx) { return 0; }

@@ -5,8 +5,8 @@
  * the running kernel's BTF decides.
  *
  * Differences handled in user space instead (program autoload switched off,
- * see agent/loader.cpp): syscall tracepoints (CONFIG_FTRACE_SYSCALLS) for
- * accept(), oom:mark_victim, tcp:tcp_probe.
+ * see agent/loader.cpp): sock:sock_recv_length (Linux 6.3+), oom:mark_victim,
+ * tcp:tcp_probe.
  */
 #ifndef RSTWATCH_CORE_FIXES_BPF_H
 #define RSTWATCH_CORE_FIXES_BPF_H

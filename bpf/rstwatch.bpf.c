@@ -4,13 +4,14 @@
  *
  * Resets are reported from softirq context, where `current` is whoever
  * happened to be on the CPU, so the owner of a connection is recorded when
- * the owner itself touches the socket, at connect() and at accept(). Nothing
- * runs per send, per receive or per segment: what the connection was doing
- * (request open, idle, reused) is read from the tcp_sock when it is reset.
+ * the owner itself touches the socket: at connect(), or at its first recv()
+ * of an accepted socket. Beyond an early exit in recv(), nothing runs per
+ * send, receive or segment: what the connection was doing (request open,
+ * idle, reused) is read from the tcp_sock when it is reset.
  *
  *   inet_sock_set_state  CLOSE->SYN_SENT: owner = connect() caller (upstream),
  *                        and the server it connects to, for peer evidence
- *   sys_exit_accept[4]   owner = accept() caller (downstream)
+ *   sock_recv_length     owner = first reader of an accepted socket (downstream)
  *   tcp_receive_reset    a reset arrived on a tracked socket
  *   tcp_send_reset       a reset left a tracked socket, or an untracked one
  *                        on an upstream server (the backend's side: evidence)
@@ -63,14 +64,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct rw_counters);
 } counters SEC(".maps");
-
-/* Accepted sockets' owners (see struct rw_sock_key); entries age out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct rw_sock_key);
-	__type(value, struct rw_conn);
-} accepted_socks SEC(".maps");
 
 /*
  * Servers tracked processes connect to. A handful per nginx: looked up
@@ -285,65 +278,28 @@ static __always_inline __u16 local_port_of(struct sock *sk)
 }
 
 /*
- * accept() returned `fd` to a tracked process: remember the accepted
- * socket's owner. A syscall tracepoint is the only process-context hook on
- * accept() here (no kprobes, no fentry); it fires once per accept() call,
- * and untracked callers leave at the first check.
+ * An accepted socket is claimed the first time its owner reads from it.
+ * No hook runs in the acceptor at accept() here: no kprobes or fentry, and
+ * the syscall tracepoints would put every syscall on the host on the
+ * tracing slow path. This program runs for every recv() on the host, so it
+ * leaves early: on nothing read (nginx reads until EAGAIN), on sockets
+ * already claimed, on untracked callers.
  */
-static __always_inline int note_accepted(long fd)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	struct task_struct *task;
-	struct file **fds = NULL;
-	struct file *file = NULL;
-	struct socket *sock;
-	struct sock *sk;
-	struct rw_sock_key key = {};
-	struct rw_conn conn = {};
+	struct rw_conn *conn;
 
-	if (fd < 0 || !current_is_tracked())
+	if (ret <= 0)
 		return 0;
-	task = bpf_get_current_task_btf();
-	if (fd >= BPF_CORE_READ(task, files, fdt, max_fds))
+	if (sk->sk_bpf_storage && bpf_sk_storage_get(&conns, sk, NULL, 0))
 		return 0;
-	fds = BPF_CORE_READ(task, files, fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), fds + fd) || !file)
+	if (!current_is_tracked() || !is_inet_tcp(sk))
 		return 0;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
-		return 0;
-	key.sk = (__u64)sk;
-	key.local_port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	key.remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	fill_owner(&conn, RW_ROLE_DOWNSTREAM, 0);
-	bpf_map_update_elem(&accepted_socks, &key, &conn, BPF_ANY);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int on_accept4_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return note_accepted(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return note_accepted(ctx->ret);
-}
-
-/* The owner of a full socket: claimed at connect(), seeded, or accepted. */
-static __always_inline struct rw_conn *owner_of(struct sock *sk)
-{
-	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	struct rw_sock_key key = {};
-
+	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (conn)
-		return conn;
-	key.sk = (__u64)sk;
-	key.local_port = local_port_of(sk);
-	key.remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
-	return bpf_map_lookup_elem(&accepted_socks, &key);
+		fill_owner(conn, RW_ROLE_DOWNSTREAM, 0);
+	return 0;
 }
 
 /* The IP TTL (IPv4) or hop limit (IPv6) of a received segment. */
@@ -366,8 +322,8 @@ static __always_inline __u8 ttl_of(const struct sk_buff *skb)
  * fires for every segment an established socket receives, the reset
  * included. The TTL of the peer's data and of the reset tells who sent the
  * reset: a middlebox answers from fewer hops away than the backend.
- * Sockets without storage (accepted or untracked) leave at one load, before
- * any helper call.
+ * Sockets without storage (untracked) leave at one load, before any helper
+ * call.
  */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
@@ -539,7 +495,7 @@ static __always_inline void fill_current(struct rw_reset_record *rec)
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	struct rw_conn *conn = owner_of(sk);
+	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	struct rw_reset_record *rec;
 
 	if (!conn && !track_all_tasks)
@@ -565,7 +521,7 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	__u32 zero = 0;
 
 	if (full)
-		conn = owner_of(sk);
+		conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	/* Resets of untracked sockets are evidence only when they left an upstream server. */
 	if (!conn && !emit_peer_resets && !track_all_tasks)
 		return 0;

@@ -42,42 +42,29 @@ enum rw_role {
 
 /* struct rw_conn.flags */
 enum rw_conn_flags {
-	RW_CONN_CONNECTED = 1u << 0,  /* seen from connect() or accept(): created_ns is valid */
+	RW_CONN_CONNECTED = 1u << 0,  /* claimed by BPF (connect() or first recv()): created_ns is valid */
 	RW_CONN_SEEDED = 1u << 1,     /* owner seeded by the agent at start-up */
 };
 
 /*
- * Who owns a connection, recorded when the owner itself touches the socket:
- * at connect() in BPF_MAP_TYPE_SK_STORAGE (the kernel frees it with the
- * socket), at accept() in the LRU hash `accepted_socks` (see struct
- * rw_sock_key), and by the agent for connections that predate it.
+ * Who owns a connection, in BPF_MAP_TYPE_SK_STORAGE (the kernel frees it
+ * with the socket): recorded when the owner itself touches the socket, at
+ * connect() or at its first recv() of an accepted socket, and by the agent
+ * for connections that predate it.
  *
  * Nothing here changes while the connection carries traffic: request turns,
  * idle times and byte counts are read from the tcp_sock when a reset
- * happens, so no program runs per send, receive or segment.
+ * happens.
  */
 struct rw_conn {
 	__u32 owner_tgid;
 	__u32 flags;    /* enum rw_conn_flags */
 	char owner_comm[RW_COMM_LEN];
-	__u64 created_ns;   /* CLOCK_MONOTONIC at connect()/accept(), or 0 */
+	__u64 created_ns;   /* CLOCK_MONOTONIC at connect() or first recv(), or 0 */
 	__u8 role;          /* enum rw_role */
 	__u8 data_ttl;      /* IP TTL / hop limit of the peer's data (--ttl-evidence only) */
 	__u8 rst_ttl;       /* ... of the last RST segment, 0 if none */
 	__u8 pad0[5];
-};
-
-/*
- * An accepted socket's key in `accepted_socks`. accept() is seen from a
- * syscall tracepoint, where no BTF socket pointer is at hand for socket
- * storage, so the socket is keyed by its address; the ports guard against a
- * later socket at the same address.
- */
-struct rw_sock_key {
-	__u64 sk;            /* struct sock * */
-	__u16 local_port;    /* host byte order */
-	__u16 remote_port;
-	__u32 pad0;
 };
 
 /*
