@@ -97,9 +97,12 @@ class Reporter {
 public:
     Reporter(const RunSettings &settings) : settings_(settings) {}
 
-    void event(const Event &e)
+    bool wants_json() const { return settings_.json; }
+
+    // `json`: the event's to_json().dump() when the caller has it (--json).
+    void event(const Event &e, const std::string *json)
     {
-        std::string line = settings_.json ? to_json(e).dump() : format_text(e);
+        std::string line = json ? *json : settings_.json ? to_json(e).dump() : format_text(e);
         line += '\n';
         std::fwrite(line.data(), 1, line.size(), stdout);
     }
@@ -230,9 +233,14 @@ int run_agent(const RunSettings &settings)
                 continue;
             tables.add(event);
             metrics.add(event);
+            // Serialised once for the output and the store: in a reset storm
+            // building JSON is most of the agent's work.
+            std::string json;
+            if (writer || reporter.wants_json())
+                json = to_json(event).dump();
+            reporter.event(event, reporter.wants_json() ? &json : nullptr);
             if (writer)
-                writer->push(event);  // never blocks; a full queue is counted
-            reporter.event(event);
+                writer->push(make_store_row(event, std::move(json)));  // never blocks; a full queue is counted
         }
     };
 

@@ -5,6 +5,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <set>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -17,14 +19,13 @@ namespace {
 
 class RunningKernel final : public KernelFeatures {
 public:
-    bool has_vmlinux_btf() const override { return vmlinux_btf() != nullptr; }
+    bool has_vmlinux_btf() const override { return btf_index().loaded; }
 
     bool has_btf_tracepoint(const std::string &name) const override
     {
         // Every tracepoint has a "btf_trace_<name>" typedef in vmlinux BTF;
         // that is what the tp_btf attach resolves.
-        const struct btf *b = vmlinux_btf();
-        return b && btf__find_by_name_kind(b, ("btf_trace_" + name).c_str(), BTF_KIND_TYPEDEF) > 0;
+        return btf_index().tracepoints.count(name) > 0;
     }
 
     bool has_classic_tracepoint(const std::string &category, const std::string &name) const override
@@ -49,18 +50,35 @@ public:
     }
 
 private:
-    const struct btf *vmlinux_btf() const
+    struct BtfIndex {
+        bool loaded = false;
+        std::set<std::string> tracepoints;  // names with a btf_trace_ typedef
+    };
+
+    // The parsed vmlinux BTF takes about 5 MiB for the agent's whole life if
+    // kept; keep only the tracepoint names it has.
+    const BtfIndex &btf_index() const
     {
         std::call_once(btf_once_, [this] {
-            struct btf *b = btf__load_vmlinux_btf();
-            if (b)
-                btf_.reset(b);
+            std::unique_ptr<struct btf, decltype(&btf__free)> b(btf__load_vmlinux_btf(), btf__free);
+            if (!b)
+                return;
+            index_.loaded = true;
+            static const std::string prefix = "btf_trace_";
+            for (__u32 id = 1; id < btf__type_cnt(b.get()); id++) {
+                const struct btf_type *t = btf__type_by_id(b.get(), id);
+                if (!t || !btf_is_typedef(t))
+                    continue;
+                const char *name = btf__name_by_offset(b.get(), t->name_off);
+                if (name && std::strncmp(name, prefix.c_str(), prefix.size()) == 0)
+                    index_.tracepoints.insert(name + prefix.size());
+            }
         });
-        return btf_.get();
+        return index_;
     }
 
     mutable std::once_flag btf_once_;
-    mutable std::unique_ptr<struct btf, decltype(&btf__free)> btf_{nullptr, btf__free};
+    mutable BtfIndex index_;
 };
 
 }  // namespace

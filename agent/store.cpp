@@ -245,6 +245,9 @@ std::unique_ptr<Store> Store::open_for_writing(const std::string &path)
         // WAL + NORMAL: a commit survives a crash of the agent (SIGKILL);
         // only a power cut may lose the last commits.
         exec(db, "PRAGMA synchronous = NORMAL");
+        // Inserts at the end of the table and its indexes need few pages
+        // cached; SQLite's default of 2 MiB is most of the store's memory.
+        exec(db, "PRAGMA cache_size = -512");
     } catch (...) {
         sqlite3_close(db);
         close(fd);
@@ -270,9 +273,57 @@ std::unique_ptr<Store> Store::open_read_only(const std::string &path)
     return std::unique_ptr<Store>(new Store(path, db, -1));
 }
 
+size_t StoreRow::footprint() const
+{
+    // Strings past the small-string buffer live on the heap; count them all.
+    return sizeof(StoreRow) + comm.size() + role.size() + direction.size() + remote.size() + cause.size() +
+           confidence.size() + time.size() + json.size();
+}
+
+StoreRow make_store_row(const Event &event, std::string json)
+{
+    StoreRow row;
+    if (const auto *r = std::get_if<ResetEvent>(&event)) {
+        row.time_ns = r->time_ns;
+        if (r->owner_known) {
+            row.pid = r->pid;
+            row.comm = r->comm;
+        }
+        row.role = to_string(r->role);
+        row.direction = to_string(r->direction);
+        row.remote = r->remote;
+        if (r->diagnosis) {
+            row.cause = to_string(r->diagnosis->cause);
+            row.confidence = to_string(r->diagnosis->confidence);
+        }
+        row.idle_ms = r->idle_ms;
+        row.pool_idle_ms = r->pool_idle_ms;
+    } else {
+        const auto &o = std::get<OomEvent>(event);
+        row.is_reset = false;
+        row.time_ns = o.time_ns;
+        row.pid = o.pid;
+        row.comm = o.comm;
+    }
+    row.time = format_rfc3339_us(row.time_ns);
+    row.json = std::move(json);
+    return row;
+}
+
+StoreRow make_store_row(const Event &event) { return make_store_row(event, to_json(event).dump()); }
+
 std::string Store::append(const std::vector<Event> &events)
 {
-    if (events.empty())
+    std::vector<StoreRow> rows;
+    rows.reserve(events.size());
+    for (const Event &event : events)
+        rows.push_back(make_store_row(event));
+    return append(rows);
+}
+
+std::string Store::append(const std::vector<StoreRow> &rows)
+{
+    if (rows.empty())
         return {};
     if (std::string err = exec(db_, "BEGIN"); !err.empty())
         return err;
@@ -280,37 +331,28 @@ std::string Store::append(const std::vector<Event> &events)
                  "INSERT INTO records (time_ns, time, type, pid, comm, role, direction, remote, cause, "
                  "confidence, idle_ms, pool_idle_ms, json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
     std::string err = st.ok() ? std::string() : st.error();
-    for (const Event &event : events) {
+    for (const StoreRow &row : rows) {
         if (!err.empty())
             break;
         sqlite3_reset(st.get());
         sqlite3_clear_bindings(st.get());
-        nlohmann::json j = to_json(event);
-        if (const auto *r = std::get_if<ResetEvent>(&event)) {
-            st.bind_int(1, r->time_ns);
-            st.bind_text(3, "rst");
-            if (r->owner_known) {
-                st.bind_int(4, r->pid);
-                st.bind_text(5, r->comm);
-            }
-            st.bind_text(6, to_string(r->role));
-            st.bind_text(7, to_string(r->direction));
-            st.bind_text_or_null(8, r->remote);
-            if (r->diagnosis) {
-                st.bind_text(9, to_string(r->diagnosis->cause));
-                st.bind_text(10, to_string(r->diagnosis->confidence));
-            }
-            st.bind_real_or_null(11, r->idle_ms);
-            st.bind_real_or_null(12, r->pool_idle_ms);
-        } else {
-            const auto &o = std::get<OomEvent>(event);
-            st.bind_int(1, o.time_ns);
-            st.bind_text(3, "oom");
-            st.bind_int(4, o.pid);
-            st.bind_text(5, o.comm);
+        st.bind_int(1, row.time_ns);
+        st.bind_text(2, row.time);
+        st.bind_text(3, row.is_reset ? "rst" : "oom");
+        if (row.pid) {
+            st.bind_int(4, *row.pid);
+            st.bind_text(5, row.comm);
         }
-        st.bind_text(2, j["time"].get<std::string>());
-        st.bind_text(13, j.dump());
+        if (row.is_reset) {
+            st.bind_text(6, row.role);
+            st.bind_text(7, row.direction);
+            st.bind_text_or_null(8, row.remote);
+            st.bind_text_or_null(9, row.cause);
+            st.bind_text_or_null(10, row.confidence);
+            st.bind_real_or_null(11, row.idle_ms);
+            st.bind_real_or_null(12, row.pool_idle_ms);
+        }
+        st.bind_text(13, row.json);
         if (sqlite3_step(st.get()) != SQLITE_DONE)
             err = sqlite3_errmsg(db_);
     }
@@ -397,15 +439,17 @@ StoreWriter::StoreWriter(Opener opener, Options options)
 
 StoreWriter::~StoreWriter() { stop(); }
 
-bool StoreWriter::push(const Event &event)
+bool StoreWriter::push(StoreRow row)
 {
+    const size_t bytes = row.footprint();
     std::lock_guard lock(mu_);
-    if (queue_.size() >= options_.queue_capacity) {
+    if (queued_bytes_ + bytes > options_.queue_capacity_bytes) {
         ++stats_.dropped_queue_full;
         return false;
     }
-    queue_.push_back(event);
-    if (queue_.size() >= options_.batch_size)
+    queued_bytes_ += bytes;
+    queue_.push_back(std::move(row));
+    if (batch_ready())
         wake_.notify_one();
     return true;
 }
@@ -451,7 +495,7 @@ void StoreWriter::loop()
 {
     using clock = std::chrono::steady_clock;
     auto next_retention = clock::now() + options_.retention_interval;
-    std::vector<Event> batch;
+    std::vector<StoreRow> batch;
     for (;;) {
         bool stopping, reopen;
         uint64_t flush_ticket;
@@ -459,7 +503,7 @@ void StoreWriter::loop()
             std::unique_lock lock(mu_);
             wake_.wait_for(lock, options_.commit_interval, [&] {
                 return stopping_ || reopen_requested_ || flush_requested_ > flush_done_ ||
-                       queue_.size() >= options_.batch_size;
+                       batch_ready();
             });
             stopping = stopping_;
             reopen = reopen_requested_;
@@ -467,6 +511,7 @@ void StoreWriter::loop()
             flush_ticket = flush_requested_;
             batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
             queue_.clear();
+            queued_bytes_ = 0;
         }
         write_batch(batch);
         if (reopen) {
@@ -498,7 +543,7 @@ void StoreWriter::loop()
     flushed_.notify_all();
 }
 
-void StoreWriter::write_batch(std::vector<Event> &batch)
+void StoreWriter::write_batch(std::vector<StoreRow> &batch)
 {
     if (batch.empty())
         return;

@@ -38,6 +38,26 @@ struct RetentionResult {
     uint64_t deleted_by_size = 0;
 };
 
+// One record as the store writes it: the indexed columns and the JSON text.
+// The agent serialises each event once (for its --json output and for the
+// store alike), and a queued row holds no more than it will write.
+struct StoreRow {
+    int64_t time_ns = 0;
+    bool is_reset = true;  // else an OOM kill
+    std::optional<uint32_t> pid;
+    std::string comm, role, direction, remote, cause, confidence;
+    std::optional<double> idle_ms, pool_idle_ms;
+    std::string time;  // RFC 3339, as in the JSON
+    std::string json;
+
+    // Heap bytes it holds, for the writer's queue bound.
+    size_t footprint() const;
+};
+
+// `json` must be to_json(event).dump().
+StoreRow make_store_row(const Event &event, std::string json);
+StoreRow make_store_row(const Event &event);
+
 class Store {
 public:
     static constexpr int kSchemaVersion = 1;
@@ -57,6 +77,7 @@ public:
 
     // All in one transaction. Returns "" or SQLite's error (disk full, ...);
     // on error nothing of the batch is stored.
+    std::string append(const std::vector<StoreRow> &rows);
     std::string append(const std::vector<Event> &events);
     // Records at or after since_ns (CLOCK_REALTIME), oldest first. Rows whose
     // JSON cannot be read back are skipped and counted in *skipped.
@@ -89,11 +110,12 @@ struct StoreWriterStats {
 class StoreWriter {
 public:
     struct Options {
-        // An event in the queue is about 1.5 KiB (strings, evidence): 16384 of
-        // them bound a storm's backlog to ~24 MiB; past that, drops are counted.
-        size_t queue_capacity = 16384;
+        // A queued row is about 1 KiB (mostly its JSON text). The bound is in
+        // bytes, so that a storm's backlog costs at most this much memory;
+        // past it, drops are counted.
+        size_t queue_capacity_bytes = 2u << 20;
         std::chrono::milliseconds commit_interval{250};  // well inside the one-second promise
-        size_t batch_size = 4096;                        // commit early when this many wait
+        size_t batch_size = 4096;  // commit early when this many wait, or a quarter of the bytes
         std::chrono::seconds retention_interval{60};
         StoreLimits limits;
     };
@@ -107,7 +129,8 @@ public:
     StoreWriter &operator=(const StoreWriter &) = delete;
 
     // Never blocks on SQLite; false (and counted) when the queue is full.
-    bool push(const Event &event);
+    bool push(StoreRow row);
+    bool push(const Event &event) { return push(make_store_row(event)); }
     // Commits what is queued now; returns once it is written (or failed).
     void flush();
     // Closes and reopens the file on the writer's thread (SIGHUP, logrotate).
@@ -119,7 +142,12 @@ public:
 
 private:
     void loop();
-    void write_batch(std::vector<Event> &batch);
+    void write_batch(std::vector<StoreRow> &batch);
+    // Under mu_: enough waits to commit before the interval is up.
+    bool batch_ready() const
+    {
+        return queue_.size() >= options_.batch_size || queued_bytes_ >= options_.queue_capacity_bytes / 4;
+    }
     void retention(bool log_always);
 
     Opener opener_;
@@ -130,7 +158,8 @@ private:
     mutable std::mutex mu_;
     std::condition_variable wake_;
     std::condition_variable flushed_;
-    std::deque<Event> queue_;
+    std::deque<StoreRow> queue_;
+    size_t queued_bytes_ = 0;
     bool stopping_ = false;
     bool reopen_requested_ = false;
     uint64_t flush_requested_ = 0;

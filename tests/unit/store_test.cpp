@@ -310,7 +310,9 @@ TEST_F(StoreTest, WriterCommitsWithinASecondWithoutFlush)
 TEST_F(StoreTest, WriterCountsWhatItCannotWriteAndGoesOn)
 {
     StoreWriter::Options options;
-    options.queue_capacity = 10;
+    // Room for ten rows (the queue is bounded in bytes).
+    const size_t row_bytes = make_store_row(reset(0, "a:1")).footprint();
+    options.queue_capacity_bytes = 10 * row_bytes + row_bytes / 2;
     options.commit_interval = std::chrono::milliseconds(60000);
     options.batch_size = 1000;
     StoreWriter writer([&] { return Store::open_for_writing(path_); }, options);
