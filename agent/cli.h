@@ -24,10 +24,11 @@ struct RunSettings {
     TableFormat table_format = TableFormat::Table;  // JSON by default with --json
     std::optional<double> duration_s;
     int verbosity = 0;
-    // 2 MiB: at 36k resets/s (a reset storm here) about 300 ms of records,
-    // against a consumer woken at an eighth full. It is mapped into the
-    // agent twice over (the ring's wrap-around), so it counts 4 MiB of RSS.
-    uint32_t ring_buffer_kb = 2048;
+    // 4 MiB: about 600 ms of a 36k resets/s storm. 2 MiB lost records in a
+    // benchmark storm while the generator took both CPUs from the consumer
+    // (docs/BENCHMARKS.md, run 4). Mapped into the agent twice over (the
+    // ring's wrap-around), it counts double in RSS.
+    uint32_t ring_buffer_kb = 4096;
     bool ttl_evidence = false;       // attach tcp:tcp_probe (see LoaderOptions)
 
     // Always-on use. An empty path ("none" on the command line) disables.

@@ -56,6 +56,7 @@ public:
     std::vector<Event> take_all() { return take_ready(UINT64_MAX); }
     // Whether events are waiting for their hold-back to pass.
     bool holding() const { return !held_.empty(); }
+    size_t held() const { return held_.size(); }
 
     // Clusters of pool idle times, per upstream, largest first.
     std::vector<IdleCluster> idle_clusters() const;
