@@ -294,19 +294,31 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
 const ResetEvent *Diagnoser::backend_side_of(const ResetEvent &r) const
 {
     // The nearest reset of the reversed flow, before (up to the window) or
-    // just after (within the hold-back) nginx's.
-    const ResetEvent *best = nullptr;
-    uint64_t best_gap = UINT64_MAX;
+    // just after (within the hold-back) nginx's. A reset from the backend's
+    // own socket wins over a later one sent with no socket: once the
+    // backend has reset and dropped the connection, whatever nginx still
+    // sends is answered by its listener, and that answer can be the reset
+    // nginx gets. The socket's reset says why; the listener's only echoes it.
+    const ResetEvent *best = nullptr, *best_socket = nullptr;
+    uint64_t best_gap = UINT64_MAX, best_socket_gap = UINT64_MAX;
     for (const auto &peer : recent_peers_) {
         if (peer.local != r.remote || peer.remote != r.local)
             continue;
         const bool after = peer.mono_ns > r.mono_ns;
         const uint64_t gap = after ? peer.mono_ns - r.mono_ns : r.mono_ns - peer.mono_ns;
-        if (gap > (after ? kHoldBackNs : kPeerWindowNs) || gap >= best_gap)
+        if (gap > (after ? kHoldBackNs : kPeerWindowNs))
             continue;
-        best = &peer;
-        best_gap = gap;
+        if (gap < best_gap) {
+            best = &peer;
+            best_gap = gap;
+        }
+        if (!peer.no_socket && gap < best_socket_gap) {
+            best_socket = &peer;
+            best_socket_gap = gap;
+        }
     }
+    if (best && best->no_socket && best_socket && best_socket->mono_ns < best->mono_ns)
+        return best_socket;
     return best;
 }
 

@@ -200,14 +200,14 @@ static __always_inline __u64 ns_since_jiffies(__u32 stamp)
 	return jiffies_to_ns((__u32)((__u32)bpf_jiffies64() - stamp));
 }
 
-static __always_inline void fill_owner(struct rw_conn *conn, __u8 role, __u32 flags)
+static __always_inline void fill_owner(struct rw_conn *conn, __u8 role)
 {
 	struct rw_counters *cnt = this_cpu_counters();
 
 	conn->owner_tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(conn->owner_comm, sizeof(conn->owner_comm));
 	conn->role = role;
-	conn->flags = flags | RW_CONN_CONNECTED;
+	conn->flags = 0;
 	conn->created_ns = bpf_ktime_get_ns();
 	if (cnt)
 		cnt->owners_recorded++;
@@ -259,22 +259,10 @@ int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!conn)
 		return 0;
-	fill_owner(conn, RW_ROLE_UPSTREAM, 0);
+	fill_owner(conn, RW_ROLE_UPSTREAM);
 	if (emit_peer_resets)
 		remember_upstream_endpoint(sk);
 	return 0;
-}
-
-/*
- * The source port a socket sends from. A close with SO_LINGER 0 moves the
- * socket to CLOSE, which releases the bound port (skc_num = 0), before the
- * reset goes out; the source port stays in inet_sport.
- */
-static __always_inline __u16 local_port_of(struct sock *sk)
-{
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-
-	return tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : sk->__sk_common.skc_num;
 }
 
 /*
@@ -298,7 +286,7 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 		return 0;
 	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (conn)
-		fill_owner(conn, RW_ROLE_DOWNSTREAM, 0);
+		fill_owner(conn, RW_ROLE_DOWNSTREAM);
 	return 0;
 }
 
@@ -349,12 +337,18 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 	return 0;
 }
 
-static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, struct sock *sk)
+static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, const struct sock *sk,
+						 const struct tcp_sock *tp)
 {
 	const struct sock_common *skc = &sk->__sk_common;
 
 	rec->family = skc->skc_family;
-	rec->local_port = local_port_of(sk);
+	/*
+	 * A close with SO_LINGER 0 moves the socket to CLOSE, which releases
+	 * the bound port (skc_num = 0), before the reset goes out; the
+	 * source port the reset carries stays in inet_sport.
+	 */
+	rec->local_port = tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : skc->skc_num;
 	rec->remote_port = bpf_ntohs(skc->skc_dport);
 	if (rec->family == AF_INET) {
 		__builtin_memcpy(rec->local_addr, &skc->skc_rcv_saddr, 4);
@@ -444,7 +438,7 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 
 	rec->state = sk->__sk_common.skc_state;
 	rec->sock_cookie = bpf_get_socket_cookie(sk);
-	fill_tuple_from_sock(rec, sk);
+	fill_tuple_from_sock(rec, sk, tp);
 	rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
 	rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
 	if (!tp)

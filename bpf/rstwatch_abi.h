@@ -42,8 +42,7 @@ enum rw_role {
 
 /* struct rw_conn.flags */
 enum rw_conn_flags {
-	RW_CONN_CONNECTED = 1u << 0,  /* claimed by BPF (connect() or first recv()): created_ns is valid */
-	RW_CONN_SEEDED = 1u << 1,     /* owner seeded by the agent at start-up */
+	RW_CONN_SEEDED = 1u << 1,     /* owner seeded by the agent at start-up (created_ns is 0) */
 };
 
 /*

@@ -225,6 +225,29 @@ TEST(Diagnosis, BackendGivingUpOnStalledFullSizeSegmentsIsAnMtuBlackHole)
         << all_evidence(result);
 }
 
+TEST(Diagnosis, ListenerEchoAfterTheBackendGaveUpDoesNotHideTheBlackHole)
+{
+    // The backend gives up and resets; its socket is gone, so nginx's next
+    // segment on the flow is answered by the listener, and that is the
+    // reset nginx gets (seen in the mixed scenario run).
+    Diagnoser d;
+    ResetEvent gave_up = backend_sent(3000, "TCP_STATE");
+    gave_up.stalled_retrans = 3;
+    gave_up.packets_out = 12;
+    gave_up.mss = 1448;
+    ResetEvent echo = backend_sent(3002, "TCP_FLAGS", /*LISTEN*/ 10);
+    echo.no_socket = true;
+    ResetEvent r = reused(nginx_received(3002), 5000);
+    r.since_request_ms = 1800;
+    auto result = diagnose_with(d, {gave_up, echo}, r);
+    EXPECT_EQ(result.cause, Cause::MtuBlackhole) << all_evidence(result);
+
+    // A listener's reset with no socket reset before it is still a restart.
+    Diagnoser fresh;
+    auto restart = diagnose_with(fresh, {echo}, r);
+    EXPECT_EQ(restart.cause, Cause::StaleReuse) << all_evidence(restart);
+}
+
 TEST(Diagnosis, ClientSideResetsAreNeverUpstreamFailures)
 {
     Diagnoser d;
