@@ -107,12 +107,14 @@ public:
 
     bool wants_json() const { return settings_.json; }
 
-    // `json`: the event's to_json().dump() when the caller has it (--json).
-    void event(const Event &e, const std::string *json)
+    // `json`: the event's to_json().dump(), which the caller has made for
+    // the store too; required with --json.
+    void event(const Event &e, const std::string &json)
     {
-        std::string line = json ? *json : settings_.json ? to_json(e).dump() : format_text(e);
-        line += '\n';
+        const std::string text = settings_.json ? std::string() : format_text(e);
+        const std::string &line = settings_.json ? json : text;
         std::fwrite(line.data(), 1, line.size(), stdout);
+        std::fputc('\n', stdout);
     }
 
     void tables(const AttributionTables &t)
@@ -233,7 +235,7 @@ int run_agent(const RunSettings &settings)
             std::string json;
             if (writer || reporter.wants_json())
                 json = to_json(event).dump();
-            reporter.event(event, reporter.wants_json() ? &json : nullptr);
+            reporter.event(event, json);
             if (writer)
                 writer->push(make_store_row(event, std::move(json)));  // never blocks; a full queue is counted
         }

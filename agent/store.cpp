@@ -75,6 +75,14 @@ public:
         else
             bind_text(i, s);
     }
+    // A string that outlives the statement (a name from to_string()); nullptr binds NULL.
+    void bind_static_or_null(int i, const char *s)
+    {
+        if (s)
+            sqlite3_bind_text(stmt_, i, s, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(stmt_, i);
+    }
     void bind_int(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
     void bind_real_or_null(int i, std::optional<double> v)
     {
@@ -276,8 +284,7 @@ std::unique_ptr<Store> Store::open_read_only(const std::string &path)
 size_t StoreRow::footprint() const
 {
     // Strings past the small-string buffer live on the heap; count them all.
-    return sizeof(StoreRow) + comm.size() + role.size() + direction.size() + remote.size() + cause.size() +
-           confidence.size() + time.size() + json.size();
+    return sizeof(StoreRow) + comm.size() + remote.size() + json.size();
 }
 
 StoreRow make_store_row(const Event &event, std::string json)
@@ -305,7 +312,6 @@ StoreRow make_store_row(const Event &event, std::string json)
         row.pid = o.pid;
         row.comm = o.comm;
     }
-    row.time = format_rfc3339_us(row.time_ns);
     row.json = std::move(json);
     return row;
 }
@@ -337,18 +343,18 @@ std::string Store::append(const std::vector<StoreRow> &rows)
         sqlite3_reset(st.get());
         sqlite3_clear_bindings(st.get());
         st.bind_int(1, row.time_ns);
-        st.bind_text(2, row.time);
-        st.bind_text(3, row.is_reset ? "rst" : "oom");
+        st.bind_text(2, format_rfc3339_us(row.time_ns));  // as in the JSON
+        st.bind_static_or_null(3, row.is_reset ? "rst" : "oom");
         if (row.pid) {
             st.bind_int(4, *row.pid);
             st.bind_text(5, row.comm);
         }
         if (row.is_reset) {
-            st.bind_text(6, row.role);
-            st.bind_text(7, row.direction);
+            st.bind_static_or_null(6, row.role);
+            st.bind_static_or_null(7, row.direction);
             st.bind_text_or_null(8, row.remote);
-            st.bind_text_or_null(9, row.cause);
-            st.bind_text_or_null(10, row.confidence);
+            st.bind_static_or_null(9, row.cause);
+            st.bind_static_or_null(10, row.confidence);
             st.bind_real_or_null(11, row.idle_ms);
             st.bind_real_or_null(12, row.pool_idle_ms);
         }

@@ -45,9 +45,10 @@ struct StoreRow {
     int64_t time_ns = 0;
     bool is_reset = true;  // else an OOM kill
     std::optional<uint32_t> pid;
-    std::string comm, role, direction, remote, cause, confidence;
+    std::string comm, remote;
+    // Names from to_string(): static strings, nullptr where the column is NULL.
+    const char *role = nullptr, *direction = nullptr, *cause = nullptr, *confidence = nullptr;
     std::optional<double> idle_ms, pool_idle_ms;
-    std::string time;  // RFC 3339, as in the JSON
     std::string json;
 
     // Heap bytes it holds, for the writer's queue bound.
