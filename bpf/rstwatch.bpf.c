@@ -200,10 +200,14 @@ static __always_inline __u64 ns_since_jiffies(__u32 stamp)
 	return jiffies_to_ns((__u32)((__u32)bpf_jiffies64() - stamp));
 }
 
-static __always_inline void fill_owner(struct rw_conn *conn, __u8 role)
+/* Gives `sk` socket storage owned by the current task; NULL if none could be had. */
+static __always_inline struct rw_conn *claim_for_current(struct sock *sk, __u8 role)
 {
+	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	struct rw_counters *cnt = this_cpu_counters();
 
+	if (!conn)
+		return NULL;
 	conn->owner_tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(conn->owner_comm, sizeof(conn->owner_comm));
 	conn->role = role;
@@ -211,6 +215,7 @@ static __always_inline void fill_owner(struct rw_conn *conn, __u8 role)
 	conn->created_ns = bpf_ktime_get_ns();
 	if (cnt)
 		cnt->owners_recorded++;
+	return conn;
 }
 
 /* The server a connect() goes to, from the socket's destination. */
@@ -250,17 +255,11 @@ static __always_inline int sent_by_upstream_endpoint(const struct rw_reset_recor
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct rw_conn *conn;
-
 	if (newstate != TCP_SYN_SENT || oldstate != TCP_CLOSE)
 		return 0;
 	if (!current_is_tracked() || !is_inet_tcp(sk))
 		return 0;
-	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!conn)
-		return 0;
-	fill_owner(conn, RW_ROLE_UPSTREAM);
-	if (emit_peer_resets)
+	if (claim_for_current(sk, RW_ROLE_UPSTREAM) && emit_peer_resets)
 		remember_upstream_endpoint(sk);
 	return 0;
 }
@@ -276,17 +275,12 @@ int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	struct rw_conn *conn;
-
 	if (ret <= 0)
 		return 0;
 	if (sk->sk_bpf_storage && bpf_sk_storage_get(&conns, sk, NULL, 0))
 		return 0;
-	if (!current_is_tracked() || !is_inet_tcp(sk))
-		return 0;
-	conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	if (conn)
-		fill_owner(conn, RW_ROLE_DOWNSTREAM);
+	if (current_is_tracked() && is_inet_tcp(sk))
+		claim_for_current(sk, RW_ROLE_DOWNSTREAM);
 	return 0;
 }
 
