@@ -5,12 +5,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <set>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 
 namespace rstwatch {
 

@@ -2,13 +2,12 @@
 
 #include <bpf/bpf.h>
 #include <netinet/in.h>
-#include <linux/tcp.h>  // tcp_info with tcpi_bytes_sent (glibc's lacks it)
+#include <netinet/tcp.h>  // tcp_info
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <set>
