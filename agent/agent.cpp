@@ -264,6 +264,7 @@ int run_agent(const RunSettings &settings)
     options.filter = settings.filter;
     options.ring_buffer_bytes = settings.ring_buffer_kb * 1024;
     options.ttl_evidence = settings.ttl_evidence;
+    options.max_connections = settings.max_connections;
     install_signal_handlers();
     BpfSession session(options, kernel, on_record);
     RingFill ring_fill(session.records_map_fd(), options.ring_buffer_bytes);
@@ -291,15 +292,16 @@ int run_agent(const RunSettings &settings)
     LostTotals logged_lost;
     auto last_lost_log = clock::now();
     auto publish_lost = [&] {
-        LostTotals lost{session.counters().records_lost, decode_errors, writer ? writer->stats().lost() : 0};
+        BpfCounters bpf = session.counters();
+        LostTotals lost{bpf.records_lost, decode_errors, writer ? writer->stats().lost() : 0, bpf.owners_dropped};
         metrics.set_lost(lost);
         set_lost_of(tables);
         bool grew = lost.ring_buffer > logged_lost.ring_buffer || lost.consumer > logged_lost.consumer ||
-                    lost.store > logged_lost.store;
+                    lost.store > logged_lost.store || lost.owners > logged_lost.owners;
         if (grew && clock::now() - last_lost_log >= std::chrono::seconds(10)) {
             spdlog::warn("lost events so far: ring buffer full {} (raise --ring-buffer-kb), undecodable {}, "
-                         "not stored {}",
-                         lost.ring_buffer, lost.consumer, lost.store);
+                         "not stored {}; connections without owner (owner table full, raise --max-connections) {}",
+                         lost.ring_buffer, lost.consumer, lost.store, lost.owners);
             logged_lost = lost;
             last_lost_log = clock::now();
         }
@@ -362,6 +364,9 @@ int run_agent(const RunSettings &settings)
     BpfCounters counters = session.counters();
     if (counters.records_lost)
         spdlog::warn("{} records lost: the ring buffer was full (raise --ring-buffer-kb)", counters.records_lost);
+    if (counters.owners_dropped)
+        spdlog::warn("{} connections got no owner: the owner table was full (raise --max-connections)",
+                     counters.owners_dropped);
     if (writer) {
         StoreWriterStats s = writer->stats();
         spdlog::info("store {}: {} records written{}", writer->path(), s.written,

@@ -83,6 +83,12 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
             return {};
         })
         ->group("Advanced");
+    run_cmd->add_option("--max-connections", run.max_connections,
+                        "Connections of tracked processes open at once that can have an owner (kernel memory "
+                        "is used only for those open)")
+        ->check(CLI::Range(1024u, 1u << 24))
+        ->capture_default_str()
+        ->group("Advanced");
 
     std::string socket_path = kDefaultSocketPath, store_path = kDefaultStorePath, metrics;
     run_cmd->add_option("--socket", socket_path, "Control socket for `rstwatch dump` (\"none\": no socket)")

@@ -106,6 +106,8 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
 
     if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
         throw FatalError("cannot size the ring buffer: " + errno_text(err));
+    if (int err = bpf_map__set_max_entries(skel_->maps.conns, options.max_connections))
+        throw FatalError("cannot size the owner table: " + errno_text(err));
 
     // Probe before load and switch off what the kernel cannot attach,
     // rather than failing: only the reset hooks are indispensable.
@@ -115,6 +117,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, "tcp_receive_reset", nullptr, true, ""},
         {p->on_tcp_send_reset, &l->on_tcp_send_reset, "tcp_send_reset", nullptr, true, ""},
         {p->on_inet_sock_set_state, &l->on_inet_sock_set_state, "inet_sock_set_state", nullptr, true, ""},
+        {p->on_tcp_destroy_sock, &l->on_tcp_destroy_sock, "tcp_destroy_sock", nullptr, true, ""},
         {p->on_sock_recv_length, &l->on_sock_recv_length, "sock_recv_length", nullptr, false,
          "owners of accepted (client) connections are unknown (needs Linux 6.3+)"},
         {p->on_tcp_probe, &l->on_tcp_probe, "tcp_probe", nullptr, false,
@@ -133,7 +136,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
             continue;
         if (need.required)
             throw FatalError(std::string("the kernel lacks the tracepoint ") + need.tracepoint,
-                             "rstwatch needs tcp:tcp_receive_reset, tcp:tcp_send_reset and "
+                             "rstwatch needs tcp:tcp_receive_reset, tcp:tcp_send_reset, tcp:tcp_destroy_sock and "
                              "sock:inet_sock_set_state with BTF (Linux 4.16+, CONFIG_DEBUG_INFO_BTF=y)");
         bpf_program__set_autoload(need.prog, false);
         disabled_.push_back(bpf_program__name(need.prog));
@@ -208,6 +211,7 @@ BpfCounters BpfSession::counters() const
         total.records_emitted += c.records_emitted;
         total.records_lost += c.records_lost;
         total.owners_recorded += c.owners_recorded;
+        total.owners_dropped += c.owners_dropped;
     }
     return total;
 }

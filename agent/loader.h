@@ -27,12 +27,15 @@ struct LoaderOptions {
     // reset from the backend's, at one program run per received segment.
     bool ttl_evidence = false;
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
+    // Connections owned at once by tracked processes; past it, new ones get no owner (counted).
+    uint32_t max_connections = 65536;  // RW_MAX_CONNS
 };
 
 struct BpfCounters {
     uint64_t records_emitted = 0;
     uint64_t records_lost = 0;  // the ring buffer was full
     uint64_t owners_recorded = 0;
+    uint64_t owners_dropped = 0;
 };
 
 class BpfSession {

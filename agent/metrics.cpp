@@ -112,6 +112,9 @@ std::string Metrics::render(uint64_t rss_bytes) const
     out += "rstwatch_lost_events_total{where=\"ring_buffer\"} " + std::to_string(lost_.ring_buffer) + "\n";
     out += "rstwatch_lost_events_total{where=\"consumer\"} " + std::to_string(lost_.consumer) + "\n";
     out += "rstwatch_lost_events_total{where=\"store\"} " + std::to_string(lost_.store) + "\n";
+    header(out, "rstwatch_unowned_connections_total", "counter",
+           "Connections of tracked processes that got no owner because the owner table was full (--max-connections).");
+    out += "rstwatch_unowned_connections_total " + std::to_string(lost_.owners) + "\n";
     header(out, "rstwatch_ring_buffer_fill_ratio", "gauge",
            "Share of the BPF ring buffer holding unconsumed records, sampled at each poll.");
     out += "rstwatch_ring_buffer_fill_ratio " + number(ring_fill_) + "\n";

@@ -135,18 +135,25 @@ void seed_process(int map_fd, int endpoints_fd, uint32_t pid, const std::string 
         std::strncpy(value.owner_comm, comm.c_str(), sizeof(value.owner_comm) - 1);
         value.role = listening_ports.count(c.port) ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
         value.flags = RW_CONN_SEEDED;
-        int key = c.fd->get();
+        // The owner table's key; asking for it also makes the kernel give
+        // the socket its cookie, which the BPF side reads directly.
+        __u64 cookie = 0;
+        socklen_t cookie_len = sizeof(cookie);
+        if (getsockopt(c.fd->get(), SOL_SOCKET, SO_COOKIE, &cookie, &cookie_len) != 0) {
+            report.problems.push_back("pid " + std::to_string(pid) + ": SO_COOKIE: " + std::strerror(errno));
+            continue;
+        }
         rw_endpoint server{};
-        if (value.role == RW_ROLE_UPSTREAM && endpoint(key, true, server.addr, server.port, server.family)) {
+        if (value.role == RW_ROLE_UPSTREAM && endpoint(c.fd->get(), true, server.addr, server.port, server.family)) {
             const __u8 one = 1;
             bpf_map_update_elem(endpoints_fd, &server, &one, BPF_ANY);
         }
-        if (bpf_map_update_elem(map_fd, &key, &value, BPF_NOEXIST) == 0)
+        if (bpf_map_update_elem(map_fd, &cookie, &value, BPF_NOEXIST) == 0)
             report.seeded++;
         else if (errno == EEXIST)
             report.already_known++;
         else
-            report.problems.push_back("pid " + std::to_string(pid) + ": socket storage update: " +
+            report.problems.push_back("pid " + std::to_string(pid) + ": owner table update: " +
                                       std::strerror(errno));
     }
 }

@@ -15,6 +15,7 @@
  *   tcp_receive_reset    a reset arrived on a tracked socket
  *   tcp_send_reset       a reset left a tracked socket, or an untracked one
  *                        on an upstream server (the backend's side: evidence)
+ *   tcp_destroy_sock     the socket is gone: so is its owner
  *   oom/mark_victim      the OOM killer chose a victim (and its memory cgroup)
  *   tcp_probe            only with --ttl-evidence: TTL of the peer's data and
  *                        of a reset, to tell a middlebox from the backend
@@ -51,10 +52,20 @@ struct {
 	__uint(max_entries, 1 << 22); /* resized by the agent before load */
 } records SEC(".maps");
 
+/*
+ * Owners, keyed by socket cookie, deleted when the socket is destroyed.
+ * Not socket-local storage: that allocates twice per socket with memcg
+ * charging and frees through RCU, about 1.1 µs per upstream connection,
+ * which alone is the whole budget of a proxy that connects per request.
+ * An entry here comes from the map's per-CPU cache (bpf_mem_alloc).
+ * Cookies are never reused, so a stale entry can never be taken for a new
+ * socket's owner; user space can key by them too (SO_COOKIE) when seeding.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(max_entries, RW_MAX_CONNS); /* resized by the agent before load */
+	__type(key, __u64);
 	__type(value, struct rw_conn);
 } conns SEC(".maps");
 
@@ -200,22 +211,43 @@ static __always_inline __u64 ns_since_jiffies(__u32 stamp)
 	return jiffies_to_ns((__u32)((__u32)bpf_jiffies64() - stamp));
 }
 
-/* Gives `sk` socket storage owned by the current task; NULL if none could be had. */
-static __always_inline struct rw_conn *claim_for_current(struct sock *sk, __u8 role)
+/*
+ * The socket's cookie if it has one yet, without generating it: a direct
+ * load. The kernel makes cookies on demand, and every claimed socket got
+ * one when it was claimed, so no cookie means no owner.
+ */
+static __always_inline __u64 cookie_if_any(const struct sock *sk)
 {
-	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	struct rw_counters *cnt = this_cpu_counters();
+	return sk->__sk_common.skc_cookie.counter;
+}
 
-	if (!conn)
-		return NULL;
-	conn->owner_tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(conn->owner_comm, sizeof(conn->owner_comm));
-	conn->role = role;
-	conn->flags = 0;
-	conn->created_ns = bpf_ktime_get_ns();
-	if (cnt)
-		cnt->owners_recorded++;
-	return conn;
+static __always_inline struct rw_conn *conn_of(const struct sock *sk)
+{
+	__u64 cookie = cookie_if_any(sk);
+
+	return cookie ? bpf_map_lookup_elem(&conns, &cookie) : NULL;
+}
+
+/* Records the current task as the owner of `sk`; false if the table is full. */
+static __always_inline int claim_for_current(struct sock *sk, __u8 role)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct rw_counters *cnt = this_cpu_counters();
+	struct rw_conn conn = {};
+	int err;
+
+	conn.owner_tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(conn.owner_comm, sizeof(conn.owner_comm));
+	conn.role = role;
+	conn.created_ns = bpf_ktime_get_ns();
+	err = bpf_map_update_elem(&conns, &cookie, &conn, BPF_ANY);
+	if (cnt) {
+		if (err)
+			cnt->owners_dropped++;
+		else
+			cnt->owners_recorded++;
+	}
+	return !err;
 }
 
 /* The server a connect() goes to, from the socket's destination. */
@@ -277,7 +309,7 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 {
 	if (ret <= 0)
 		return 0;
-	if (sk->sk_bpf_storage && bpf_sk_storage_get(&conns, sk, NULL, 0))
+	if (conn_of(sk))
 		return 0;
 	if (current_is_tracked() && is_inet_tcp(sk))
 		claim_for_current(sk, RW_ROLE_DOWNSTREAM);
@@ -310,12 +342,9 @@ static __always_inline __u8 ttl_of(const struct sk_buff *skb)
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
-	struct rw_conn *conn;
+	struct rw_conn *conn = conn_of(sk);
 	__u8 flags;
 
-	if (!sk->sk_bpf_storage)
-		return 0;
-	conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	if (!conn)
 		return 0;
 	/*
@@ -483,7 +512,7 @@ static __always_inline void fill_current(struct rw_reset_record *rec)
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	struct rw_conn *conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	struct rw_conn *conn = conn_of(sk);
 	struct rw_reset_record *rec;
 
 	if (!conn && !track_all_tasks)
@@ -509,7 +538,7 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	__u32 zero = 0;
 
 	if (full)
-		conn = bpf_sk_storage_get(&conns, sk, NULL, 0);
+		conn = conn_of(sk);
 	/* Resets of untracked sockets are evidence only when they left an upstream server. */
 	if (!conn && !emit_peer_resets && !track_all_tasks)
 		return 0;
@@ -539,6 +568,22 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 		return 0;
 	fill_current(rec);
 	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), wakeup_flags()) == 0);
+	return 0;
+}
+
+/*
+ * The owner goes with the socket. Not at TCP_CLOSE: a close with
+ * SO_LINGER 0 reaches TCP_CLOSE before its reset is traced, and that reset
+ * must still find its owner. Sockets without a cookie (most of the host's)
+ * leave at one load.
+ */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(on_tcp_destroy_sock, struct sock *sk)
+{
+	__u64 cookie = cookie_if_any(sk);
+
+	if (cookie)
+		bpf_map_delete_elem(&conns, &cookie);
 	return 0;
 }
 

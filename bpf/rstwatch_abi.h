@@ -18,6 +18,7 @@
 #define RW_COMM_LEN 16
 #define RW_MAX_COMMS 8
 #define RW_MAX_PIDS 8
+#define RW_MAX_CONNS 65536      /* owner table entries by default (--max-connections) */
 #define RW_CGROUP_LEVELS 8     /* path components kept, leaf first */
 #define RW_CGROUP_NAME_LEN 96    /* fits docker-<64 hex>.scope */
 
@@ -46,10 +47,10 @@ enum rw_conn_flags {
 };
 
 /*
- * Who owns a connection, in BPF_MAP_TYPE_SK_STORAGE (the kernel frees it
- * with the socket): recorded when the owner itself touches the socket, at
- * connect() or at its first recv() of an accepted socket, and by the agent
- * for connections that predate it.
+ * Who owns a connection, in a hash keyed by socket cookie (deleted when the
+ * socket is destroyed): recorded when the owner itself touches the socket,
+ * at connect() or at its first recv() of an accepted socket, and by the
+ * agent for connections that predate it.
  *
  * Nothing here changes while the connection carries traffic: request turns,
  * idle times and byte counts are read from the tcp_sock when a reset
@@ -170,7 +171,7 @@ struct rw_counters {
 	__u64 records_emitted;
 	__u64 records_lost;      /* bpf_ringbuf_reserve failed: ring buffer full */
 	__u64 owners_recorded;   /* sockets given an owner by the BPF side */
-	__u64 pad0;
+	__u64 owners_dropped;    /* ... that could not be: the owner table was full */
 };
 
 #endif /* RSTWATCH_ABI_H */

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <bpf/bpf.h>
+
 #include "decode.h"
 #include "kernel_features.h"
 #include "loader.h"
@@ -32,9 +34,10 @@ public:
     // peer_resets: also the resets of untracked sockets (other processes'
     // too), which the agent uses as evidence.
     // ttl_evidence: attach tcp:tcp_probe too (rstwatch run --ttl-evidence).
-    explicit Collector(uint32_t ring_buffer_bytes = 1u << 20, bool peer_resets = true, bool ttl_evidence = false)
+    explicit Collector(uint32_t ring_buffer_bytes = 1u << 20, bool peer_resets = true, bool ttl_evidence = false,
+                       uint32_t max_connections = 65536)
         : reasons_(ResetReasonNames::load_from_tracefs(nullptr)),
-          session_(options(ring_buffer_bytes, peer_resets, ttl_evidence), running_kernel(),
+          session_(options(ring_buffer_bytes, peer_resets, ttl_evidence, max_connections), running_kernel(),
                    [this](std::span<const uint8_t> bytes) { on_record(bytes); })
     {
     }
@@ -70,13 +73,27 @@ public:
     }
 
     BpfSession &session() { return session_; }
+
+    // Entries in the owner table now.
+    size_t owned_connections() const
+    {
+        size_t n = 0;
+        __u64 key = 0, next = 0;
+        for (const void *prev = nullptr; bpf_map_get_next_key(session_.conns_map_fd(), prev, &next) == 0; prev = &key) {
+            key = next;
+            n++;
+        }
+        return n;
+    }
     size_t decode_errors() const { return decode_errors_; }
     size_t received_count() const { return resets_.size(); }
 
 private:
-    static LoaderOptions options(uint32_t ring_buffer_bytes, bool peer_resets, bool ttl_evidence)
+    static LoaderOptions options(uint32_t ring_buffer_bytes, bool peer_resets, bool ttl_evidence,
+                                 uint32_t max_connections)
     {
         LoaderOptions o;
+        o.max_connections = max_connections;
         o.emit_peer_resets = peer_resets;
         o.ttl_evidence = ttl_evidence;
         o.filter = self_filter();
@@ -394,4 +411,75 @@ TEST(BpfSession, ResetsOfUntrackedFlowsStayOutOfTheRingBuffer)
     waitpid(child, nullptr, 0);
     collector.session().poll(100);
     EXPECT_EQ(collector.received_count(), 0u) << "seen:" << collector.describe();
+}
+
+// Owners live in a table keyed by socket cookie: each one must leave with
+// its socket, however the connection ends, or the table fills on a busy host.
+TEST(BpfSession, OwnersLeaveTheTableWithTheirSockets)
+{
+    REQUIRE_ROOT();
+    Collector collector;
+    const size_t before = collector.owned_connections();
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    const int connections = 200;
+    for (int i = 0; i < connections; i++) {
+        int client = rwtest::connect_to(false, rwtest::port_of(listener));
+        ASSERT_GE(client, 0);
+        int accepted = accept(listener, nullptr, nullptr);
+        ASSERT_GE(accepted, 0);
+        // The accepted side is claimed at its first read of data.
+        char buf[4];
+        ASSERT_EQ(write(client, "GET", 3), 3);
+        ASSERT_EQ(read(accepted, buf, sizeof(buf)), 3);
+        // Every other connection ends with a reset, the others with FINs.
+        if (i % 2)
+            rwtest::close_with_reset(client);
+        else
+            close(client);
+        close(accepted);
+    }
+    close(listener);
+    BpfCounters counters = collector.session().counters();
+    EXPECT_GE(counters.owners_recorded, 2u * connections);
+    EXPECT_EQ(counters.owners_dropped, 0u);
+    // Closed sockets go at once on loopback (TIME_WAIT is a minisock).
+    size_t left = collector.owned_connections();
+    for (int i = 0; i < 50 && left > before; i++) {
+        std::this_thread::sleep_for(20ms);
+        left = collector.owned_connections();
+    }
+    EXPECT_EQ(left, before) << "owners outlived their sockets";
+}
+
+TEST(BpfSession, FullOwnerTableIsCountedAndOlderOwnersStay)
+{
+    REQUIRE_ROOT();
+    const uint32_t table = 64;
+    Collector collector(1u << 20, /*peer_resets=*/true, /*ttl_evidence=*/false, table);
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    std::vector<int> fds;
+    for (uint32_t i = 0; i < table + 16; i++) {
+        int client = rwtest::connect_to(false, rwtest::port_of(listener));
+        ASSERT_GE(client, 0);
+        fds.push_back(client);
+        fds.push_back(accept(listener, nullptr, nullptr));
+    }
+    BpfCounters counters = collector.session().counters();
+    EXPECT_EQ(counters.owners_recorded, table);
+    EXPECT_EQ(counters.owners_dropped, 16u);
+
+    // The first connection still has its owner when it is reset.
+    const std::string local = rwtest::endpoint_of(fds[0], false);
+    rwtest::close_with_reset(fds[1]);
+    auto received = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == local;
+    });
+    ASSERT_TRUE(received) << "seen:" << collector.describe();
+    EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
+    for (size_t i = 0; i < fds.size(); i++)
+        if (i != 1)
+            close(fds[i]);
+    close(listener);
 }
