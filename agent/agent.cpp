@@ -265,13 +265,14 @@ int run_agent(const RunSettings &settings)
     options.ring_buffer_bytes = settings.ring_buffer_kb * 1024;
     options.ttl_evidence = settings.ttl_evidence;
     options.max_connections = settings.max_connections;
+    options.client_workers = settings.client_workers;
     install_signal_handlers();
     BpfSession session(options, kernel, on_record);
     RingFill ring_fill(session.records_map_fd(), options.ring_buffer_bytes);
     if (!ring_fill.ok())
         spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");
 
-    SeedReport seed = seed_existing_connections(session.conns_map_fd(), session.endpoints_map_fd(), settings.filter);
+    SeedReport seed = seed_existing_connections(session.seed_maps(), settings.filter);
     for (const auto &problem : seed.problems)
         spdlog::warn("seeding: {}", problem);
     std::string what = settings.filter.all ? std::string("every process") : std::string();
@@ -279,8 +280,9 @@ int run_agent(const RunSettings &settings)
         what += (what.empty() ? "comm " : ", comm ") + c;
     for (auto p : settings.filter.pids)
         what += (what.empty() ? "pid " : ", pid ") + std::to_string(p) + " and children";
-    spdlog::info("attached to {} tracepoints; tracking {}; {} existing connections of {} processes seeded",
-                 session.attached_programs().size(), what, seed.seeded, seed.processes);
+    spdlog::info("attached to {} tracepoints; tracking {}; {} existing connections and {} listening sockets "
+                 "of {} processes seeded",
+                 session.attached_programs().size(), what, seed.seeded, seed.listeners, seed.processes);
 
     using clock = std::chrono::steady_clock;
     const auto deadline = settings.duration_s

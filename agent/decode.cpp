@@ -96,6 +96,8 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
     }
     e.owner_known = r.flags & RW_RST_OWNER_KNOWN;
     e.owner_seeded = r.flags & RW_RST_SEEDED;
+    e.owner_listener = r.flags & RW_RST_OWNER_LISTENER;
+    e.owner_holder = r.flags & RW_RST_OWNER_HOLDER;
     if (e.owner_known) {
         e.pid = r.owner_tgid;
         e.comm = comm_string(r.owner_comm);

@@ -107,6 +107,9 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.pid = number_or<uint32_t>(j, "pid", 0);
     e.comm = string_or_empty(j, "comm");
     e.owner_seeded = j.value("owner_seeded", false);
+    const std::string via = string_or_empty(j, "owner_via");
+    e.owner_listener = !via.empty();
+    e.owner_holder = via == "holder";
     if (auto it = j.find("on_cpu"); it != j.end() && it->is_object()) {
         e.current_pid = number_or<uint32_t>(*it, "pid", 0);
         e.current_comm = string_or_empty(*it, "comm");

@@ -89,6 +89,8 @@ std::string text_line(const ResetEvent &e)
     }
     if (e.owner_seeded)
         line += " seeded";
+    if (e.owner_listener)
+        line += e.owner_holder ? " owner_via=holder" : " owner_via=listener";
     if (e.diagnosis) {
         // The verdict on the event's line; what it rests on and what to
         // change on indented lines below it.
@@ -175,6 +177,9 @@ nlohmann::json to_json(const ResetEvent &e)
     j["pid"] = e.owner_known ? nlohmann::json(e.pid) : nlohmann::json(nullptr);
     j["comm"] = e.owner_known ? nlohmann::json(e.comm) : nlohmann::json(nullptr);
     j["owner_seeded"] = e.owner_seeded;
+    // How the owner of an unclaimed client connection was found.
+    if (e.owner_listener)
+        j["owner_via"] = e.owner_holder ? "holder" : "listener";
     j["role"] = to_string(e.role);
     j["family"] = e.ipv6 ? "ipv6" : "ipv4";
     j["local"] = e.local;

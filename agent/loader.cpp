@@ -119,7 +119,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         {p->on_inet_sock_set_state, &l->on_inet_sock_set_state, "inet_sock_set_state", nullptr, true, ""},
         {p->on_tcp_destroy_sock, &l->on_tcp_destroy_sock, "tcp_destroy_sock", nullptr, true, ""},
         {p->on_sock_recv_length, &l->on_sock_recv_length, "sock_recv_length", nullptr, false,
-         "owners of accepted (client) connections are unknown (needs Linux 6.3+)"},
+         "resets of client connections name the listening process, not the worker (needs Linux 6.3+)"},
         {p->on_tcp_probe, &l->on_tcp_probe, "tcp_probe", nullptr, false,
          "the TTL of resets is unknown: middlebox resets cannot be told apart"},
         {p->on_mark_victim, &l->on_mark_victim, "mark_victim", "oom", false, "OOM kills are not reported"},
@@ -127,6 +127,8 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     // A per-segment hook: only when asked for (see LoaderOptions::ttl_evidence).
     if (!options.ttl_evidence)
         bpf_program__set_autoload(p->on_tcp_probe, false);
+    if (!options.client_workers)  // per recv(): also only when asked for
+        bpf_program__set_autoload(p->on_sock_recv_length, false);
     for (const auto &need : needs) {
         if (!bpf_program__autoload(need.prog))
             continue;
@@ -219,6 +221,11 @@ BpfCounters BpfSession::counters() const
 int BpfSession::conns_map_fd() const { return bpf_map__fd(skel_->maps.conns); }
 
 int BpfSession::endpoints_map_fd() const { return bpf_map__fd(skel_->maps.upstream_endpoints); }
+
+SeedMaps BpfSession::seed_maps() const
+{
+    return {conns_map_fd(), endpoints_map_fd(), bpf_map__fd(skel_->maps.listeners)};
+}
 
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }
 

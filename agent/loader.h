@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "seed.h"
 #include "tracking_filter.h"
 
 struct rstwatch_bpf;
@@ -26,6 +27,12 @@ struct LoaderOptions {
     // TTL of the peer's data and of resets (tcp:tcp_probe): tells a middlebox's
     // reset from the backend's, at one program run per received segment.
     bool ttl_evidence = false;
+    // The worker of each client (accepted) connection, claimed at its first
+    // recv() (sock:sock_recv_length): one program run per recv() on the
+    // host, several per proxied request. Without it a client connection's
+    // reset names the listening process (nginx's master), or the worker
+    // when the worker itself sent the reset from close().
+    bool client_workers = false;
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
     // Connections owned at once by tracked processes; past it, new ones get no owner (counted).
     uint32_t max_connections = 65536;  // RW_MAX_CONNS
@@ -58,6 +65,7 @@ public:
     BpfCounters counters() const;
     int conns_map_fd() const;
     int endpoints_map_fd() const;
+    SeedMaps seed_maps() const;
     // The ring buffer map (for its fill level, ring_fill.h).
     int records_map_fd() const;
     const std::vector<std::string> &attached_programs() const { return attached_; }

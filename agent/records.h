@@ -59,6 +59,11 @@ struct ResetEvent {
 
     bool owner_known = false; // false: no tracked owner (peer evidence or --all)
     bool owner_seeded = false;
+    // A client connection nobody claimed (no --client-workers): pid/comm is
+    // the process listening (nginx's master), or with owner_holder the
+    // worker that held the socket at the reset (its close() sent it, say).
+    bool owner_listener = false;
+    bool owner_holder = false;
     uint32_t pid = 0;         // the socket's owner (nginx worker), not the CPU's task
     std::string comm;
 

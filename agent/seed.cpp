@@ -9,8 +9,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
 #include "procfs.h"
 
@@ -89,9 +91,17 @@ struct Candidate {
     int port;
 };
 
+// A listening socket and the tracked processes holding it (fork shares it).
+struct ListenerHolders {
+    std::vector<std::pair<uint32_t, uint32_t>> pid_ppid;
+    std::string top_comm;
+};
+using Listeners = std::map<std::tuple<__u16, __u16, std::string>, ListenerHolders>;
+
 constexpr uint8_t kTcpClose = 7;  // include/net/tcp_states.h
 
-void seed_process(int map_fd, int endpoints_fd, uint32_t pid, const std::string &comm, SeedReport &report)
+void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::string &comm,
+                  Listeners &listeners, SeedReport &report)
 {
     Fd pidfd(pidfd_open(static_cast<pid_t>(pid)));
     if (!pidfd.valid()) {
@@ -120,6 +130,13 @@ void seed_process(int map_fd, int endpoints_fd, uint32_t pid, const std::string 
         int port = local_port(dup->get());
         if (int_sockopt(dup->get(), SOL_SOCKET, SO_ACCEPTCONN) == 1) {
             listening_ports.insert(port);
+            rw_endpoint bound{};
+            if (endpoint(dup->get(), false, bound.addr, bound.port, bound.family)) {
+                auto &holders = listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}];
+                holders.pid_ppid.emplace_back(pid, ppid);
+                if (holders.top_comm.empty())
+                    holders.top_comm = comm;
+            }
             continue;
         }
         tcp_info info{};
@@ -146,9 +163,9 @@ void seed_process(int map_fd, int endpoints_fd, uint32_t pid, const std::string 
         rw_endpoint server{};
         if (value.role == RW_ROLE_UPSTREAM && endpoint(c.fd->get(), true, server.addr, server.port, server.family)) {
             const __u8 one = 1;
-            bpf_map_update_elem(endpoints_fd, &server, &one, BPF_ANY);
+            bpf_map_update_elem(maps.upstream_endpoints, &server, &one, BPF_ANY);
         }
-        if (bpf_map_update_elem(map_fd, &cookie, &value, BPF_NOEXIST) == 0)
+        if (bpf_map_update_elem(maps.conns, &cookie, &value, BPF_NOEXIST) == 0)
             report.seeded++;
         else if (errno == EEXIST)
             report.already_known++;
@@ -158,18 +175,51 @@ void seed_process(int map_fd, int endpoints_fd, uint32_t pid, const std::string 
     }
 }
 
+// The listener's owner is the holder whose parent does not hold it too:
+// nginx's master, which opened it before forking the workers.
+void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport &report)
+{
+    for (const auto &[key, holders] : listeners) {
+        const auto &[family, port, addr] = key;
+        std::set<uint32_t> pids;
+        for (const auto &[pid, ppid] : holders.pid_ppid)
+            pids.insert(pid);
+        uint32_t top = holders.pid_ppid.front().first;
+        for (const auto &[pid, ppid] : holders.pid_ppid)
+            if (!pids.count(ppid)) {
+                top = pid;
+                break;
+            }
+        rw_endpoint bound{};
+        bound.family = family;
+        bound.port = port;
+        std::memcpy(bound.addr, addr.data(), sizeof(bound.addr));
+        rw_listener owner{};
+        owner.owner_tgid = top;
+        auto comm = procfs::comm(top);
+        std::strncpy(owner.owner_comm, comm ? comm->c_str() : holders.top_comm.c_str(), sizeof(owner.owner_comm) - 1);
+        // A listen() since attach already recorded its caller: keep it.
+        if (bpf_map_update_elem(maps.listeners, &bound, &owner, BPF_NOEXIST) == 0 || errno == EEXIST)
+            report.listeners++;
+        else
+            report.problems.push_back("listener table update: " + std::string(std::strerror(errno)));
+    }
+}
+
 }  // namespace
 
-SeedReport seed_existing_connections(int conns_map_fd, int endpoints_map_fd, const TrackingFilter &filter)
+SeedReport seed_existing_connections(const SeedMaps &maps, const TrackingFilter &filter)
 {
     SeedReport report;
+    Listeners listeners;
     for (uint32_t pid : procfs::list_pids()) {
         auto comm = procfs::comm(pid);
         auto ppid = procfs::parent_pid(pid);
         if (!comm || !ppid || !filter.matches(pid, *ppid, *comm))
             continue;
-        seed_process(conns_map_fd, endpoints_map_fd, pid, *comm, report);
+        seed_process(maps, pid, *ppid, *comm, listeners, report);
     }
+    seed_listeners(maps, listeners, report);
     return report;
 }
 

@@ -15,15 +15,25 @@ struct SeedReport {
     size_t processes = 0;      // tracked processes scanned
     size_t seeded = 0;         // TCP connections given their owner
     size_t already_known = 0;  // claimed by the BPF side since attach
+    size_t listeners = 0;      // listening sockets: their accepted connections are downstream
     std::vector<std::string> problems;  // per-process failures, for the log
 };
 
+// The BPF maps seeding writes (BpfSession::seed_maps()).
+struct SeedMaps {
+    int conns = -1;               // owner by socket cookie
+    int upstream_endpoints = -1;  // servers tracked processes connect to
+    int listeners = -1;           // sockets tracked processes listen on
+};
+
 // For every process the filter tracks, duplicates its TCP sockets with
-// pidfd_getfd(2) and writes the owner into the socket-storage map, keyed by
-// the duplicate fd (the kernel resolves it to the same socket). Call after
-// attaching, so that nothing opened in between is missed; existing entries
-// are never overwritten. Each upstream connection's server goes into the
-// endpoints map, so that the backend's resets are recognised as evidence.
-SeedReport seed_existing_connections(int conns_map_fd, int endpoints_map_fd, const TrackingFilter &filter);
+// pidfd_getfd(2) and writes the owner into the owner table, keyed by the
+// socket's cookie (SO_COOKIE). Call after attaching, so that nothing
+// opened in between is missed; existing entries are never overwritten.
+// Each upstream connection's server goes into the endpoints map, so that
+// the backend's resets are recognised as evidence, and each listening
+// socket into the listeners map, owned by the top of the process family
+// holding it (nginx's master, not the workers that inherited it).
+SeedReport seed_existing_connections(const SeedMaps &maps, const TrackingFilter &filter);
 
 }  // namespace rstwatch

@@ -26,3 +26,6 @@ int floor_tcp_receive_reset(void *ctx) { return 0; }
 
 SEC("tp_btf/tcp_send_reset")
 int floor_tcp_send_reset(void *ctx) { return 0; }
+
+SEC("tp_btf/tcp_destroy_sock")
+int floor_tcp_destroy_sock(void *ctx) { return 0; }

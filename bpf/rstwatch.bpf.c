@@ -87,7 +87,19 @@ struct {
 	__type(value, __u8);
 } upstream_endpoints SEC(".maps");
 
-/* A sent reset is assembled here before we know whether it is wanted. */
+/*
+ * Sockets tracked processes listen on (nginx's master opens them): a reset
+ * on a connection accepted from one is downstream, owned by that process
+ * family even when no worker claimed it (see on_sock_recv_length).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct rw_endpoint);
+	__type(value, struct rw_listener);
+} listeners SEC(".maps");
+
+/* A reset is assembled here before we know whether it is wanted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -278,31 +290,56 @@ static __always_inline int sent_by_upstream_endpoint(const struct rw_reset_recor
 	return bpf_map_lookup_elem(&upstream_endpoints, &ep) != NULL;
 }
 
+/* The process calling listen() on `sk`, bound already. */
+static __always_inline void remember_listener(const struct sock *sk)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+	struct rw_endpoint ep = {};
+	struct rw_listener owner = {};
+
+	ep.family = skc->skc_family;
+	ep.port = skc->skc_num;
+	if (ep.family == AF_INET)
+		__builtin_memcpy(ep.addr, &skc->skc_rcv_saddr, 4);
+	else
+		__builtin_memcpy(ep.addr, &skc->skc_v6_rcv_saddr, 16);
+	owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(owner.owner_comm, sizeof(owner.owner_comm));
+	bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY);
+}
+
 /*
- * connect() moves CLOSE -> SYN_SENT in the caller's context, with the
- * destination already set. Every other transition, and every connect() of
- * an untracked process, leaves at the first compares: this tracepoint fires
- * about ten times per connection, for every TCP connection on the host.
+ * connect() moves CLOSE -> SYN_SENT and listen() CLOSE -> LISTEN in the
+ * caller's context, with the addresses already set. Every other transition
+ * leaves at the first compare: this tracepoint fires about ten times per
+ * connection, for every TCP connection on the host.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_SYN_SENT || oldstate != TCP_CLOSE)
+	if (oldstate != TCP_CLOSE)
+		return 0;
+	if (newstate != TCP_SYN_SENT && newstate != TCP_LISTEN)
 		return 0;
 	if (!current_is_tracked() || !is_inet_tcp(sk))
 		return 0;
-	if (claim_for_current(sk, RW_ROLE_UPSTREAM) && emit_peer_resets)
+	if (newstate == TCP_LISTEN)
+		remember_listener(sk);
+	else if (claim_for_current(sk, RW_ROLE_UPSTREAM) && emit_peer_resets)
 		remember_upstream_endpoint(sk);
 	return 0;
 }
 
 /*
- * An accepted socket is claimed the first time its owner reads from it.
- * No hook runs in the acceptor at accept() here: no kprobes or fentry, and
- * the syscall tracepoints would put every syscall on the host on the
- * tracing slow path. This program runs for every recv() on the host, so it
- * leaves early: on nothing read (nginx reads until EAGAIN), on sockets
- * already claimed, on untracked callers.
+ * Only with --client-workers (the agent leaves it unloaded otherwise): an
+ * accepted socket is claimed the first time its owner reads from it, so a
+ * reset on a client connection names the worker, not only the listening
+ * process. No hook runs in the acceptor at accept() here: no kprobes or
+ * fentry, and the syscall tracepoints would put every syscall on the host
+ * on the tracing slow path. This program runs for every recv() on the
+ * host, several times per proxied request, so it leaves early: on nothing
+ * read (nginx reads until EAGAIN), on sockets already claimed, on
+ * untracked callers.
  */
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
@@ -453,11 +490,18 @@ static __always_inline void fill_turn(struct rw_reset_record *rec, __u8 role, __
 	rec->pool_idle_ns = jiffies_to_ns(client_last - server_last);
 }
 
+/* The tcp_sock's data stamps, kept for fill_turn() once the owner is known. */
+struct rw_stamps {
+	__u32 last_send; /* lsndtime */
+	__u32 last_recv; /* icsk_ack.lrcvtime */
+};
+
+/* What the socket itself says: its tuple, counters and stamps. */
 static __always_inline void fill_connection(struct rw_reset_record *rec, struct sock *sk,
-					    struct rw_conn *conn, __u64 now)
+					    struct rw_stamps *stamps)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	__u32 last_send, last_recv, last_data;
+	__u32 last_data;
 
 	rec->state = sk->__sk_common.skc_state;
 	rec->sock_cookie = bpf_get_socket_cookie(sk);
@@ -466,12 +510,12 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
 	if (!tp)
 		return;
-	last_send = tp->lsndtime;
-	last_recv = tp->inet_conn.icsk_ack.lrcvtime;
-	last_data = jiffies_after(last_recv, last_send) ? last_recv : last_send;
+	stamps->last_send = tp->lsndtime;
+	stamps->last_recv = tp->inet_conn.icsk_ack.lrcvtime;
+	last_data = jiffies_after(stamps->last_recv, stamps->last_send) ? stamps->last_recv : stamps->last_send;
 	rec->idle_ns = last_data ? ns_since_jiffies(last_data) : RW_UNKNOWN_NS;
-	if (last_send)
-		rec->since_send_ns = ns_since_jiffies(last_send);
+	if (stamps->last_send)
+		rec->since_send_ns = ns_since_jiffies(stamps->last_send);
 	if (rw_tcp_has_byte_counters(tp)) {
 		rec->bytes_sent = tp->bytes_sent;
 		rec->bytes_received = tp->bytes_received;
@@ -481,9 +525,10 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->stalled_retrans = tp->inet_conn.icsk_retransmits;
 	rec->packets_out = tp->packets_out;
 	rec->mss_cache = tp->mss_cache;
-	if (!conn)
-		return;
+}
 
+static __always_inline void fill_owner_from_conn(struct rw_reset_record *rec, const struct rw_conn *conn)
+{
 	rec->flags |= RW_RST_OWNER_KNOWN;
 	if (conn->flags & RW_CONN_SEEDED)
 		rec->flags |= RW_RST_SEEDED;
@@ -493,8 +538,70 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->data_ttl = conn->data_ttl;
 	rec->rst_ttl = conn->rst_ttl;
 	if (conn->created_ns)
-		rec->conn_age_ns = now - conn->created_ns;
-	fill_turn(rec, conn->role, last_send, last_recv);
+		rec->conn_age_ns = rec->hdr.ts_ns - conn->created_ns;
+}
+
+/* The tracked listener a connection with this local end was accepted from. */
+static __always_inline const struct rw_listener *listener_of(const struct rw_reset_record *rec)
+{
+	const struct rw_listener *l;
+	struct rw_endpoint ep = {};
+
+	ep.family = rec->family;
+	ep.port = rec->local_port;
+	__builtin_memcpy(ep.addr, rec->local_addr, 16);
+	l = bpf_map_lookup_elem(&listeners, &ep);
+	if (l)
+		return l;
+	__builtin_memset(ep.addr, 0, sizeof(ep.addr)); /* bound to the wildcard address */
+	return bpf_map_lookup_elem(&listeners, &ep);
+}
+
+/*
+ * Whether the task on the CPU holds the socket (lock_sock()): in close() or
+ * another system call, or processing the backlog on release_sock(), where
+ * a reset that arrived meanwhile is handled. Softirqs and timers never run
+ * TCP on a socket a task holds, they leave it to the holder, so then the
+ * task on the CPU is the socket's owner.
+ */
+static __always_inline int held_by_current(const struct sock *sk)
+{
+	return sk->sk_lock.owned;
+}
+
+static __always_inline void fill_owner_from_listener(struct rw_reset_record *rec, const struct rw_listener *l,
+						     int held)
+{
+	rec->flags |= RW_RST_OWNER_KNOWN | RW_RST_OWNER_LISTENER;
+	rec->role = RW_ROLE_DOWNSTREAM;
+	rec->owner_tgid = l->owner_tgid;
+	__builtin_memcpy(rec->owner_comm, l->owner_comm, RW_COMM_LEN);
+	if (held) {
+		rec->flags |= RW_RST_OWNER_HOLDER;
+		rec->owner_tgid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(rec->owner_comm, sizeof(rec->owner_comm));
+	}
+}
+
+/*
+ * The owner: the socket's own entry, else the tracked listener it was
+ * accepted from. False if neither: the reset is no tracked process's.
+ */
+static __always_inline int fill_owner(struct rw_reset_record *rec, const struct rw_conn *conn,
+				      const struct rw_stamps *stamps, int held)
+{
+	const struct rw_listener *l;
+
+	if (conn) {
+		fill_owner_from_conn(rec, conn);
+	} else {
+		l = listener_of(rec);
+		if (!l)
+			return 0;
+		fill_owner_from_listener(rec, l, held);
+	}
+	fill_turn(rec, rec->role, stamps->last_send, stamps->last_recv);
+	return 1;
 }
 
 static __always_inline void fill_current(struct rw_reset_record *rec)
@@ -509,22 +616,46 @@ static __always_inline void fill_current(struct rw_reset_record *rec)
 	}
 }
 
+/* A reset assembled in the per-CPU scratch record, to the ring buffer. */
+static __always_inline void emit(struct rw_reset_record *rec)
+{
+	fill_current(rec);
+	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), wakeup_flags()) == 0);
+}
+
+static __always_inline struct rw_reset_record *scratch_record(__u8 direction)
+{
+	struct rw_reset_record *rec;
+	__u32 zero = 0;
+
+	rec = bpf_map_lookup_elem(&reset_scratch, &zero);
+	if (!rec)
+		return NULL;
+	__builtin_memset(rec, 0, sizeof(*rec));
+	init_header(&rec->hdr, sizeof(*rec), RW_REC_RESET);
+	rec->direction = direction;
+	return rec;
+}
+
+/*
+ * A received reset on a socket without an owner entry is still nginx's
+ * when the socket was accepted from a tracked listener: that takes the
+ * tuple, so it is looked up after the socket has been read.
+ */
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	struct rw_conn *conn = conn_of(sk);
+	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
+	struct rw_conn *conn = conn_of(sk);
 
-	if (!conn && !track_all_tasks)
-		return 0;
-	rec = reserve_record(sizeof(*rec), RW_REC_RESET);
+	rec = scratch_record(RW_DIR_RECEIVED);
 	if (!rec)
 		return 0;
-	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
-	rec->direction = RW_DIR_RECEIVED;
-	fill_connection(rec, sk, conn, rec->hdr.ts_ns);
-	fill_current(rec);
-	bpf_ringbuf_submit(rec, wakeup_flags());
+	fill_connection(rec, sk, &stamps);
+	if (!fill_owner(rec, conn, &stamps, held_by_current(sk)) && !track_all_tasks)
+		return 0;
+	emit(rec);
 	return 0;
 }
 
@@ -533,27 +664,23 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 {
 	struct sock *sk = (struct sock *)csk;
 	struct rw_conn *conn = NULL;
+	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
 	int full = sk && is_full_sock(sk);
-	__u32 zero = 0;
+	int owned = 0;
 
 	if (full)
 		conn = conn_of(sk);
-	/* Resets of untracked sockets are evidence only when they left an upstream server. */
-	if (!conn && !emit_peer_resets && !track_all_tasks)
-		return 0;
-	rec = bpf_map_lookup_elem(&reset_scratch, &zero);
+	rec = scratch_record(RW_DIR_SENT);
 	if (!rec)
 		return 0;
-	__builtin_memset(rec, 0, sizeof(*rec));
-	init_header(&rec->hdr, sizeof(*rec), RW_REC_RESET);
-	rec->direction = RW_DIR_SENT;
 	if (rw_send_reset_has_reason()) {
 		rec->reason = (__u32)ctx[2];
 		rec->flags |= RW_RST_REASON_KNOWN;
 	}
 	if (full && sk->__sk_common.skc_state != TCP_LISTEN) {
-		fill_connection(rec, sk, conn, rec->hdr.ts_ns);
+		fill_connection(rec, sk, &stamps);
+		owned = fill_owner(rec, conn, &stamps, held_by_current(sk));
 	} else {
 		/* No connection: none at all, or only a listener answering a stray. */
 		rec->flags |= RW_RST_NO_SOCKET;
@@ -564,10 +691,10 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	/* A reset answering a segment belongs to that segment's flow. */
 	if (skb)
 		fill_tuple_from_skb(rec, skb);
-	if (!conn && !track_all_tasks && !sent_by_upstream_endpoint(rec))
+	/* Resets of untracked sockets are evidence only when they left an upstream server. */
+	if (!owned && !track_all_tasks && !(emit_peer_resets && sent_by_upstream_endpoint(rec)))
 		return 0;
-	fill_current(rec);
-	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), wakeup_flags()) == 0);
+	emit(rec);
 	return 0;
 }
 

@@ -80,6 +80,18 @@ struct rw_endpoint {
 	__u32 pad0;
 };
 
+/*
+ * A socket a tracked process listens on, keyed by its rw_endpoint as bound
+ * (a wildcard address is all zeros). Its accepted connections are
+ * downstream, and without --client-workers nothing records which worker
+ * accepted one: a reset on it names the listener's process instead.
+ */
+struct rw_listener {
+	__u32 owner_tgid; /* who called listen(): nginx's master */
+	__u32 pad0;
+	char owner_comm[RW_COMM_LEN];
+};
+
 struct rw_record_header {
 	__u16 type; /* enum rw_record_type */
 	__u16 size; /* sizeof the whole record */
@@ -103,6 +115,17 @@ enum rw_reset_flags {
 	RW_RST_IN_REQUEST = 1u << 6,
 	/* ... and the server side had answered an earlier one: a reused connection. */
 	RW_RST_REUSED = 1u << 7,
+	/*
+	 * The socket had no owner recorded: it was accepted from a tracked
+	 * listener, and owner_* is the listening process (nginx's master).
+	 */
+	RW_RST_OWNER_LISTENER = 1u << 8,
+	/*
+	 * ... but the task on the CPU held the socket at the reset (a close()
+	 * with linger 0 or unread data, or a reset handled on release_sock()):
+	 * that task, in owner_*, is the worker that had the connection.
+	 */
+	RW_RST_OWNER_HOLDER = 1u << 9,
 };
 
 struct rw_reset_record {

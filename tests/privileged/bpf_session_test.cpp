@@ -34,10 +34,12 @@ public:
     // peer_resets: also the resets of untracked sockets (other processes'
     // too), which the agent uses as evidence.
     // ttl_evidence: attach tcp:tcp_probe too (rstwatch run --ttl-evidence).
+    // client_workers: claim accepted sockets at their first recv() too.
     explicit Collector(uint32_t ring_buffer_bytes = 1u << 20, bool peer_resets = true, bool ttl_evidence = false,
-                       uint32_t max_connections = 65536)
+                       uint32_t max_connections = 65536, bool client_workers = false)
         : reasons_(ResetReasonNames::load_from_tracefs(nullptr)),
-          session_(options(ring_buffer_bytes, peer_resets, ttl_evidence, max_connections), running_kernel(),
+          session_(options(ring_buffer_bytes, peer_resets, ttl_evidence, max_connections, client_workers),
+                   running_kernel(),
                    [this](std::span<const uint8_t> bytes) { on_record(bytes); })
     {
     }
@@ -90,9 +92,10 @@ public:
 
 private:
     static LoaderOptions options(uint32_t ring_buffer_bytes, bool peer_resets, bool ttl_evidence,
-                                 uint32_t max_connections)
+                                 uint32_t max_connections, bool client_workers)
     {
         LoaderOptions o;
+        o.client_workers = client_workers;
         o.max_connections = max_connections;
         o.emit_peer_resets = peer_resets;
         o.ttl_evidence = ttl_evidence;
@@ -204,12 +207,14 @@ std::string self_comm()
     return comm;
 }
 
-void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
+void expect_idle_reset_attributed(bool v6, bool ttl_evidence, bool client_workers)
 {
-    Collector collector(1u << 20, /*peer_resets=*/true, ttl_evidence);
+    Collector collector(1u << 20, /*peer_resets=*/true, ttl_evidence, 65536, client_workers);
     const auto &attached = collector.session().attached_programs();
     EXPECT_EQ(std::count(attached.begin(), attached.end(), "tcp_probe"), ttl_evidence ? 1 : 0)
         << "the per-segment hook is attached only with --ttl-evidence";
+    EXPECT_EQ(std::count(attached.begin(), attached.end(), "sock_recv_length"), client_workers ? 1 : 0)
+        << "the per-recv() hook is attached only with --client-workers";
     ResettingServer server(v6);
     int client = rwtest::connect_to(v6, server.port());
     ASSERT_GE(client, 0);
@@ -250,13 +255,18 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
     EXPECT_EQ(received->data_ttl, ttl_evidence ? 64 : 0);
     EXPECT_EQ(received->rst_ttl, ttl_evidence ? 64 : 0);
 
-    // The child's side: a sent reset on its accepted socket, owned by the child.
+    // The child's side: a sent reset on its accepted socket, owned by the
+    // child. It read from the socket (claimed with --client-workers) and
+    // reset it from close(), in its own context, while the listener is its
+    // parent's (found that way without --client-workers).
     auto sent = collector.wait_for_reset([&](const ResetEvent &e) {
         return e.direction == Direction::Sent && e.remote == local;
     });
     ASSERT_TRUE(sent) << "no sent reset towards " << local << "; seen:" << collector.describe();
     EXPECT_EQ(sent->pid, static_cast<uint32_t>(server.pid()));
     EXPECT_EQ(sent->role, Role::Downstream);
+    EXPECT_EQ(sent->owner_listener, !client_workers);
+    EXPECT_EQ(sent->owner_holder, !client_workers);
     EXPECT_EQ(sent->local, remote);
     EXPECT_FALSE(sent->reason.empty());
     EXPECT_EQ(collector.decode_errors(), 0u);
@@ -268,19 +278,25 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
 TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv4)
 {
     REQUIRE_ROOT();
-    expect_idle_reset_attributed(false, /*ttl_evidence=*/false);
+    expect_idle_reset_attributed(false, /*ttl_evidence=*/false, /*client_workers=*/false);
+}
+
+TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv4WithClientWorkers)
+{
+    REQUIRE_ROOT();
+    expect_idle_reset_attributed(false, /*ttl_evidence=*/false, /*client_workers=*/true);
 }
 
 TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv4WithTtlEvidence)
 {
     REQUIRE_ROOT();
-    expect_idle_reset_attributed(false, /*ttl_evidence=*/true);
+    expect_idle_reset_attributed(false, /*ttl_evidence=*/true, /*client_workers=*/false);
 }
 
 TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv6WithTtlEvidence)
 {
     REQUIRE_ROOT();
-    expect_idle_reset_attributed(true, /*ttl_evidence=*/true);
+    expect_idle_reset_attributed(true, /*ttl_evidence=*/true, /*client_workers=*/true);
 }
 
 TEST(BpfSession, ConnectionOpenedBeforeAttachIsSeededWithItsOwner)
@@ -295,8 +311,7 @@ TEST(BpfSession, ConnectionOpenedBeforeAttachIsSeededWithItsOwner)
     // The agent attaches while the connection sits idle, as in an nginx
     // keepalive pool that filled up before anyone started watching.
     Collector collector;
-    SeedReport seed = seed_existing_connections(collector.session().conns_map_fd(), collector.session().endpoints_map_fd(),
-                                                Collector::self_filter());
+    SeedReport seed = seed_existing_connections(collector.session().seed_maps(), Collector::self_filter());
     EXPECT_GE(seed.seeded, 1u);
     EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
 
@@ -418,7 +433,7 @@ TEST(BpfSession, ResetsOfUntrackedFlowsStayOutOfTheRingBuffer)
 TEST(BpfSession, OwnersLeaveTheTableWithTheirSockets)
 {
     REQUIRE_ROOT();
-    Collector collector;
+    Collector collector(1u << 20, true, false, 65536, /*client_workers=*/true);
     const size_t before = collector.owned_connections();
     int listener = rwtest::listen_on_loopback(false);
     ASSERT_GE(listener, 0);
@@ -482,4 +497,54 @@ TEST(BpfSession, FullOwnerTableIsCountedAndOlderOwnersStay)
         if (i != 1)
             close(fds[i]);
     close(listener);
+}
+
+// A client resets a connection the tracked process accepted and read from.
+// Without --client-workers nothing claimed the socket: the listener's
+// process owns it. With it, the reader does.
+void expect_client_reset_owned(bool client_workers)
+{
+    REQUIRE_ROOT();
+    Collector collector(1u << 20, true, false, 65536, client_workers);
+    int listener = rwtest::listen_on_loopback(true);  // after attach: learnt from listen()
+    ASSERT_GE(listener, 0);
+    const uint16_t port = rwtest::port_of(listener);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int client = rwtest::connect_to(true, port);
+        char buf[4];
+        if (client >= 0 && write(client, "GET", 3) == 3 && read(client, buf, 1) == 1)
+            rwtest::close_with_reset(client);
+        _exit(0);
+    }
+    int accepted = accept(listener, nullptr, nullptr);
+    ASSERT_GE(accepted, 0);
+    const std::string local = rwtest::endpoint_of(accepted, false);
+    char buf[4];
+    ASSERT_EQ(read(accepted, buf, sizeof(buf)), 3);
+    ASSERT_EQ(write(accepted, "r", 1), 1);
+    auto received = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == local;
+    });
+    waitpid(child, nullptr, 0);
+    ASSERT_TRUE(received) << "seen:" << collector.describe();
+    EXPECT_TRUE(received->owner_known);
+    EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
+    EXPECT_EQ(received->role, Role::Downstream);
+    EXPECT_EQ(received->owner_listener, !client_workers);
+    EXPECT_FALSE(received->owner_holder) << "nobody held the socket when the reset came";
+    EXPECT_EQ(received->conn_age_ms.has_value(), client_workers);
+    close(accepted);
+    close(listener);
+}
+
+TEST(BpfSession, ClientResetOfAnUnclaimedConnectionNamesTheListeningProcess)
+{
+    expect_client_reset_owned(/*client_workers=*/false);
+}
+
+TEST(BpfSession, ClientResetNamesTheReaderWithClientWorkers)
+{
+    expect_client_reset_owned(/*client_workers=*/true);
 }

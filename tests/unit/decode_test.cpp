@@ -184,6 +184,22 @@ TEST(DecodeReset, SentResetWithReasonAndExitingTask)
     EXPECT_EQ(e.current_exit_signal, 9);
 }
 
+TEST(DecodeReset, ClientConnectionOwnedThroughItsListener)
+{
+    rw_reset_record r = ipv4_reset();
+    r.role = RW_ROLE_DOWNSTREAM;
+    r.flags |= RW_RST_OWNER_KNOWN | RW_RST_OWNER_LISTENER;
+    ResetEvent e = decode_reset_ok(r);
+    EXPECT_TRUE(e.owner_known);
+    EXPECT_TRUE(e.owner_listener);
+    EXPECT_FALSE(e.owner_holder);
+
+    r.flags |= RW_RST_OWNER_HOLDER;
+    e = decode_reset_ok(r);
+    EXPECT_TRUE(e.owner_listener);
+    EXPECT_TRUE(e.owner_holder);
+}
+
 TEST(DecodeReset, ReasonWithoutNameTableIsTheNumber)
 {
     rw_reset_record r = ipv4_reset();

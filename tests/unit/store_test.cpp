@@ -113,11 +113,28 @@ TEST(EventJson, ResetComesBackAsTheSameJson)
     e.mss = 1448;
     e.sock_cookie = 77;
     e.owner_seeded = true;
+    e.owner_listener = true;
+    e.owner_holder = true;
     e.since_request_ms = 0.4;
     e.bytes_received = 119;
     auto back = event_from_json(to_json(Event(e)));
     ASSERT_TRUE(back);
     EXPECT_EQ(to_json(*back), to_json(Event(e)));
+}
+
+TEST(EventJson, ListenerOwnedClientResetComesBack)
+{
+    ResetEvent e = reset(1234, "127.0.0.1:8081");
+    e.role = Role::Downstream;
+    e.owner_listener = true;
+    nlohmann::json j = to_json(Event(e));
+    EXPECT_EQ(j["owner_via"], "listener");
+    auto back = event_from_json(j);
+    ASSERT_TRUE(back);
+    EXPECT_TRUE(std::get<ResetEvent>(*back).owner_listener);
+    EXPECT_FALSE(std::get<ResetEvent>(*back).owner_holder);
+    EXPECT_FALSE(to_json(Event(reset(1234, "127.0.0.1:8081"))).contains("owner_via"))
+        << "a claimed connection's owner needs no explanation";
 }
 
 TEST(EventJson, RecordsStoredBeforeReusedWasAFlagKeepTheirMeaning)
