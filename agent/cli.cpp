@@ -87,8 +87,8 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
         })
         ->group("Advanced");
     run_cmd->add_option("--max-connections", run.max_connections,
-                        "Connections of tracked processes open at once that can have an owner (kernel memory "
-                        "is used only for those open)")
+                        "Connections of tracked processes open at once that can have an owner (48 bytes of "
+                        "kernel memory each, allocated at start)")
         ->check(CLI::Range(1024u, 1u << 24))
         ->capture_default_str()
         ->group("Advanced");

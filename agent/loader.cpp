@@ -52,7 +52,7 @@ int libbpf_to_spdlog(enum libbpf_print_level level, const char *format, va_list 
 std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
 
 // Comm names go to BPF as two little-endian words, matching how
-// bpf_get_current_comm() lays out the 16 bytes.
+// the BPF side reads task->comm's 16 bytes.
 void comm_words(const std::string &comm, volatile __u64 (&words)[2])
 {
     char buf[RW_COMM_LEN] = {};
@@ -106,8 +106,15 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
 
     if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
         throw FatalError("cannot size the ring buffer: " + errno_text(err));
-    if (int err = bpf_map__set_max_entries(skel_->maps.conns, options.max_connections))
+    // The owner table: a power of two of sets of RW_OWNER_WAYS slots.
+    uint32_t sets = 1;
+    while (sets * RW_OWNER_WAYS < options.max_connections && sets < (1u << 24))
+        sets <<= 1;
+    ro->owner_set_mask = sets - 1;
+    if (int err = bpf_map__set_max_entries(skel_->maps.owners, sets))
         throw FatalError("cannot size the owner table: " + errno_text(err));
+    if (int err = bpf_map__set_max_entries(skel_->maps.seeded_owners, options.max_connections))
+        throw FatalError("cannot size the table of seeded owners: " + errno_text(err));
 
     // Probe before load and switch off what the kernel cannot attach,
     // rather than failing: only the reset hooks are indispensable.
@@ -218,13 +225,23 @@ BpfCounters BpfSession::counters() const
     return total;
 }
 
-int BpfSession::conns_map_fd() const { return bpf_map__fd(skel_->maps.conns); }
+size_t BpfSession::owned_connections() const
+{
+    const int fd = bpf_map__fd(skel_->maps.owners);
+    size_t owned = 0;
+    rw_owner_set set{};
+    for (__u32 i = 0; i <= skel_->rodata->owner_set_mask; i++)
+        if (bpf_map_lookup_elem(fd, &i, &set) == 0)
+            for (__u64 cookie : set.cookie)
+                owned += cookie != 0;
+    return owned;
+}
 
 int BpfSession::endpoints_map_fd() const { return bpf_map__fd(skel_->maps.upstream_endpoints); }
 
 SeedMaps BpfSession::seed_maps() const
 {
-    return {conns_map_fd(), endpoints_map_fd(), bpf_map__fd(skel_->maps.listeners)};
+    return {bpf_map__fd(skel_->maps.seeded_owners), endpoints_map_fd(), bpf_map__fd(skel_->maps.listeners)};
 }
 
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }

@@ -34,7 +34,9 @@ struct LoaderOptions {
     // when the worker itself sent the reset from close().
     bool client_workers = false;
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
-    // Connections owned at once by tracked processes; past it, new ones get no owner (counted).
+    // Connections owned at once by tracked processes (rounded up to a power
+    // of two of owner-table slots). Near it, a new connection may find its
+    // set full and get no owner (counted).
     uint32_t max_connections = 65536;  // RW_MAX_CONNS
 };
 
@@ -63,7 +65,8 @@ public:
     int drain();
 
     BpfCounters counters() const;
-    int conns_map_fd() const;
+    // Connections with an owner claimed in BPF right now (reads the whole table).
+    size_t owned_connections() const;
     int endpoints_map_fd() const;
     SeedMaps seed_maps() const;
     // The ring buffer map (for its fill level, ring_fill.h).

@@ -21,7 +21,7 @@ struct SeedReport {
 
 // The BPF maps seeding writes (BpfSession::seed_maps()).
 struct SeedMaps {
-    int conns = -1;               // owner by socket cookie
+    int conns = -1;               // owners of connections older than the agent, by socket cookie
     int upstream_endpoints = -1;  // servers tracked processes connect to
     int listeners = -1;           // sockets tracked processes listen on
 };

@@ -53,13 +53,21 @@ struct {
 } records SEC(".maps");
 
 /*
- * Owners, keyed by socket cookie, deleted when the socket is destroyed.
- * Not socket-local storage: that allocates twice per socket with memcg
- * charging and frees through RCU, about 1.1 µs per upstream connection,
- * which alone is the whole budget of a proxy that connects per request.
- * An entry here comes from the map's per-CPU cache (bpf_mem_alloc).
- * Cookies are never reused, so a stale entry can never be taken for a new
- * socket's owner; user space can key by them too (SO_COOKIE) when seeding.
+ * Owners of connections claimed here (see struct rw_owner_set). The agent
+ * sizes it before load: a power of two of sets, owner_set_mask below.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RW_MAX_CONNS / RW_OWNER_WAYS);
+	__type(key, __u32);
+	__type(value, struct rw_owner_set);
+} owners SEC(".maps");
+const volatile __u32 owner_set_mask = RW_MAX_CONNS / RW_OWNER_WAYS - 1;
+
+/*
+ * Owners of connections older than the agent, written once by it at
+ * start-up (SO_COOKIE) and only read here. Never deleted: cookies are not
+ * reused, so an entry outliving its socket can match nothing.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -67,7 +75,7 @@ struct {
 	__uint(max_entries, RW_MAX_CONNS); /* resized by the agent before load */
 	__type(key, __u64);
 	__type(value, struct rw_conn);
-} conns SEC(".maps");
+} seeded_owners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -156,11 +164,33 @@ static __always_inline void *reserve_record(__u32 size, __u16 type)
 	return hdr;
 }
 
+/*
+ * The current task's name as two words: direct loads from task->comm,
+ * where bpf_get_current_comm() is a helper call and a string copy (about
+ * 60 ns per connect() here). The kernel pads comm with zeros
+ * (strscpy_pad), so the words compare and copy whole.
+ */
+static __always_inline void current_comm_words(__u64 words[2])
+{
+	const __u64 *comm = (const __u64 *)bpf_get_current_task_btf()->comm;
+
+	words[0] = comm[0];
+	words[1] = comm[1];
+}
+
+static __always_inline void copy_current_comm(char dst[RW_COMM_LEN])
+{
+	__u64 words[2];
+
+	current_comm_words(words);
+	__builtin_memcpy(dst, words, RW_COMM_LEN);
+}
+
 static __always_inline int comm_is_tracked(void)
 {
-	__u64 comm[2] = {};
+	__u64 comm[2];
 
-	bpf_get_current_comm(comm, sizeof(comm));
+	current_comm_words(comm);
 	for (__u32 i = 0; i < RW_MAX_COMMS; i++) {
 		if (i >= tracked_comm_count)
 			break;
@@ -233,33 +263,73 @@ static __always_inline __u64 cookie_if_any(const struct sock *sk)
 	return sk->__sk_common.skc_cookie.counter;
 }
 
+/*
+ * The set a cookie belongs in: its low bits. The kernel hands cookies out
+ * in sequence (per-CPU batches of a global counter), so connections opened
+ * together land in different, neighbouring sets, and a set fills only if
+ * RW_OWNER_WAYS connections whose cookies are a table size apart all stay
+ * open.
+ */
+static __always_inline struct rw_owner_set *owner_set_of(__u64 cookie)
+{
+	__u32 index = (__u32)cookie & owner_set_mask;
+
+	return bpf_map_lookup_elem(&owners, &index);
+}
+
 static __always_inline struct rw_conn *conn_of(const struct sock *sk)
 {
 	__u64 cookie = cookie_if_any(sk);
+	struct rw_owner_set *set;
 
-	return cookie ? bpf_map_lookup_elem(&conns, &cookie) : NULL;
+	if (!cookie)
+		return NULL;
+	set = owner_set_of(cookie);
+	if (set) {
+		for (int i = 0; i < RW_OWNER_WAYS; i++)
+			if (set->cookie[i] == cookie)
+				return &set->conn[i];
+	}
+	return bpf_map_lookup_elem(&seeded_owners, &cookie);
 }
 
-/* Records the current task as the owner of `sk`; false if the table is full. */
+/*
+ * Records the current task as the owner of `sk` in a free way of its set,
+ * taken with a compare-and-exchange (another CPU may be claiming into the
+ * same set). The way is filled before anything can reset the connection:
+ * connect() sends its SYN after this tracepoint. False if the set is full.
+ */
 static __always_inline int claim_for_current(struct sock *sk, __u8 role)
 {
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	struct rw_counters *cnt = this_cpu_counters();
-	struct rw_conn conn = {};
-	int err;
+	struct rw_owner_set *set = owner_set_of(cookie);
+	struct rw_conn *conn = NULL;
 
-	conn.owner_tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(conn.owner_comm, sizeof(conn.owner_comm));
-	conn.role = role;
-	conn.created_ns = bpf_ktime_get_ns();
-	err = bpf_map_update_elem(&conns, &cookie, &conn, BPF_ANY);
-	if (cnt) {
-		if (err)
-			cnt->owners_dropped++;
-		else
-			cnt->owners_recorded++;
+	if (!set)
+		return 0;
+	for (int i = 0; i < RW_OWNER_WAYS; i++) {
+		if (set->cookie[i])
+			continue;
+		if (__sync_val_compare_and_swap(&set->cookie[i], 0, cookie) == 0) {
+			conn = &set->conn[i];
+			break;
+		}
 	}
-	return !err;
+	if (!conn) {
+		if (cnt)
+			cnt->owners_dropped++;
+		return 0;
+	}
+	conn->owner_tgid = bpf_get_current_pid_tgid() >> 32;
+	copy_current_comm(conn->owner_comm);
+	conn->role = role;
+	conn->flags = 0;
+	conn->data_ttl = conn->rst_ttl = 0;
+	conn->created_jiffies = bpf_jiffies64(); /* a load, where the clock is a call */
+	if (cnt)
+		cnt->owners_recorded++;
+	return 1;
 }
 
 /* The server a connect() goes to, from the socket's destination. */
@@ -304,7 +374,7 @@ static __always_inline void remember_listener(const struct sock *sk)
 	else
 		__builtin_memcpy(ep.addr, &skc->skc_v6_rcv_saddr, 16);
 	owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(owner.owner_comm, sizeof(owner.owner_comm));
+	copy_current_comm(owner.owner_comm);
 	bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY);
 }
 
@@ -537,8 +607,8 @@ static __always_inline void fill_owner_from_conn(struct rw_reset_record *rec, co
 	rec->role = conn->role;
 	rec->data_ttl = conn->data_ttl;
 	rec->rst_ttl = conn->rst_ttl;
-	if (conn->created_ns)
-		rec->conn_age_ns = rec->hdr.ts_ns - conn->created_ns;
+	if (conn->created_jiffies)
+		rec->conn_age_ns = jiffies_to_ns(bpf_jiffies64() - conn->created_jiffies);
 }
 
 /* The tracked listener a connection with this local end was accepted from. */
@@ -579,7 +649,7 @@ static __always_inline void fill_owner_from_listener(struct rw_reset_record *rec
 	if (held) {
 		rec->flags |= RW_RST_OWNER_HOLDER;
 		rec->owner_tgid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(rec->owner_comm, sizeof(rec->owner_comm));
+		copy_current_comm(rec->owner_comm);
 	}
 }
 
@@ -609,7 +679,7 @@ static __always_inline void fill_current(struct rw_reset_record *rec)
 	struct task_struct *task = bpf_get_current_task_btf();
 
 	rec->current_tgid = task->tgid;
-	bpf_get_current_comm(rec->current_comm, sizeof(rec->current_comm));
+	copy_current_comm(rec->current_comm);
 	if (task->flags & PF_EXITING) {
 		rec->flags |= RW_RST_CURRENT_EXITING;
 		rec->current_exit_code = task->exit_code;
@@ -699,18 +769,25 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 }
 
 /*
- * The owner goes with the socket. Not at TCP_CLOSE: a close with
- * SO_LINGER 0 reaches TCP_CLOSE before its reset is traced, and that reset
- * must still find its owner. Sockets without a cookie (most of the host's)
- * leave at one load.
+ * The owner's way is freed with the socket. Not at TCP_CLOSE: a close
+ * with SO_LINGER 0 reaches TCP_CLOSE before its reset is traced, and that
+ * reset must still find its owner. Sockets without a cookie (most of the
+ * host's) leave at one load.
  */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(on_tcp_destroy_sock, struct sock *sk)
 {
 	__u64 cookie = cookie_if_any(sk);
+	struct rw_owner_set *set;
 
-	if (cookie)
-		bpf_map_delete_elem(&conns, &cookie);
+	if (!cookie)
+		return 0;
+	set = owner_set_of(cookie);
+	if (!set)
+		return 0;
+	for (int i = 0; i < RW_OWNER_WAYS; i++)
+		if (set->cookie[i] == cookie)
+			set->cookie[i] = 0;
 	return 0;
 }
 
