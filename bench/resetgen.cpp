@@ -2,11 +2,16 @@
 //
 //   rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal]
 //
-// T client threads connect to a listener of its own on 127.0.0.1 and close
-// each connection at once with SO_LINGER 0, which sends a RST from an
-// ESTABLISHED socket: one reset per connection, as fast as the machine allows,
-// until S seconds passed or N resets were sent (both bounded). An accept thread
-// accepts and closes the reset connections.
+// T client threads connect to a listener on 127.0.0.1 and close each
+// connection at once with SO_LINGER 0, which sends a RST from an ESTABLISHED
+// socket: one reset per connection, as fast as the machine allows, until S
+// seconds passed or N resets were sent (both bounded).
+//
+// The listener and its accept loop live in a grandchild, so that an agent
+// tracking this pid (which covers its children, not theirs) sees one tracked
+// end per reset, as nginx does with a client or a backend: with both ends
+// tracked every reset would be two events, one of them a downstream
+// connection's.
 //
 // With --wait-signal it prints "ready PID" and waits (at most 60 s) for SIGUSR1
 // before starting, so that an agent can be attached to its pid first.
@@ -14,9 +19,11 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +43,35 @@ std::atomic<bool> g_stop{false};
 volatile sig_atomic_t g_go = 0;
 void on_go(int) { g_go = 1; }
 void on_stop(int) { g_stop.store(true); }
+
+// The grandchild: listens, reports its address, accepts and closes until
+// `stop` reads EOF.
+[[noreturn]] void run_acceptor(int stop, int port_out)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof(addr);
+    if (bind(lfd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0 || listen(lfd, 4096) != 0 ||
+        getsockname(lfd, reinterpret_cast<sockaddr *>(&addr), &alen) != 0)
+        _exit(1);
+    if (write(port_out, &addr, sizeof(addr)) != static_cast<ssize_t>(sizeof(addr)))
+        _exit(1);
+    close(port_out);
+    pollfd p[2] = {{lfd, POLLIN, 0}, {stop, POLLIN, 0}};
+    for (;;) {
+        if (poll(p, 2, 1000) <= 0)
+            continue;
+        if (p[1].revents)
+            _exit(0);
+        int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0)
+            close(fd);
+    }
+}
 
 [[noreturn]] void usage(int status)
 {
@@ -81,18 +117,30 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     sockaddr_in addr = {};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t alen = sizeof(addr);
-    if (bind(lfd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0 || listen(lfd, 4096) != 0 ||
-        getsockname(lfd, reinterpret_cast<sockaddr *>(&addr), &alen) != 0) {
-        std::perror("resetgen: listen on 127.0.0.1");
+    // stop[1] stays open here: the acceptor leaves when it reads EOF, also
+    // if this process dies.
+    int stop[2], port_pipe[2];
+    if (pipe2(stop, O_CLOEXEC) != 0 || pipe2(port_pipe, O_CLOEXEC) != 0) {
+        std::perror("resetgen: pipe");
         return 1;
     }
+    pid_t child = fork();
+    if (child == 0) {
+        close(stop[1]);
+        close(port_pipe[0]);
+        if (fork() == 0)
+            run_acceptor(stop[0], port_pipe[1]);
+        _exit(0);
+    }
+    close(stop[0]);
+    close(port_pipe[1]);
+    waitpid(child, nullptr, 0);
+    if (read(port_pipe[0], &addr, sizeof(addr)) != static_cast<ssize_t>(sizeof(addr))) {
+        std::fprintf(stderr, "resetgen: the acceptor could not listen on 127.0.0.1\n");
+        return 1;
+    }
+    close(port_pipe[0]);
 
     struct sigaction sa = {};
     sa.sa_handler = on_stop;
@@ -110,17 +158,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-
-    std::thread acceptor([lfd] {
-        pollfd p = {lfd, POLLIN, 0};
-        while (!g_stop.load()) {
-            if (poll(&p, 1, 100) <= 0)
-                continue;
-            int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-            if (fd >= 0)
-                close(fd);
-        }
-    });
 
     std::atomic<long> sent{0};
     std::atomic<long> failures{0};
@@ -157,8 +194,7 @@ int main(int argc, char **argv)
         c.join();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     g_stop.store(true);
-    acceptor.join();
-    close(lfd);
+    close(stop[1]);
     std::printf("resets %ld seconds %.3f rate %.0f failures %ld\n", sent.load(), secs, sent.load() / secs,
                 failures.load());
     return 0;
