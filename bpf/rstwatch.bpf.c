@@ -142,6 +142,12 @@ static __always_inline __u64 wakeup_flags(void)
 									     : BPF_RB_NO_WAKEUP;
 }
 
+/*
+ * Atomic although per-CPU: a reset sent from a task's close() can be
+ * interrupted on its CPU by a softirq handling a received one, and a plain
+ * increment would then lose a count. (The owner counters need no atomics:
+ * claims happen only in task context.)
+ */
 static __always_inline void count_record(int delivered)
 {
 	struct rw_counters *cnt = this_cpu_counters();
@@ -149,9 +155,9 @@ static __always_inline void count_record(int delivered)
 	if (!cnt)
 		return;
 	if (delivered)
-		cnt->records_emitted++;
+		__sync_fetch_and_add(&cnt->records_emitted, 1);
 	else
-		cnt->records_lost++;
+		__sync_fetch_and_add(&cnt->records_lost, 1);
 }
 
 static __always_inline void *reserve_record(__u32 size, __u16 type)
