@@ -314,7 +314,11 @@ static __always_inline int claim_for_current(struct sock *sk, __u8 role)
 
 	if (!set)
 		return 0;
-	for (int i = 0; i < RW_OWNER_WAYS; i++) {
+	/* A socket connect()ed again after a failed attempt keeps its cookie and its way. */
+	for (int i = 0; i < RW_OWNER_WAYS; i++)
+		if (set->cookie[i] == cookie)
+			conn = &set->conn[i];
+	for (int i = 0; i < RW_OWNER_WAYS && !conn; i++) {
 		if (set->cookie[i])
 			continue;
 		if (__sync_val_compare_and_swap(&set->cookie[i], 0, cookie) == 0) {

@@ -551,3 +551,30 @@ TEST(BpfSession, ClientResetNamesTheReaderWithClientWorkers)
 {
     expect_client_reset_owned(/*client_workers=*/true);
 }
+
+// connect() refused, then connect() again on the same socket: one socket,
+// one cookie, so one way of the owner table, not two.
+TEST(BpfSession, SocketConnectedAgainKeepsOneOwner)
+{
+    REQUIRE_ROOT();
+    Collector collector;
+    const size_t before = collector.owned_connections();
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    const uint16_t port = rwtest::port_of(listener);
+    close(listener);  // nothing listens there now: the first connect() is refused
+
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    ASSERT_NE(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(errno, ECONNREFUSED);
+    EXPECT_NE(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(collector.session().counters().owners_recorded, 2u) << "each connect() claims";
+    EXPECT_EQ(collector.owned_connections(), before + 1);
+    close(fd);
+    EXPECT_EQ(collector.owned_connections(), before);
+}
