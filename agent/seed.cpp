@@ -91,12 +91,14 @@ struct Candidate {
     int port;
 };
 
-// A listening socket and the tracked processes holding it (fork shares it).
-struct ListenerHolders {
-    std::vector<std::pair<uint32_t, uint32_t>> pid_ppid;
-    std::string top_comm;
+// The tracked processes holding one listening socket (fork shares it), by
+// the socket's bound address.
+struct Holder {
+    uint32_t pid;
+    uint32_t ppid;
+    std::string comm;
 };
-using Listeners = std::map<std::tuple<__u16, __u16, std::string>, ListenerHolders>;
+using Listeners = std::map<std::tuple<__u16, __u16, std::string>, std::vector<Holder>>;
 
 constexpr uint8_t kTcpClose = 7;  // include/net/tcp_states.h
 
@@ -132,10 +134,8 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
             listening_ports.insert(port);
             rw_endpoint bound{};
             if (endpoint(dup->get(), false, bound.addr, bound.port, bound.family)) {
-                auto &holders = listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}];
-                holders.pid_ppid.emplace_back(pid, ppid);
-                if (holders.top_comm.empty())
-                    holders.top_comm = comm;
+                listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}].push_back(
+                    {pid, ppid, comm});
             }
             continue;
         }
@@ -182,12 +182,12 @@ void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport
     for (const auto &[key, holders] : listeners) {
         const auto &[family, port, addr] = key;
         std::set<uint32_t> pids;
-        for (const auto &[pid, ppid] : holders.pid_ppid)
-            pids.insert(pid);
-        uint32_t top = holders.pid_ppid.front().first;
-        for (const auto &[pid, ppid] : holders.pid_ppid)
-            if (!pids.count(ppid)) {
-                top = pid;
+        for (const Holder &h : holders)
+            pids.insert(h.pid);
+        const Holder *top = &holders.front();
+        for (const Holder &h : holders)
+            if (!pids.count(h.ppid)) {
+                top = &h;
                 break;
             }
         rw_endpoint bound{};
@@ -195,9 +195,8 @@ void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport
         bound.port = port;
         std::memcpy(bound.addr, addr.data(), sizeof(bound.addr));
         rw_listener owner{};
-        owner.owner_tgid = top;
-        auto comm = procfs::comm(top);
-        std::strncpy(owner.owner_comm, comm ? comm->c_str() : holders.top_comm.c_str(), sizeof(owner.owner_comm) - 1);
+        owner.owner_tgid = top->pid;
+        std::strncpy(owner.owner_comm, top->comm.c_str(), sizeof(owner.owner_comm) - 1);
         // A listen() since attach already recorded its caller: keep it.
         if (bpf_map_update_elem(maps.listeners, &bound, &owner, BPF_NOEXIST) == 0 || errno == EEXIST)
             report.listeners++;

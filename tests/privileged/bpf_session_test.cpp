@@ -504,12 +504,19 @@ TEST(BpfSession, FullOwnerTableIsCountedAndOlderOwnersStay)
 
 // A client resets a connection the tracked process accepted and read from.
 // Without --client-workers nothing claimed the socket: the listener's
-// process owns it. With it, the reader does.
-void expect_client_reset_owned(bool client_workers)
+// process owns it. With it, the reader does. The listener is learnt from
+// listen() after attach, or seeded when it is older than the agent.
+void expect_client_reset_owned(bool client_workers, bool listener_before_attach = false)
 {
     REQUIRE_ROOT();
+    int listener = listener_before_attach ? rwtest::listen_on_loopback(true) : -1;
     Collector collector(1u << 20, true, false, 65536, client_workers);
-    int listener = rwtest::listen_on_loopback(true);  // after attach: learnt from listen()
+    if (listener_before_attach) {
+        SeedReport seed = seed_existing_connections(collector.session().seed_maps(), Collector::self_filter());
+        EXPECT_EQ(seed.listeners, 1u);
+    } else {
+        listener = rwtest::listen_on_loopback(true);
+    }
     ASSERT_GE(listener, 0);
     const uint16_t port = rwtest::port_of(listener);
     pid_t child = fork();
@@ -545,6 +552,11 @@ void expect_client_reset_owned(bool client_workers)
 TEST(BpfSession, ClientResetOfAnUnclaimedConnectionNamesTheListeningProcess)
 {
     expect_client_reset_owned(/*client_workers=*/false);
+}
+
+TEST(BpfSession, ClientResetNamesTheProcessOfASeededListener)
+{
+    expect_client_reset_owned(/*client_workers=*/false, /*listener_before_attach=*/true);
 }
 
 TEST(BpfSession, ClientResetNamesTheReaderWithClientWorkers)
