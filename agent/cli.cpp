@@ -76,7 +76,7 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
                       "TCP segment)");
     run_cmd->add_flag("--client-workers", run.client_workers,
                       "Name the worker of each client connection that is reset, not only nginx's master "
-                      "(one BPF run per recv() on the host: about 1-2% of a keep-alive proxy's CPU)");
+                      "(one BPF run per recv() on the host, several per proxied request)");
     run_cmd->add_flag("-v,--verbose", run.verbosity, "More logging, libbpf's included (repeatable)");
     run_cmd->add_option("--ring-buffer-kb", run.ring_buffer_kb, "Ring buffer size in KiB (power of two)")
         ->check([](const std::string &s) -> std::string {

@@ -31,7 +31,7 @@ struct LoaderOptions {
     // recv() (sock:sock_recv_length): one program run per recv() on the
     // host, several per proxied request. Without it a client connection's
     // reset names the listening process (nginx's master), or the worker
-    // when the worker itself sent the reset from close().
+    // when it held the socket at the reset (its close() sent it, say).
     bool client_workers = false;
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
     // Connections owned at once by tracked processes (rounded up to a power
