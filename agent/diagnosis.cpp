@@ -295,10 +295,12 @@ const ResetEvent *Diagnoser::backend_side_of(const ResetEvent &r) const
 {
     // The nearest reset of the reversed flow, before (up to the window) or
     // just after (within the hold-back) nginx's. A reset from the backend's
-    // own socket wins over a later one sent with no socket: once the
-    // backend has reset and dropped the connection, whatever nginx still
-    // sends is answered by its listener, and that answer can be the reset
-    // nginx gets. The socket's reset says why; the listener's only echoes it.
+    // own socket wins over one sent with no socket: once the backend drops
+    // the connection, whatever nginx still sends is answered by its
+    // listener, and that answer can be the reset nginx gets. It can even be
+    // traced first: close() unhashes the socket before the socket's own
+    // reset is sent, and a segment arriving in between meets only the
+    // listener. The socket's reset says why; the listener's only echoes it.
     const ResetEvent *best = nullptr, *best_socket = nullptr;
     uint64_t best_gap = UINT64_MAX, best_socket_gap = UINT64_MAX;
     for (const auto &peer : recent_peers_) {
@@ -317,9 +319,7 @@ const ResetEvent *Diagnoser::backend_side_of(const ResetEvent &r) const
             best_socket_gap = gap;
         }
     }
-    if (best && best->no_socket && best_socket && best_socket->mono_ns < best->mono_ns)
-        return best_socket;
-    return best;
+    return best && best->no_socket && best_socket ? best_socket : best;
 }
 
 const OomEvent *Diagnoser::oom_kill_of(uint32_t pid, uint64_t before_ns) const

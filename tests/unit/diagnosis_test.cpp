@@ -242,7 +242,21 @@ TEST(Diagnosis, ListenerEchoAfterTheBackendGaveUpDoesNotHideTheBlackHole)
     auto result = diagnose_with(d, {gave_up, echo}, r);
     EXPECT_EQ(result.cause, Cause::MtuBlackhole) << all_evidence(result);
 
-    // A listener's reset with no socket reset before it is still a restart.
+    // The order seen in the MTU scenario under load: the backend's close()
+    // unhashes the socket, the listener answers a segment that arrives in
+    // between, nginx gets that reset, and only then is the socket's own
+    // reset traced: microseconds apart, all within the backend's close().
+    Diagnoser later;
+    ResetEvent echo_first = echo;
+    echo_first.mono_ns = 3'000'000'000;
+    ResetEvent r_between = r;
+    r_between.mono_ns = echo_first.mono_ns + 14'000;
+    ResetEvent gave_up_after = gave_up;
+    gave_up_after.mono_ns = r_between.mono_ns + 22'000;
+    auto result_after = diagnose_with(later, {echo_first}, r_between, {gave_up_after});
+    EXPECT_EQ(result_after.cause, Cause::MtuBlackhole) << all_evidence(result_after);
+
+    // A listener's reset with no socket reset around it is still a restart.
     Diagnoser fresh;
     auto restart = diagnose_with(fresh, {echo}, r);
     EXPECT_EQ(restart.cause, Cause::StaleReuse) << all_evidence(restart);
