@@ -14,7 +14,7 @@ namespace rstwatch {
 struct SeedReport {
     size_t processes = 0;      // tracked processes scanned
     size_t seeded = 0;         // TCP connections given their owner
-    size_t already_known = 0;  // claimed by the BPF side since attach
+    size_t already_known = 0;  // seeded already: a socket several processes hold (fork shares it)
     size_t listeners = 0;      // listening sockets: their accepted connections are downstream
     std::vector<std::string> problems;  // per-process failures, for the log
 };
