@@ -342,19 +342,40 @@ static __always_inline int claim_for_current(struct sock *sk, __u8 role)
 	return 1;
 }
 
+/*
+ * One end of a socket as a map key: its own address and port as bound
+ * (valid while the socket holds its port: not after a close with
+ * SO_LINGER 0, see fill_tuple_from_sock()), or its peer's.
+ */
+static __always_inline void sock_endpoint(struct rw_endpoint *ep, const struct sock *sk, int peer)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+
+	__builtin_memset(ep, 0, sizeof(*ep));
+	ep->family = skc->skc_family;
+	ep->port = peer ? bpf_ntohs(skc->skc_dport) : skc->skc_num;
+	if (ep->family == AF_INET)
+		__builtin_memcpy(ep->addr, peer ? &skc->skc_daddr : &skc->skc_rcv_saddr, 4);
+	else
+		__builtin_memcpy(ep->addr, peer ? &skc->skc_v6_daddr : &skc->skc_v6_rcv_saddr, 16);
+}
+
+/* Our end of a reset, as filled into the record. */
+static __always_inline void record_local_endpoint(struct rw_endpoint *ep, const struct rw_reset_record *rec)
+{
+	__builtin_memset(ep, 0, sizeof(*ep));
+	ep->family = rec->family;
+	ep->port = rec->local_port;
+	__builtin_memcpy(ep->addr, rec->local_addr, 16);
+}
+
 /* The server a connect() goes to, from the socket's destination. */
 static __always_inline void remember_upstream_endpoint(const struct sock *sk)
 {
-	const struct sock_common *skc = &sk->__sk_common;
-	struct rw_endpoint ep = {};
+	struct rw_endpoint ep;
 	__u8 one = 1;
 
-	ep.family = skc->skc_family;
-	ep.port = bpf_ntohs(skc->skc_dport);
-	if (ep.family == AF_INET)
-		__builtin_memcpy(ep.addr, &skc->skc_daddr, 4);
-	else
-		__builtin_memcpy(ep.addr, &skc->skc_v6_daddr, 16);
+	sock_endpoint(&ep, sk, /*peer=*/1);
 	if (!bpf_map_lookup_elem(&upstream_endpoints, &ep))
 		bpf_map_update_elem(&upstream_endpoints, &ep, &one, BPF_NOEXIST);
 }
@@ -362,27 +383,19 @@ static __always_inline void remember_upstream_endpoint(const struct sock *sk)
 /* Whether a reset sent from `rec->local` left an upstream server. */
 static __always_inline int sent_by_upstream_endpoint(const struct rw_reset_record *rec)
 {
-	struct rw_endpoint ep = {};
+	struct rw_endpoint ep;
 
-	ep.family = rec->family;
-	ep.port = rec->local_port;
-	__builtin_memcpy(ep.addr, rec->local_addr, 16);
+	record_local_endpoint(&ep, rec);
 	return bpf_map_lookup_elem(&upstream_endpoints, &ep) != NULL;
 }
 
 /* The process calling listen() on `sk`, bound already. */
 static __always_inline void remember_listener(const struct sock *sk)
 {
-	const struct sock_common *skc = &sk->__sk_common;
-	struct rw_endpoint ep = {};
+	struct rw_endpoint ep;
 	struct rw_listener owner = {};
 
-	ep.family = skc->skc_family;
-	ep.port = skc->skc_num;
-	if (ep.family == AF_INET)
-		__builtin_memcpy(ep.addr, &skc->skc_rcv_saddr, 4);
-	else
-		__builtin_memcpy(ep.addr, &skc->skc_v6_rcv_saddr, 16);
+	sock_endpoint(&ep, sk, /*peer=*/0);
 	owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
 	copy_current_comm(owner.owner_comm);
 	bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY);
@@ -621,20 +634,15 @@ static __always_inline void fill_owner_from_conn(struct rw_reset_record *rec, co
 		rec->conn_age_ns = jiffies_to_ns(bpf_jiffies64() - conn->created_jiffies);
 }
 
-/* The tracked listener a connection with this local end was accepted from. */
-static __always_inline const struct rw_listener *listener_of(const struct rw_reset_record *rec)
+/* The tracked listener a connection with local end `ep` was accepted from. */
+static __always_inline const struct rw_listener *listener_at(struct rw_endpoint *ep)
 {
-	const struct rw_listener *l;
-	struct rw_endpoint ep = {};
+	const struct rw_listener *l = bpf_map_lookup_elem(&listeners, ep);
 
-	ep.family = rec->family;
-	ep.port = rec->local_port;
-	__builtin_memcpy(ep.addr, rec->local_addr, 16);
-	l = bpf_map_lookup_elem(&listeners, &ep);
 	if (l)
 		return l;
-	__builtin_memset(ep.addr, 0, sizeof(ep.addr)); /* bound to the wildcard address */
-	return bpf_map_lookup_elem(&listeners, &ep);
+	__builtin_memset(ep->addr, 0, sizeof(ep->addr)); /* bound to the wildcard address */
+	return bpf_map_lookup_elem(&listeners, ep);
 }
 
 /*
@@ -668,18 +676,14 @@ static __always_inline void fill_owner_from_listener(struct rw_reset_record *rec
  * accepted from. False if neither: the reset is no tracked process's.
  */
 static __always_inline int fill_owner(struct rw_reset_record *rec, const struct rw_conn *conn,
-				      const struct rw_stamps *stamps, int held)
+				      const struct rw_listener *l, const struct rw_stamps *stamps, int held)
 {
-	const struct rw_listener *l;
-
-	if (conn) {
+	if (conn)
 		fill_owner_from_conn(rec, conn);
-	} else {
-		l = listener_of(rec);
-		if (!l)
-			return 0;
+	else if (l)
 		fill_owner_from_listener(rec, l, held);
-	}
+	else
+		return 0;
 	fill_turn(rec, rec->role, stamps->last_send, stamps->last_recv);
 	return 1;
 }
@@ -719,22 +723,31 @@ static __always_inline struct rw_reset_record *scratch_record(__u8 direction)
 
 /*
  * A received reset on a socket without an owner entry is still nginx's
- * when the socket was accepted from a tracked listener: that takes the
- * tuple, so it is looked up after the socket has been read.
+ * when the socket was accepted from a tracked listener. Resets of other
+ * sockets on the host leave after those lookups, before a record is
+ * assembled: the socket still holds its port here (tcp_reset() traces
+ * before it closes the socket).
  */
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
+	struct rw_conn *conn = conn_of(sk);
+	const struct rw_listener *l = NULL;
 	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
-	struct rw_conn *conn = conn_of(sk);
+	struct rw_endpoint local;
 
+	if (!conn) {
+		sock_endpoint(&local, sk, /*peer=*/0);
+		l = listener_at(&local);
+		if (!l && !track_all_tasks)
+			return 0;
+	}
 	rec = scratch_record(RW_DIR_RECEIVED);
 	if (!rec)
 		return 0;
 	fill_connection(rec, sk, &stamps);
-	if (!fill_owner(rec, conn, &stamps, held_by_current(sk)) && !track_all_tasks)
-		return 0;
+	fill_owner(rec, conn, l, &stamps, held_by_current(sk));
 	emit(rec);
 	return 0;
 }
@@ -760,7 +773,15 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	}
 	if (full && sk->__sk_common.skc_state != TCP_LISTEN) {
 		fill_connection(rec, sk, &stamps);
-		owned = fill_owner(rec, conn, &stamps, held_by_current(sk));
+		/* After a close with SO_LINGER 0 only the record has our port. */
+		const struct rw_listener *l = NULL;
+		struct rw_endpoint local;
+
+		if (!conn) {
+			record_local_endpoint(&local, rec);
+			l = listener_at(&local);
+		}
+		owned = fill_owner(rec, conn, l, &stamps, held_by_current(sk));
 	} else {
 		/* No connection: none at all, or only a listener answering a stray. */
 		rec->flags |= RW_RST_NO_SOCKET;
