@@ -71,6 +71,17 @@ ResetEvent backend_sent(uint64_t at_ms, const std::string &reason, int state = 1
     return p;
 }
 
+// The backend's reset when it gave up sending: `timeouts` retransmission
+// timeouts in a row, `segments` full-size segments still unacknowledged.
+ResetEvent backend_gave_up(uint64_t at_ms, const std::string &reason, uint32_t timeouts, uint32_t segments)
+{
+    ResetEvent p = backend_sent(at_ms, reason);
+    p.stalled_retrans = timeouts;
+    p.packets_out = segments;
+    p.mss = 1448;
+    return p;
+}
+
 ResetEvent exiting(ResetEvent p, int sig)
 {
     p.current_exiting = true;
@@ -212,11 +223,8 @@ TEST(Diagnosis, ResetWithAnotherTtlIsAMiddlebox)
 TEST(Diagnosis, BackendGivingUpOnStalledFullSizeSegmentsIsAnMtuBlackHole)
 {
     Diagnoser d;
-    ResetEvent peer = backend_sent(3000, "TCP_ABORT_ON_LINGER");
+    ResetEvent peer = backend_gave_up(3000, "TCP_ABORT_ON_LINGER", 6, 10);
     peer.total_retrans = 6;
-    peer.stalled_retrans = 6;
-    peer.packets_out = 10;
-    peer.mss = 1448;
     ResetEvent r = nginx_received(3000);
     r.since_request_ms = 2000;
     auto result = diagnose_after(d, {peer}, r);
@@ -231,10 +239,7 @@ TEST(Diagnosis, ListenerEchoAfterTheBackendGaveUpDoesNotHideTheBlackHole)
     // segment on the flow is answered by the listener, and that is the
     // reset nginx gets (seen in the mixed scenario run).
     Diagnoser d;
-    ResetEvent gave_up = backend_sent(3000, "TCP_STATE");
-    gave_up.stalled_retrans = 3;
-    gave_up.packets_out = 12;
-    gave_up.mss = 1448;
+    ResetEvent gave_up = backend_gave_up(3000, "TCP_STATE", 3, 12);
     ResetEvent echo = backend_sent(3002, "TCP_FLAGS", /*LISTEN*/ 10);
     echo.no_socket = true;
     ResetEvent r = reused(nginx_received(3002), 5000);
