@@ -18,6 +18,9 @@ public:
     virtual bool has_classic_tracepoint(const std::string &category, const std::string &name) const = 0;
     virtual bool is_root() const = 0;
     virtual bool has_capability(int cap) const = 0;
+    // Where the cgroup v2 hierarchy is mounted ("/sys/fs/cgroup", or
+    // "/sys/fs/cgroup/unified" on a hybrid host); empty if nowhere.
+    virtual std::string cgroup2_mount() const = 0;
 };
 
 // The kernel this process runs on.

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -63,14 +64,32 @@ void comm_words(const std::string &comm, volatile __u64 (&words)[2])
     words[1] = w[1];
 }
 
+enum class Hook { BtfTracepoint, ClassicTracepoint, Cgroup };
+
 struct ProgramNeed {
     bpf_program *prog;
     bpf_link **link;  // the skeleton's slot: it destroys the link with the object
-    const char *tracepoint;
-    const char *category;  // classic tracepoints' category; nullptr for tp_btf
+    Hook hook;
+    const char *name;      // the tracepoint, or the cgroup hook ("connect4")
+    const char *category;  // classic tracepoints' category
     bool required;
     const char *without_it;
 };
+
+// The root of the cgroup v2 hierarchy, where the socket hooks see every
+// process on the host.
+int open_cgroup_root(const KernelFeatures &kernel)
+{
+    std::string root = kernel.cgroup2_mount();
+    if (root.empty())
+        throw FatalError("no cgroup v2 hierarchy is mounted",
+                         "rstwatch attaches its connect() and bind() hooks to the cgroup v2 root; mount it, "
+                         "e.g. mount -t cgroup2 none /sys/fs/cgroup/unified");
+    int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        throw FatalError("cannot open the cgroup v2 root " + root + ": " + errno_text(errno));
+    return fd;
+}
 
 }  // namespace
 
@@ -121,15 +140,21 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     auto *p = &skel_->progs;
     auto *l = &skel_->links;
     const ProgramNeed needs[] = {
-        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, "tcp_receive_reset", nullptr, true, ""},
-        {p->on_tcp_send_reset, &l->on_tcp_send_reset, "tcp_send_reset", nullptr, true, ""},
-        {p->on_inet_sock_set_state, &l->on_inet_sock_set_state, "inet_sock_set_state", nullptr, true, ""},
-        {p->on_tcp_destroy_sock, &l->on_tcp_destroy_sock, "tcp_destroy_sock", nullptr, true, ""},
-        {p->on_sock_recv_length, &l->on_sock_recv_length, "sock_recv_length", nullptr, false,
+        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, Hook::BtfTracepoint, "tcp_receive_reset", nullptr,
+         true, ""},
+        {p->on_tcp_send_reset, &l->on_tcp_send_reset, Hook::BtfTracepoint, "tcp_send_reset", nullptr, true, ""},
+        {p->on_tcp_destroy_sock, &l->on_tcp_destroy_sock, Hook::BtfTracepoint, "tcp_destroy_sock", nullptr, true,
+         ""},
+        {p->on_connect4, &l->on_connect4, Hook::Cgroup, "connect4", nullptr, true, ""},
+        {p->on_connect6, &l->on_connect6, Hook::Cgroup, "connect6", nullptr, true, ""},
+        {p->on_post_bind4, &l->on_post_bind4, Hook::Cgroup, "post_bind4", nullptr, true, ""},
+        {p->on_post_bind6, &l->on_post_bind6, Hook::Cgroup, "post_bind6", nullptr, true, ""},
+        {p->on_sock_recv_length, &l->on_sock_recv_length, Hook::BtfTracepoint, "sock_recv_length", nullptr, false,
          "resets of client connections name the listening process, not the worker (needs Linux 6.3+)"},
-        {p->on_tcp_probe, &l->on_tcp_probe, "tcp_probe", nullptr, false,
+        {p->on_tcp_probe, &l->on_tcp_probe, Hook::BtfTracepoint, "tcp_probe", nullptr, false,
          "the TTL of resets is unknown: middlebox resets cannot be told apart"},
-        {p->on_mark_victim, &l->on_mark_victim, "mark_victim", "oom", false, "OOM kills are not reported"},
+        {p->on_mark_victim, &l->on_mark_victim, Hook::ClassicTracepoint, "mark_victim", "oom", false,
+         "OOM kills are not reported"},
     };
     // A per-segment hook: only when asked for (see LoaderOptions::ttl_evidence).
     if (!options.ttl_evidence)
@@ -137,25 +162,31 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     if (!options.client_workers)  // per recv(): also only when asked for
         bpf_program__set_autoload(p->on_sock_recv_length, false);
     for (const auto &need : needs) {
-        if (!bpf_program__autoload(need.prog))
-            continue;
-        bool present = need.category ? kernel.has_classic_tracepoint(need.category, need.tracepoint)
-                                     : kernel.has_btf_tracepoint(need.tracepoint);
+        if (!bpf_program__autoload(need.prog) || need.hook == Hook::Cgroup)
+            continue;  // the cgroup hooks are as old as BTF itself: the load tells
+        bool present = need.hook == Hook::ClassicTracepoint ? kernel.has_classic_tracepoint(need.category, need.name)
+                                                             : kernel.has_btf_tracepoint(need.name);
         if (present)
             continue;
         if (need.required)
-            throw FatalError(std::string("the kernel lacks the tracepoint ") + need.tracepoint,
-                             "rstwatch needs tcp:tcp_receive_reset, tcp:tcp_send_reset, tcp:tcp_destroy_sock and "
-                             "sock:inet_sock_set_state with BTF (Linux 4.16+, CONFIG_DEBUG_INFO_BTF=y)");
+            throw FatalError(std::string("the kernel lacks the tracepoint ") + need.name,
+                             "rstwatch needs tcp:tcp_receive_reset, tcp:tcp_send_reset and tcp:tcp_destroy_sock "
+                             "with BTF (Linux 4.16+, CONFIG_DEBUG_INFO_BTF=y)");
         bpf_program__set_autoload(need.prog, false);
         disabled_.push_back(bpf_program__name(need.prog));
-        spdlog::warn("tracepoint {} not available: {}", need.tracepoint, need.without_it);
+        spdlog::warn("tracepoint {} not available: {}", need.name, need.without_it);
     }
+    const int cgroup_root = open_cgroup_root(kernel);
+    struct CloseFd {
+        int fd;
+        ~CloseFd() { close(fd); }  // each link holds its own reference to the cgroup
+    } close_root{cgroup_root};
 
     if (int err = rstwatch_bpf__load(skel_.get())) {
         std::string hint = "run with -v to see the verifier log";
-        if (err == -EPERM || err == -EACCES)
-            hint = "run as root, or with CAP_BPF and CAP_PERFMON";
+        // The verifier's rejections are EACCES too: blame privileges only without them.
+        if ((err == -EPERM || err == -EACCES) && !kernel.is_root())
+            hint = "run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN";
         throw FatalError("cannot load the BPF programs: " + errno_text(err), hint);
     }
     if (skel_->kconfig && skel_->kconfig->CONFIG_HZ == 0)
@@ -165,18 +196,21 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     for (const auto &need : needs) {
         if (!bpf_program__autoload(need.prog))
             continue;
-        bpf_link *link = bpf_program__attach(need.prog);
+        const bool cgroup = need.hook == Hook::Cgroup;
+        const std::string hook = cgroup ? std::string("cgroup/") + need.name : std::string(need.name);
+        bpf_link *link = cgroup ? bpf_program__attach_cgroup(need.prog, cgroup_root) : bpf_program__attach(need.prog);
         if (!link) {
             int err = -errno;
-            throw FatalError(std::string("cannot attach to tracepoint ") + need.tracepoint + ": " +
-                             errno_text(err));
+            throw FatalError("cannot attach to " + std::string(cgroup ? "the cgroup hook " : "the tracepoint ") + hook +
+                                 ": " + errno_text(err),
+                             err == -EPERM ? "run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN" : "");
         }
         *need.link = link;
-        attached_.push_back(need.tracepoint);
+        attached_.push_back(hook);
         bpf_prog_info info{};
         __u32 info_len = sizeof(info);
         if (bpf_obj_get_info_by_fd(bpf_program__fd(need.prog), &info, &info_len) == 0)
-            spdlog::debug("attached {} to {} as prog id {}", bpf_program__name(need.prog), need.tracepoint, info.id);
+            spdlog::debug("attached {} to {} as prog id {}", bpf_program__name(need.prog), hook, info.id);
     }
 
     ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.records), on_record, this, nullptr));

@@ -7,24 +7,29 @@ namespace rstwatch {
 namespace {
 
 // CAP_BPF and CAP_PERFMON arrived in Linux 5.8; older headers lack them.
+constexpr int kCapNetAdmin = 12;
 constexpr int kCapPerfmon = 38;
 constexpr int kCapBpf = 39;
 
 }  // namespace
 
 const std::vector<std::string> kRequiredTracepoints = {
-    "tcp_receive_reset",    // a reset arrived (Linux 4.16+ with BTF typing)
-    "tcp_send_reset",       // a reset left
-    "inet_sock_set_state",  // connect(): who owns an upstream connection
+    "tcp_receive_reset",  // a reset arrived (Linux 4.16+ with BTF typing)
+    "tcp_send_reset",     // a reset left
+    "tcp_destroy_sock",   // a socket is gone, and its owner entry with it
 };
 
 std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
 {
     std::vector<std::string> missing;
-    if (!kernel.is_root() &&
-        !(kernel.has_capability(kCapBpf) && kernel.has_capability(kCapPerfmon)))
-        missing.push_back("missing privileges: run as root, or grant CAP_BPF and CAP_PERFMON "
-                          "(plus CAP_SYS_PTRACE to attribute connections opened before the agent)");
+    if (!kernel.is_root() && !(kernel.has_capability(kCapBpf) && kernel.has_capability(kCapPerfmon) &&
+                               kernel.has_capability(kCapNetAdmin)))
+        missing.push_back("missing privileges: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN "
+                          "(the connect() and bind() hooks are cgroup socket programs), plus CAP_SYS_PTRACE "
+                          "to attribute connections opened before the agent");
+    if (kernel.cgroup2_mount().empty())
+        missing.push_back("no cgroup v2 hierarchy is mounted: rstwatch attaches its connect() and bind() "
+                          "hooks to its root; mount it, e.g. mount -t cgroup2 none /sys/fs/cgroup/unified");
     if (!kernel.has_vmlinux_btf()) {
         missing.push_back("the kernel has no BTF (/sys/kernel/btf/vmlinux): rstwatch needs a kernel "
                           "built with CONFIG_DEBUG_INFO_BTF=y");

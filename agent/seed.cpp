@@ -197,7 +197,7 @@ void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport
         rw_listener owner{};
         owner.owner_tgid = top->pid;
         std::strncpy(owner.owner_comm, top->comm.c_str(), sizeof(owner.owner_comm) - 1);
-        // A listen() since attach already recorded its caller: keep it.
+        // A bind() since attach already recorded its caller: keep it.
         if (bpf_map_update_elem(maps.listeners, &bound, &owner, BPF_NOEXIST) == 0 || errno == EEXIST)
             report.listeners++;
         else

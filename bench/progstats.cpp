@@ -4,8 +4,8 @@
 //
 // Turns on BPF run-time statistics with the BPF_ENABLE_STATS command (they stay
 // on only while this process holds the returned fd, so nothing is left
-// switched on if it is killed), attaches empty tp_btf programs on rstwatch's
-// tracepoints (the floor, floor.bpf.c), and snapshots run_cnt/run_time_ns of
+// switched on if it is killed), attaches empty programs on rstwatch's
+// tracepoints and cgroup hooks (the floor, floor.bpf.c), and snapshots run_cnt/run_time_ns of
 // its own programs and of every program each --owner process holds an fd to
 // (found in /proc/PID/fdinfo, so another rstwatch on the same host is never
 // mistaken for the one under test). Prints "attached" on stderr, then waits
@@ -18,6 +18,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -83,7 +85,9 @@ std::set<uint32_t> prog_ids_of(pid_t pid)
 }
 
 // "tcp_probe" for a tp_btf program (its attach type is btf_trace_tcp_probe in
-// vmlinux BTF); the program's own (15-character) name otherwise.
+// vmlinux BTF); for cgroup programs, the hook their name gives after a prefix
+// ("on_connect4", "fl_connect4": "cgroup/connect4"), as bpf_prog_info has no
+// attach type (and keeps 15 characters of a name).
 std::string tracepoint_of(const bpf_prog_info &info, const btf *vmlinux)
 {
     if (vmlinux && info.attach_btf_id && info.attach_btf_obj_id <= 1) {
@@ -96,7 +100,31 @@ std::string tracepoint_of(const bpf_prog_info &info, const btf *vmlinux)
             return s;
         }
     }
-    return std::string("prog:") + info.name;
+    std::string name = info.name;
+    if (info.type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || info.type == BPF_PROG_TYPE_CGROUP_SOCK) {
+        for (const char *prefix : {"on_", "fl_"})
+            if (name.rfind(prefix, 0) == 0)
+                return "cgroup/" + name.substr(std::strlen(prefix));
+    }
+    return "prog:" + name;
+}
+
+// Where the cgroup v2 hierarchy's root is mounted, as rstwatch finds it.
+std::string cgroup2_root()
+{
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, dev, root, mountpoint, field, fstype;
+        fields >> id >> parent >> dev >> root >> mountpoint;
+        while (fields >> field && field != "-") {
+        }
+        fields >> fstype;
+        if (fstype == "cgroup2" && root == "/")
+            return mountpoint;
+    }
+    return {};
 }
 
 [[noreturn]] void usage(int status)
@@ -161,6 +189,25 @@ int main(int argc, char **argv)
             std::fprintf(stderr, "progstats: cannot load/attach the floor programs: %s\n", std::strerror(errno));
             return 1;
         }
+        // The skeleton attaches tracepoints only: cgroup hooks need the cgroup.
+        const std::string root = cgroup2_root();
+        int cgroup = root.empty() ? -1 : open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cgroup < 0) {
+            std::fprintf(stderr, "progstats: no cgroup v2 root to attach the floor's cgroup hooks to\n");
+            return 1;
+        }
+        for (auto [prog, link] : {std::pair{skel->progs.fl_connect4, &skel->links.fl_connect4},
+                                  std::pair{skel->progs.fl_connect6, &skel->links.fl_connect6},
+                                  std::pair{skel->progs.fl_post_bind4, &skel->links.fl_post_bind4},
+                                  std::pair{skel->progs.fl_post_bind6, &skel->links.fl_post_bind6}}) {
+            *link = bpf_program__attach_cgroup(prog, cgroup);
+            if (!*link) {
+                std::fprintf(stderr, "progstats: cannot attach %s: %s\n", bpf_program__name(prog),
+                             std::strerror(errno));
+                return 1;
+            }
+        }
+        close(cgroup);
         bpf_program *prog;
         bpf_object__for_each_program(prog, skel->obj)
         {

@@ -141,10 +141,10 @@ END {
     if ("kernel" in TOOLS) {
         print "## Kernel cost under churn: ns per invocation (run_time_ns / run_cnt)"
         print ""
-        print "Empty tp_btf programs (bench/floor.bpf.c) attached at the same time on the same tracepoints are the floor."
+        print "Empty programs (bench/floor.bpf.c) attached at the same time on the same tracepoints and cgroup hooks are the floor."
         print "Medians over rounds, (min–max)."
         print ""
-        print "| tool | program (tracepoint) | hits per run | ns per hit | floor ns per hit | vs floor |"
+        print "| tool | program (hook) | hits per run | ns per hit | floor ns per hit | vs floor |"
         print "|---|---|---|---|---|---|"
         n = split(TOOLS["kernel"], tl, " ")
         for (i = 1; i <= n; i++) {

@@ -5,13 +5,15 @@
  * Resets are reported from softirq context, where `current` is whoever
  * happened to be on the CPU, so the owner of a connection is recorded when
  * the owner itself touches the socket: at connect(), or at its first recv()
- * of an accepted socket. Beyond an early exit in recv(), nothing runs per
- * send, receive or segment: what the connection was doing (request open,
- * idle, reused) is read from the tcp_sock when it is reset.
+ * of an accepted socket. Nothing runs per state change, send, receive or
+ * segment: what the connection was doing (request open, idle, reused) is
+ * read from the tcp_sock when it is reset.
  *
- *   inet_sock_set_state  CLOSE->SYN_SENT: owner = connect() caller (upstream),
- *                        and the server it connects to, for peer evidence
- *   sock_recv_length     owner = first reader of an accepted socket (downstream)
+ *   cgroup/connect4,6    owner = connect() caller (upstream), and the server
+ *                        it connects to, for peer evidence
+ *   cgroup/post_bind4,6  a tracked process bound a port: its listener
+ *   sock_recv_length     only with --client-workers: owner = first reader of
+ *                        an accepted socket (downstream)
  *   tcp_receive_reset    a reset arrived on a tracked socket
  *   tcp_send_reset       a reset left a tracked socket, or an untracked one
  *                        on an upstream server (the backend's side: evidence)
@@ -19,6 +21,11 @@
  *   oom/mark_victim      the OOM killer chose a victim (and its memory cgroup)
  *   tcp_probe            only with --ttl-evidence: TTL of the peer's data and
  *                        of a reset, to tell a middlebox from the backend
+ *
+ * The cgroup hooks are attached to the root of the cgroup v2 hierarchy, so
+ * they see every process; they run once per connect() or bind() on the
+ * host, where the tracepoint sock:inet_sock_set_state, which earlier
+ * versions used, runs about ten times per connection for every TCP socket.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -300,14 +307,14 @@ static __always_inline struct rw_conn *conn_of(const struct sock *sk)
 }
 
 /*
- * Records the current task as the owner of `sk` in a free way of its set,
- * taken with a compare-and-exchange (another CPU may be claiming into the
- * same set). The way is filled before anything can reset the connection:
- * connect() sends its SYN after this tracepoint. False if the set is full.
+ * Records the current task as the owner of the socket with `cookie` in a
+ * free way of its set, taken with a compare-and-exchange (another CPU may
+ * be claiming into the same set). The way is filled before anything can
+ * reset the connection: connect() sends its SYN after its hook. False if
+ * the set is full.
  */
-static __always_inline int claim_for_current(struct sock *sk, __u8 role)
+static __always_inline int claim_for_current(__u64 cookie, __u8 role)
 {
-	__u64 cookie = bpf_get_socket_cookie(sk);
 	struct rw_counters *cnt = this_cpu_counters();
 	struct rw_owner_set *set = owner_set_of(cookie);
 	struct rw_conn *conn = NULL;
@@ -343,21 +350,21 @@ static __always_inline int claim_for_current(struct sock *sk, __u8 role)
 }
 
 /*
- * One end of a socket as a map key: its own address and port as bound
- * (valid while the socket holds its port: not after a close with
- * SO_LINGER 0, see fill_tuple_from_sock()), or its peer's.
+ * A socket's own end as a map key: its address and port as bound (valid
+ * while the socket holds its port: not after a close with SO_LINGER 0, see
+ * fill_tuple_from_sock()).
  */
-static __always_inline void sock_endpoint(struct rw_endpoint *ep, const struct sock *sk, int peer)
+static __always_inline void sock_local_endpoint(struct rw_endpoint *ep, const struct sock *sk)
 {
 	const struct sock_common *skc = &sk->__sk_common;
 
 	__builtin_memset(ep, 0, sizeof(*ep));
 	ep->family = skc->skc_family;
-	ep->port = peer ? bpf_ntohs(skc->skc_dport) : skc->skc_num;
+	ep->port = skc->skc_num;
 	if (ep->family == AF_INET)
-		__builtin_memcpy(ep->addr, peer ? &skc->skc_daddr : &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(ep->addr, &skc->skc_rcv_saddr, 4);
 	else
-		__builtin_memcpy(ep->addr, peer ? &skc->skc_v6_daddr : &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(ep->addr, &skc->skc_v6_rcv_saddr, 16);
 }
 
 /* Our end of a reset, as filled into the record. */
@@ -369,17 +376,6 @@ static __always_inline void record_local_endpoint(struct rw_endpoint *ep, const 
 	__builtin_memcpy(ep->addr, rec->local_addr, 16);
 }
 
-/* The server a connect() goes to, from the socket's destination. */
-static __always_inline void remember_upstream_endpoint(const struct sock *sk)
-{
-	struct rw_endpoint ep;
-	__u8 one = 1;
-
-	sock_endpoint(&ep, sk, /*peer=*/1);
-	if (!bpf_map_lookup_elem(&upstream_endpoints, &ep))
-		bpf_map_update_elem(&upstream_endpoints, &ep, &one, BPF_NOEXIST);
-}
-
 /* Whether a reset sent from `rec->local` left an upstream server. */
 static __always_inline int sent_by_upstream_endpoint(const struct rw_reset_record *rec)
 {
@@ -389,38 +385,124 @@ static __always_inline int sent_by_upstream_endpoint(const struct rw_reset_recor
 	return bpf_map_lookup_elem(&upstream_endpoints, &ep) != NULL;
 }
 
-/* The process calling listen() on `sk`, bound already. */
-static __always_inline void remember_listener(const struct sock *sk)
+/*
+ * The server a connect() goes to, as the caller gave it (user_port holds
+ * the port in network order). `family` is a constant per program: the
+ * verifier rejects reading the other family's fields of the context.
+ */
+static __always_inline void remember_upstream_endpoint(const struct bpf_sock_addr *ctx, __u16 family)
+{
+	struct rw_endpoint ep = {};
+	__u8 one = 1;
+
+	ep.family = family;
+	ep.port = bpf_ntohs((__u16)ctx->user_port);
+	if (family == AF_INET) {
+		__u32 addr = ctx->user_ip4;
+
+		__builtin_memcpy(ep.addr, &addr, 4);
+	} else {
+		__u32 addr[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+
+		__builtin_memcpy(ep.addr, addr, 16);
+	}
+	if (!bpf_map_lookup_elem(&upstream_endpoints, &ep))
+		bpf_map_update_elem(&upstream_endpoints, &ep, &one, BPF_NOEXIST);
+}
+
+/*
+ * A bound socket's own end (src_port is in host order in struct bpf_sock).
+ * `family` as above: constant, the socket's.
+ */
+static __always_inline void bound_endpoint(struct rw_endpoint *ep, const struct bpf_sock *sk, __u16 family)
+{
+	__builtin_memset(ep, 0, sizeof(*ep));
+	ep->family = family;
+	ep->port = sk->src_port;
+	if (family == AF_INET) {
+		__u32 addr = sk->src_ip4;
+
+		__builtin_memcpy(ep->addr, &addr, 4);
+	} else {
+		__u32 addr[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
+
+		__builtin_memcpy(ep->addr, addr, 16);
+	}
+}
+
+static __always_inline int is_tcp(__u32 type, __u32 protocol)
+{
+	return type == SOCK_STREAM && protocol == IPPROTO_TCP;
+}
+
+/*
+ * connect() of a socket, in the caller's context, before anything is
+ * sent. A socket bound to a port before it connects was a client all
+ * along: the listener entry its bind() made goes.
+ */
+static __always_inline void on_connect(struct bpf_sock_addr *ctx, __u16 family)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!is_tcp(ctx->type, ctx->protocol) || !current_is_tracked())
+		return;
+	if (sk && sk->src_port) {
+		struct rw_endpoint ep;
+
+		bound_endpoint(&ep, sk, family);
+		bpf_map_delete_elem(&listeners, &ep);
+	}
+	if (claim_for_current(bpf_get_socket_cookie(ctx), RW_ROLE_UPSTREAM) && emit_peer_resets)
+		remember_upstream_endpoint(ctx, family);
+}
+
+/*
+ * A tracked process bound a TCP socket to a port: nginx's master does so
+ * for each listen directive, and there is no hook at listen() that runs
+ * for listens only. A bind() with IP_BIND_ADDRESS_NO_PORT (nginx's
+ * proxy_bind without a port) has no port yet and is skipped; one that
+ * binds a port and then connects loses its entry at connect().
+ */
+static __always_inline void on_post_bind(struct bpf_sock *sk, __u16 family)
 {
 	struct rw_endpoint ep;
 	struct rw_listener owner = {};
 
-	sock_endpoint(&ep, sk, /*peer=*/0);
+	if (!is_tcp(sk->type, sk->protocol) || !sk->src_port || !current_is_tracked())
+		return;
+	bound_endpoint(&ep, sk, family);
 	owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
 	copy_current_comm(owner.owner_comm);
 	bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY);
 }
 
-/*
- * connect() moves CLOSE -> SYN_SENT and listen() CLOSE -> LISTEN in the
- * caller's context, with the addresses already set. Every other transition
- * leaves at the first compare: this tracepoint fires about ten times per
- * connection, for every TCP connection on the host.
- */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(on_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+/* Cgroup socket hooks must return 1: 0 would fail the caller's system call with EPERM. */
+SEC("cgroup/connect4")
+int on_connect4(struct bpf_sock_addr *ctx)
 {
-	if (oldstate != TCP_CLOSE)
-		return 0;
-	if (newstate != TCP_SYN_SENT && newstate != TCP_LISTEN)
-		return 0;
-	if (!current_is_tracked() || !is_inet_tcp(sk))
-		return 0;
-	if (newstate == TCP_LISTEN)
-		remember_listener(sk);
-	else if (claim_for_current(sk, RW_ROLE_UPSTREAM) && emit_peer_resets)
-		remember_upstream_endpoint(sk);
-	return 0;
+	on_connect(ctx, AF_INET);
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int on_connect6(struct bpf_sock_addr *ctx)
+{
+	on_connect(ctx, AF_INET6);
+	return 1;
+}
+
+SEC("cgroup/post_bind4")
+int on_post_bind4(struct bpf_sock *sk)
+{
+	on_post_bind(sk, AF_INET);
+	return 1;
+}
+
+SEC("cgroup/post_bind6")
+int on_post_bind6(struct bpf_sock *sk)
+{
+	on_post_bind(sk, AF_INET6);
+	return 1;
 }
 
 /*
@@ -442,7 +524,7 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 	if (conn_of(sk))
 		return 0;
 	if (current_is_tracked() && is_inet_tcp(sk))
-		claim_for_current(sk, RW_ROLE_DOWNSTREAM);
+		claim_for_current(bpf_get_socket_cookie(sk), RW_ROLE_DOWNSTREAM);
 	return 0;
 }
 
@@ -738,7 +820,7 @@ int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 	struct rw_endpoint local;
 
 	if (!conn) {
-		sock_endpoint(&local, sk, /*peer=*/0);
+		sock_local_endpoint(&local, sk);
 		l = listener_at(&local);
 		if (!l && !track_all_tasks)
 			return 0;

@@ -590,3 +590,69 @@ TEST(BpfSession, SocketConnectedAgainKeepsOneOwner)
     close(fd);
     EXPECT_EQ(collector.owned_connections(), before);
 }
+
+namespace {
+
+// Entries of the listener table, read the way bpftool would.
+size_t listener_entries(const BpfSession &session)
+{
+    const int fd = session.seed_maps().listeners;
+    size_t n = 0;
+    rw_endpoint key{}, next{};
+    const void *prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+        n++;
+        key = next;
+        prev = &key;
+    }
+    return n;
+}
+
+// A TCP socket bound to 127.0.0.1 (any port), optionally with
+// IP_BIND_ADDRESS_NO_PORT as nginx's proxy_bind sets it.
+int bound_client_socket(bool no_port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || (no_port && setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) != 0))
+        return -1;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0)
+        return -1;
+    return fd;
+}
+
+}  // namespace
+
+// Listeners are learnt at bind() (there is no hook at listen() alone): a
+// port bound and then connect()ed was a client's and must not stay in the
+// table, or a later connection on that port would be taken for nginx's.
+TEST(BpfSession, OnlyPortsBoundToListenStayListeners)
+{
+    REQUIRE_ROOT();
+    Collector collector;
+    const size_t before = listener_entries(collector.session());
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    EXPECT_EQ(listener_entries(collector.session()), before + 1) << "bind() of the listener";
+
+    sockaddr_in server{};
+    server.sin_family = AF_INET;
+    server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    server.sin_port = htons(rwtest::port_of(listener));
+    for (bool no_port : {false, true}) {
+        int client = bound_client_socket(no_port);
+        ASSERT_GE(client, 0);
+        EXPECT_EQ(listener_entries(collector.session()), before + 1 + (no_port ? 0 : 1))
+            << (no_port ? "a bind() without a port yet is no listener's" : "bound, not yet connected");
+        ASSERT_EQ(connect(client, reinterpret_cast<sockaddr *>(&server), sizeof(server)), 0);
+        EXPECT_EQ(listener_entries(collector.session()), before + 1) << "connect() shows it was a client";
+        int accepted = accept(listener, nullptr, nullptr);
+        close(accepted);
+        close(client);
+    }
+    EXPECT_EQ(collector.session().counters().owners_recorded, 2u);
+    close(listener);
+}

@@ -14,7 +14,8 @@ struct FakeKernel : KernelFeatures {
     bool btf = true;
     bool root = true;
     std::set<int> caps;
-    std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset", "inet_sock_set_state"};
+    std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset", "tcp_destroy_sock"};
+    std::string cgroup2 = "/sys/fs/cgroup";
 
     bool has_vmlinux_btf() const override { return btf; }
     bool has_btf_tracepoint(const std::string &name) const override { return btf && tracepoints.count(name); }
@@ -24,6 +25,7 @@ struct FakeKernel : KernelFeatures {
     }
     bool is_root() const override { return root; }
     bool has_capability(int cap) const override { return caps.count(cap); }
+    std::string cgroup2_mount() const override { return cgroup2; }
 };
 
 std::string joined(const std::vector<std::string> &v)
@@ -52,14 +54,33 @@ TEST(Prerequisites, WithoutRootNamesRootAndTheCapabilities)
     EXPECT_NE(missing[0].find("CAP_PERFMON"), std::string::npos);
 }
 
-TEST(Prerequisites, CapBpfAndCapPerfmonAreEnoughWithoutRoot)
+TEST(Prerequisites, WithoutRootNamesCapNetAdminForTheCgroupHooks)
 {
     FakeKernel k;
     k.root = false;
-    k.caps = {38, 39};
+    EXPECT_NE(joined(missing_prerequisites(k)).find("CAP_NET_ADMIN"), std::string::npos);
+}
+
+TEST(Prerequisites, CapBpfCapPerfmonAndCapNetAdminAreEnoughWithoutRoot)
+{
+    FakeKernel k;
+    k.root = false;
+    k.caps = {12, 38, 39};
     EXPECT_TRUE(missing_prerequisites(k).empty());
+    k.caps = {38, 39};
+    EXPECT_EQ(missing_prerequisites(k).size(), 1u) << "cgroup socket hooks need CAP_NET_ADMIN";
     k.caps = {39};
     EXPECT_EQ(missing_prerequisites(k).size(), 1u) << "CAP_BPF alone cannot attach tracing programs";
+}
+
+TEST(Prerequisites, MissingCgroupV2IsNamedWithTheMountCommand)
+{
+    FakeKernel k;
+    k.cgroup2.clear();
+    auto missing = missing_prerequisites(k);
+    ASSERT_EQ(missing.size(), 1u) << joined(missing);
+    EXPECT_NE(missing[0].find("cgroup v2"), std::string::npos);
+    EXPECT_NE(missing[0].find("mount -t cgroup2"), std::string::npos);
 }
 
 TEST(Prerequisites, KernelWithoutBtfIsNamed)
@@ -75,7 +96,7 @@ TEST(Prerequisites, KernelWithoutBtfIsNamed)
 TEST(Prerequisites, EachMissingTracepointIsNamed)
 {
     FakeKernel k;
-    k.tracepoints = {"inet_sock_set_state"};
+    k.tracepoints = {"tcp_destroy_sock"};
     auto missing = missing_prerequisites(k);
     ASSERT_EQ(missing.size(), 2u) << joined(missing);
     EXPECT_NE(joined(missing).find("tcp_receive_reset"), std::string::npos);
