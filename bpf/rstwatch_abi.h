@@ -102,7 +102,7 @@ struct rw_endpoint {
  * accepted one: a reset on it names the listener's process instead.
  */
 struct rw_listener {
-	__u32 owner_tgid; /* who called listen(): nginx's master */
+	__u32 owner_tgid; /* who bound it: nginx's master */
 	__u32 pad0;
 	char owner_comm[RW_COMM_LEN];
 };
