@@ -295,15 +295,18 @@ int run_agent(const RunSettings &settings)
     auto last_lost_log = clock::now();
     auto publish_lost = [&] {
         BpfCounters bpf = session.counters();
-        LostTotals lost{bpf.records_lost, decode_errors, writer ? writer->stats().lost() : 0, bpf.owners_dropped};
+        LostTotals lost{bpf.records_lost, decode_errors, writer ? writer->stats().lost() : 0, bpf.owners_dropped,
+                        bpf.endpoints_dropped};
         metrics.set_lost(lost);
         set_lost_of(tables);
         bool grew = lost.ring_buffer > logged_lost.ring_buffer || lost.consumer > logged_lost.consumer ||
-                    lost.store > logged_lost.store || lost.owners > logged_lost.owners;
+                    lost.store > logged_lost.store || lost.owners > logged_lost.owners ||
+                    lost.endpoints > logged_lost.endpoints;
         if (grew && clock::now() - last_lost_log >= std::chrono::seconds(10)) {
             spdlog::warn("lost events so far: ring buffer full {} (raise --ring-buffer-kb), undecodable {}, "
-                         "not stored {}; connections without owner (owner table full, raise --max-connections) {}",
-                         lost.ring_buffer, lost.consumer, lost.store, lost.owners);
+                         "not stored {}; connections without owner (owner table full, raise --max-connections) {}; "
+                         "upstream servers or listeners not recorded (table full) {}",
+                         lost.ring_buffer, lost.consumer, lost.store, lost.owners, lost.endpoints);
             logged_lost = lost;
             last_lost_log = clock::now();
         }
@@ -369,6 +372,10 @@ int run_agent(const RunSettings &settings)
     if (counters.owners_dropped)
         spdlog::warn("{} connections got no owner: the owner table was full (raise --max-connections)",
                      counters.owners_dropped);
+    if (counters.endpoints_dropped)
+        spdlog::warn("{} upstream servers or listeners were not recorded: their table was full (4096 servers, "
+                     "1024 listeners)",
+                     counters.endpoints_dropped);
     if (writer) {
         StoreWriterStats s = writer->stats();
         spdlog::info("store {}: {} records written{}", writer->path(), s.written,

@@ -18,7 +18,7 @@ static_assert(sizeof(rw_record_header) == 16);
 static_assert(sizeof(rw_conn) == 40);
 static_assert(sizeof(rw_reset_record) == 184);
 static_assert(sizeof(rw_oom_record) == 848);
-static_assert(sizeof(rw_counters) == 32);
+static_assert(sizeof(rw_counters) == 40);
 
 const char *to_string(Direction d) { return d == Direction::Received ? "received" : "sent"; }
 

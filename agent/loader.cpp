@@ -255,6 +255,7 @@ BpfCounters BpfSession::counters() const
         total.records_lost += c.records_lost;
         total.owners_recorded += c.owners_recorded;
         total.owners_dropped += c.owners_dropped;
+        total.endpoints_dropped += c.endpoints_dropped;
     }
     return total;
 }

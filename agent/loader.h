@@ -45,6 +45,7 @@ struct BpfCounters {
     uint64_t records_lost = 0;  // the ring buffer was full
     uint64_t owners_recorded = 0;
     uint64_t owners_dropped = 0;
+    uint64_t endpoints_dropped = 0;  // upstream servers or listeners not recorded: table full
 };
 
 class BpfSession {

@@ -115,6 +115,10 @@ std::string Metrics::render(uint64_t rss_bytes) const
     header(out, "rstwatch_unowned_connections_total", "counter",
            "Connections of tracked processes that got no owner because the owner table was full (--max-connections).");
     out += "rstwatch_unowned_connections_total " + std::to_string(lost_.owners) + "\n";
+    header(out, "rstwatch_unrecorded_endpoints_total", "counter",
+           "Upstream servers or listening sockets of tracked processes not recorded because their BPF table was "
+           "full: the backend's resets from such a server, and client resets on such a listener, go unseen.");
+    out += "rstwatch_unrecorded_endpoints_total " + std::to_string(lost_.endpoints) + "\n";
     header(out, "rstwatch_ring_buffer_fill_ratio", "gauge",
            "Share of the BPF ring buffer holding unconsumed records, sampled at each poll.");
     out += "rstwatch_ring_buffer_fill_ratio " + number(ring_fill_) + "\n";

@@ -24,6 +24,7 @@ struct LostTotals {
     uint64_t consumer = 0;     // user space could not decode
     uint64_t store = 0;        // not written to the store (queue full, write failed)
     uint64_t owners = 0;       // connections that got no owner: the owner table was full
+    uint64_t endpoints = 0;    // upstream servers or listeners not recorded: their table was full
 };
 
 // Updated by the run loop, rendered by the HTTP thread: everything behind one mutex.

@@ -161,9 +161,33 @@ END {
                 c4 = (fl == "" || fl == 0) ? "-" : sprintf("%.2f×", ns / fl)
                 printf "| %s | %s | %s | %s | %s | %s |\n", t, tp, c1, c2, c3, c4
                 if (t == "rstwatch" && hits + 0 > HOT_HITS + 0) { HOT_HITS = hits; HOT = tp; HOT_NS = ns; HOT_FL = fl }
+                PER_REQ[t] += hits * ns
+                if (fl != "") PER_REQ_FLOOR[t] += hits * fl
             }
         }
         print ""
+        # What all of a tool's programs cost per proxied request: the sum that
+        # the throughput ratios, at ±3% per round here, cannot resolve.
+        if (stats("churn" SUBSEP "off" SUBSEP "cpu_us_per_req")) off_cpu = MED; else off_cpu = ""
+        header = 0
+        for (i = 1; i <= n; i++) {
+            t = tl[i]
+            if (t ~ /^floor-with-/ || !stats("kernel" SUBSEP t SUBSEP "requests") || MED <= 0) continue
+            if (!header) {
+                print "All of a tool's programs per proxied request: Σ hits × ns per hit ÷ requests in the same rounds (medians)."
+                print "The floor is what empty programs on the same hooks cost; the share is of agent-off nginx + backend CPU per request under churn."
+                print ""
+                print "| tool | BPF ns per request | floor ns | above the floor | share of CPU per request |"
+                print "|---|---|---|---|---|"
+                header = 1
+            }
+            req = MED
+            tot = PER_REQ[t] / req; fl = PER_REQ_FLOOR[t] / req
+            share = (off_cpu == "" || off_cpu <= 0) ? "-" : sprintf("%.2f%%", tot / 10 / off_cpu)
+            if (fl > 0) printf "| %s | %.0f | %.0f | %.0f | %s |\n", t, tot, fl, tot - fl, share
+            else printf "| %s | %.0f | - | - | %s |\n", t, tot, share  # no floor on its hooks
+        }
+        if (header) print ""
     }
 
     # --- targets ----------------------------------------------------------------------

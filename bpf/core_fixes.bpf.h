@@ -6,7 +6,8 @@
  *
  * Differences handled in user space instead (program autoload switched off,
  * see agent/loader.cpp): sock:sock_recv_length (Linux 6.3+), oom:mark_victim,
- * tcp:tcp_probe.
+ * tcp:tcp_probe. The cgroup socket hooks (Linux 4.17+) need the cgroup v2
+ * hierarchy mounted somewhere: agent/kernel_features.cpp finds it.
  */
 #ifndef RSTWATCH_CORE_FIXES_BPF_H
 #define RSTWATCH_CORE_FIXES_BPF_H

@@ -40,6 +40,7 @@
 #define IPPROTO_TCP 6
 #define SOCK_STREAM 1
 #define PF_EXITING 0x00000004
+#define E2BIG 7 /* what a map update returns when the map is full */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -170,20 +171,30 @@ static __always_inline __u64 wakeup_flags(void)
 
 /*
  * Atomic although per-CPU: a reset sent from a task's close() can be
- * interrupted on its CPU by a softirq handling a received one, and a plain
- * increment would then lose a count. (The owner counters need no atomics:
- * claims happen only in task context.)
+ * interrupted on its CPU by a softirq handling a received one, and a task
+ * in a cgroup hook can be preempted (migration is off, preemption is not)
+ * by another running the same hook. A plain increment would lose counts.
  */
+#define COUNT(field)                                                                   \
+	do {                                                                           \
+		struct rw_counters *cnt_ = this_cpu_counters();                        \
+		if (cnt_)                                                              \
+			__sync_fetch_and_add(&cnt_->field, 1);                         \
+	} while (0)
+
 static __always_inline void count_record(int delivered)
 {
-	struct rw_counters *cnt = this_cpu_counters();
-
-	if (!cnt)
-		return;
 	if (delivered)
-		__sync_fetch_and_add(&cnt->records_emitted, 1);
+		COUNT(records_emitted);
 	else
-		__sync_fetch_and_add(&cnt->records_lost, 1);
+		COUNT(records_lost);
+}
+
+/* A map update that failed for want of room is counted, never silent. */
+static __always_inline void count_if_full(long err)
+{
+	if (err == -E2BIG)
+		COUNT(endpoints_dropped);
 }
 
 static __always_inline void *reserve_record(__u32 size, __u16 type)
@@ -334,7 +345,6 @@ static __always_inline struct rw_conn *conn_of(const struct sock *sk)
  */
 static __always_inline int claim_for_current(__u64 cookie, __u8 role)
 {
-	struct rw_counters *cnt = this_cpu_counters();
 	struct rw_owner_set *set = owner_set_of(cookie);
 	struct rw_conn *conn = NULL;
 
@@ -353,8 +363,7 @@ static __always_inline int claim_for_current(__u64 cookie, __u8 role)
 		}
 	}
 	if (!conn) {
-		if (cnt)
-			cnt->owners_dropped++;
+		COUNT(owners_dropped);
 		return 0;
 	}
 	conn->owner_tgid = bpf_get_current_pid_tgid() >> 32;
@@ -363,8 +372,7 @@ static __always_inline int claim_for_current(__u64 cookie, __u8 role)
 	conn->flags = 0;
 	conn->data_ttl = conn->rst_ttl = 0;
 	conn->created_jiffies = bpf_jiffies64(); /* a load, where the clock is a call */
-	if (cnt)
-		cnt->owners_recorded++;
+	COUNT(owners_recorded);
 	return 1;
 }
 
@@ -426,7 +434,7 @@ static __always_inline void remember_endpoint_once(const struct rw_endpoint *ep)
 		if (same_endpoint(&recent->ep[i], ep))
 			return;
 	if (!bpf_map_lookup_elem(&upstream_endpoints, ep))
-		bpf_map_update_elem(&upstream_endpoints, ep, &one, BPF_NOEXIST);
+		count_if_full(bpf_map_update_elem(&upstream_endpoints, ep, &one, BPF_NOEXIST));
 	recent->ep[recent->next++ % RW_RECENT_ENDPOINTS] = *ep;
 }
 
@@ -516,7 +524,7 @@ static __always_inline void on_post_bind(struct bpf_sock *sk, __u16 family)
 	bound_endpoint(&ep, sk, family);
 	owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
 	copy_current_comm(owner.owner_comm);
-	bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY);
+	count_if_full(bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY));
 }
 
 /* Cgroup socket hooks must return 1: 0 would fail the caller's system call with EPERM. */

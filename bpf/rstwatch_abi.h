@@ -210,6 +210,7 @@ struct rw_counters {
 	__u64 records_lost;      /* bpf_ringbuf_reserve failed: ring buffer full */
 	__u64 owners_recorded;   /* sockets given an owner by the BPF side */
 	__u64 owners_dropped;    /* ... that could not be: their set of the owner table was full */
+	__u64 endpoints_dropped; /* upstream servers or listeners not recorded: their table was full */
 };
 
 #endif /* RSTWATCH_ABI_H */

@@ -656,3 +656,31 @@ TEST(BpfSession, OnlyPortsBoundToListenStayListeners)
     EXPECT_EQ(collector.session().counters().owners_recorded, 2u);
     close(listener);
 }
+
+// The table of upstream servers holds 4096: a tracked process connecting to
+// more servers than that gets the excess counted, not silently dropped.
+TEST(BpfSession, FullEndpointTableIsCounted)
+{
+    REQUIRE_ROOT();
+    Collector collector(1u << 22);
+    // A port held bound and never listened on: nothing can listen there,
+    // so each connect() below is refused at once on loopback.
+    int holder = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr *>(&any), sizeof(any)), 0);
+    const uint16_t port = rwtest::port_of(holder);
+    const uint32_t servers = 4096 + 8;
+    for (uint32_t i = 0; i < servers; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(fd, 0);
+        sockaddr_in server{};
+        server.sin_family = AF_INET;
+        server.sin_port = htons(port);
+        server.sin_addr.s_addr = htonl(0x7f4d0000u + i + 1);  // 127.77.0.1 and on: distinct servers
+        EXPECT_NE(connect(fd, reinterpret_cast<sockaddr *>(&server), sizeof(server)), 0);
+        close(fd);
+    }
+    close(holder);
+    EXPECT_EQ(collector.session().counters().endpoints_dropped, servers - 4096);
+}

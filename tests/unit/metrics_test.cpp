@@ -63,7 +63,7 @@ TEST(Metrics, CountsResetsByLabelsAndIdleHistogram)
     client.role = Role::Downstream;
     m.add(client);
     m.add(OomEvent{});
-    m.set_lost({1, 2, 3, 4});
+    m.set_lost({1, 2, 3, 4, 5});
     m.set_ring_buffer_fill(0.25);
     auto s = parse_exposition(m.render(4096));
     EXPECT_EQ(s[R"(rstwatch_resets_total{direction="received",role="upstream",upstream="10.0.0.1:80",cause="backend_crash"})"], 2);
@@ -74,6 +74,7 @@ TEST(Metrics, CountsResetsByLabelsAndIdleHistogram)
     EXPECT_EQ(s[R"(rstwatch_lost_events_total{where="consumer"})"], 2);
     EXPECT_EQ(s[R"(rstwatch_lost_events_total{where="store"})"], 3);
     EXPECT_EQ(s["rstwatch_unowned_connections_total"], 4);
+    EXPECT_EQ(s["rstwatch_unrecorded_endpoints_total"], 5);
     EXPECT_EQ(s["rstwatch_ring_buffer_fill_ratio"], 0.25);
     EXPECT_EQ(s["rstwatch_agent_rss_bytes"], 4096);
     EXPECT_EQ(s[R"(rstwatch_reset_idle_seconds_bucket{le="0.001"})"], 1);
