@@ -92,6 +92,34 @@ END {
         print ""
     }
 
+    # --- connection loop -------------------------------------------------------------
+    if ("conn" in TOOLS) {
+        print "## Connection churn without HTTP (rstwatch-bench-resetgen --graceful: connect(), accept(), close())"
+        print ""
+        print "CPU time of the loop's two processes per connection; the tool tracks the connecting one. Medians over runs, (min–max);"
+        print "\"added\" is tool − off in the same round."
+        print ""
+        print "| tool | CPU ns per connection | vs off | added ns per connection |"
+        print "|---|---|---|---|"
+        n = split(TOOLS["conn"], tl, " ")
+        for (i = 1; i <= n; i++) {
+            t = tl[i]
+            stats("conn" SUBSEP t SUBSEP "cpu_ns_per_conn"); c1 = spread(0)
+            if (t == "off") { c2 = "1"; c3 = "-" }
+            else {
+                paired("conn", t, "cpu_ns_per_conn"); c2 = spread(4)
+                k = "added" SUBSEP t
+                for (r = 1; r <= RMAX; r++)
+                    if ((("conn", t, "cpu_ns_per_conn", r) in V) && (("conn", "off", "cpu_ns_per_conn", r) in V))
+                        S[k, ++N[k]] = V["conn", t, "cpu_ns_per_conn", r] - V["conn", "off", "cpu_ns_per_conn", r]
+                stats(k); c3 = spread(0)
+                if (t == "rstwatch") { CONN_ADDED = MED; CONN_SPREAD = c3 }
+            }
+            printf "| %s | %s | %s | %s |\n", t, c1, c2, c3
+        }
+        print ""
+    }
+
     # --- reset storm --------------------------------------------------------------
     if ("storm" in TOOLS) {
         print "## Reset storm (rstwatch-bench-resetgen, loopback, SO_LINGER 0)"
@@ -201,6 +229,8 @@ END {
             print "- info " w ": nginx + backend CPU per request with rstwatch " sprintf("%+.1f%%", (CPU_RATIO[w] - 1) * 100) \
                   " (paired ratio " CPU_SPREAD[w] "; no target, less sensitive to other load than requests/s)"
     }
+    if (CONN_ADDED != "")
+        print "- info connection loop: rstwatch adds " fmt(CONN_ADDED, 0) " ns of CPU per connection, both ends (" CONN_SPREAD " over rounds)"
     ratio_target(("keepalive" in RPS_RATIO) ? (RPS_RATIO["keepalive"] >= 0.995) : "", RPS_LO["keepalive"], RPS_HI["keepalive"], 0.995,
            "keep-alive throughput ≥ 99.5% of agent-off: " (("keepalive" in RPS_RATIO) ? pct(RPS_RATIO["keepalive"]) " (" RPS_SPREAD["keepalive"] ")" : ""))
     for (wi = 1; wi <= 2; wi++) {

@@ -1,11 +1,16 @@
 // rstwatch-bench-resetgen: a bounded reset storm on loopback.
 //
-//   rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal]
+//   rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal] [--graceful]
 //
 // T client threads connect to a listener on 127.0.0.1 and close each
 // connection at once with SO_LINGER 0, which sends a RST from an ESTABLISHED
 // socket: one reset per connection, as fast as the machine allows, until S
 // seconds passed or N resets were sent (both bounded).
+//
+// With --graceful the connections close with a FIN instead: no resets, only
+// connection churn, to measure what the per-connection hooks cost. The CPU
+// time of both processes (the clients' and the acceptor's) per connection
+// is printed at the end.
 //
 // The listener and its accept loop live in a grandchild, so that an agent
 // tracking this pid (which covers its children, not theirs) sees one tracked
@@ -44,9 +49,16 @@ volatile sig_atomic_t g_go = 0;
 void on_go(int) { g_go = 1; }
 void on_stop(int) { g_stop.store(true); }
 
+uint64_t process_cpu_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
+}
+
 // The grandchild: listens, reports its address, accepts and closes until
-// `stop` reads EOF.
-[[noreturn]] void run_acceptor(int stop, int port_out)
+// `stop` reads EOF, then reports the CPU time it used on `cpu_out`.
+[[noreturn]] void run_acceptor(int stop, int port_out, int cpu_out)
 {
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -65,8 +77,10 @@ void on_stop(int) { g_stop.store(true); }
     for (;;) {
         if (poll(p, 2, 1000) <= 0)
             continue;
-        if (p[1].revents)
-            _exit(0);
+        if (p[1].revents) {
+            uint64_t cpu = process_cpu_ns();
+            _exit(write(cpu_out, &cpu, sizeof(cpu)) == static_cast<ssize_t>(sizeof(cpu)) ? 0 : 1);
+        }
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd >= 0)
             close(fd);
@@ -76,8 +90,10 @@ void on_stop(int) { g_stop.store(true); }
 [[noreturn]] void usage(int status)
 {
     std::fprintf(status ? stderr : stdout,
-                 "usage: rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal]\n"
-                 "Loopback only: connects to its own listener and resets each connection (SO_LINGER 0).\n"
+                 "usage: rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal] "
+                 "[--graceful]\n"
+                 "Loopback only: connects to its own listener and resets each connection (SO_LINGER 0),\n"
+                 "or with --graceful closes it (FIN) and reports the CPU time per connection.\n"
                  "example: rstwatch-bench-resetgen --duration 5 --max-resets 1000000 --threads 2\n");
     std::exit(status);
 }
@@ -90,6 +106,7 @@ int main(int argc, char **argv)
     long max_resets = 1'000'000;
     int threads = 1;
     bool wait_signal = false;
+    bool graceful = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -105,6 +122,8 @@ int main(int argc, char **argv)
             threads = std::atoi(value().c_str());
         else if (a == "--wait-signal")
             wait_signal = true;
+        else if (a == "--graceful")
+            graceful = true;
         else if (a == "-h" || a == "--help")
             usage(0);
         else
@@ -120,8 +139,8 @@ int main(int argc, char **argv)
     sockaddr_in addr = {};
     // stop[1] stays open here: the acceptor leaves when it reads EOF, also
     // if this process dies.
-    int stop[2], port_pipe[2];
-    if (pipe2(stop, O_CLOEXEC) != 0 || pipe2(port_pipe, O_CLOEXEC) != 0) {
+    int stop[2], port_pipe[2], cpu_pipe[2];
+    if (pipe2(stop, O_CLOEXEC) != 0 || pipe2(port_pipe, O_CLOEXEC) != 0 || pipe2(cpu_pipe, O_CLOEXEC) != 0) {
         std::perror("resetgen: pipe");
         return 1;
     }
@@ -129,12 +148,14 @@ int main(int argc, char **argv)
     if (child == 0) {
         close(stop[1]);
         close(port_pipe[0]);
+        close(cpu_pipe[0]);
         if (fork() == 0)
-            run_acceptor(stop[0], port_pipe[1]);
+            run_acceptor(stop[0], port_pipe[1], cpu_pipe[1]);
         _exit(0);
     }
     close(stop[0]);
     close(port_pipe[1]);
+    close(cpu_pipe[1]);
     waitpid(child, nullptr, 0);
     if (read(port_pipe[0], &addr, sizeof(addr)) != static_cast<ssize_t>(sizeof(addr))) {
         std::fprintf(stderr, "resetgen: the acceptor could not listen on 127.0.0.1\n");
@@ -161,6 +182,7 @@ int main(int argc, char **argv)
 
     std::atomic<long> sent{0};
     std::atomic<long> failures{0};
+    const uint64_t cpu_before = process_cpu_ns();
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + std::chrono::duration<double>(duration_s);
     std::vector<std::thread> clients;
@@ -185,7 +207,8 @@ int main(int argc, char **argv)
                         break;
                     continue;
                 }
-                setsockopt(fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+                if (!graceful)
+                    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
                 close(fd);
             }
         });
@@ -193,9 +216,17 @@ int main(int argc, char **argv)
     for (auto &c : clients)
         c.join();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const uint64_t cpu_clients = process_cpu_ns() - cpu_before;
     g_stop.store(true);
     close(stop[1]);
-    std::printf("resets %ld seconds %.3f rate %.0f failures %ld\n", sent.load(), secs, sent.load() / secs,
-                failures.load());
+    // The acceptor's CPU covers its whole life, its start-up included (a few
+    // hundred microseconds: nothing next to a round's work).
+    uint64_t cpu_acceptor = 0;
+    if (read(cpu_pipe[0], &cpu_acceptor, sizeof(cpu_acceptor)) != static_cast<ssize_t>(sizeof(cpu_acceptor)))
+        cpu_acceptor = 0;
+    const long n = sent.load();
+    std::printf("%s %ld seconds %.3f rate %.0f failures %ld cpu_ns_per_connection %.0f\n",
+                graceful ? "connections" : "resets", n, secs, n / secs, failures.load(),
+                n ? double(cpu_clients + cpu_acceptor) / double(n) : 0.0);
     return 0;
 }

@@ -505,7 +505,7 @@ TEST(BpfSession, FullOwnerTableIsCountedAndOlderOwnersStay)
 // A client resets a connection the tracked process accepted and read from.
 // Without --client-workers nothing claimed the socket: the listener's
 // process owns it. With it, the reader does. The listener is learnt from
-// listen() after attach, or seeded when it is older than the agent.
+// bind() after attach, or seeded when it is older than the agent.
 void expect_client_reset_owned(bool client_workers, bool listener_before_attach = false)
 {
     REQUIRE_ROOT();
