@@ -7,11 +7,11 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <set>
-#include <sstream>
+
+#include "procfs.h"
 
 namespace rstwatch {
 
@@ -50,25 +50,7 @@ public:
         return data[cap / 32].effective & (1u << (cap % 32));
     }
 
-    std::string cgroup2_mount() const override
-    {
-        // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS.
-        // Only a mount of the hierarchy's root ("/") covers every process.
-        std::ifstream in("/proc/self/mountinfo");
-        std::string line;
-        while (std::getline(in, line)) {
-            std::istringstream fields(line);
-            std::string id, parent, dev, root, mountpoint, field;
-            fields >> id >> parent >> dev >> root >> mountpoint;
-            while (fields >> field && field != "-") {
-            }
-            std::string fstype;
-            fields >> fstype;
-            if (fstype == "cgroup2" && root == "/")
-                return mountpoint;
-        }
-        return {};
-    }
+    std::string cgroup2_mount() const override { return procfs::cgroup2_root(); }
 
 private:
     struct BtfIndex {

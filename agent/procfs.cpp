@@ -89,6 +89,30 @@ std::string cgroup_path(uint32_t pid)
     return text ? cgroup_path_from(*text) : std::string();
 }
 
+std::string cgroup2_root_from(const std::string &text)
+{
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS
+        std::istringstream fields(line);
+        std::string id, parent, device, root, mountpoint, field, fstype;
+        fields >> id >> parent >> device >> root >> mountpoint;
+        while (fields >> field && field != "-") {
+        }
+        fields >> fstype;
+        if (fstype == "cgroup2" && root == "/")
+            return mountpoint;
+    }
+    return {};
+}
+
+std::string cgroup2_root()
+{
+    auto text = read_file("/proc/self/mountinfo");
+    return text ? cgroup2_root_from(*text) : std::string();
+}
+
 std::vector<int> socket_fds(uint32_t pid)
 {
     std::vector<int> fds;

@@ -22,4 +22,10 @@ std::vector<int> socket_fds(uint32_t pid);
 // Parses /proc/PID/cgroup text (pure, for tests).
 std::string cgroup_path_from(const std::string &proc_cgroup_text);
 
+// Where the root of the cgroup v2 hierarchy is mounted ("/sys/fs/cgroup", or
+// "/sys/fs/cgroup/unified" on a hybrid host), from /proc/self/mountinfo;
+// "" if nowhere. A mount of a subtree (a container's view) is not the root.
+std::string cgroup2_root();
+std::string cgroup2_root_from(const std::string &mountinfo_text);
+
 }  // namespace rstwatch::procfs

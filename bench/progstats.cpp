@@ -32,12 +32,12 @@
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "floor.skel.h"
+#include "procfs.h"
 
 namespace {
 
@@ -109,24 +109,6 @@ std::string tracepoint_of(const bpf_prog_info &info, const btf *vmlinux)
     return "prog:" + name;
 }
 
-// Where the cgroup v2 hierarchy's root is mounted, as rstwatch finds it.
-std::string cgroup2_root()
-{
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string id, parent, dev, root, mountpoint, field, fstype;
-        fields >> id >> parent >> dev >> root >> mountpoint;
-        while (fields >> field && field != "-") {
-        }
-        fields >> fstype;
-        if (fstype == "cgroup2" && root == "/")
-            return mountpoint;
-    }
-    return {};
-}
-
 [[noreturn]] void usage(int status)
 {
     std::fprintf(status ? stderr : stdout,
@@ -190,7 +172,7 @@ int main(int argc, char **argv)
             return 1;
         }
         // The skeleton attaches tracepoints only: cgroup hooks need the cgroup.
-        const std::string root = cgroup2_root();
+        const std::string root = rstwatch::procfs::cgroup2_root();
         int cgroup = root.empty() ? -1 : open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cgroup < 0) {
             std::fprintf(stderr, "progstats: no cgroup v2 root to attach the floor's cgroup hooks to\n");
