@@ -107,7 +107,8 @@ struct {
  * The last few servers connect()ed to on this CPU, in front of
  * upstream_endpoints: a proxy connects to the same handful of servers over
  * and over, and comparing three words is cheaper than hashing the key and
- * walking a bucket (about 60 ns per connect() here).
+ * walking a bucket (about 60 ns per connect() here). A task preempted while
+ * it writes a slot can leave it torn: a miss later, not a false match.
  */
 #define RW_RECENT_ENDPOINTS 4
 struct rw_recent_endpoints {
