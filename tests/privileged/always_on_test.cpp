@@ -627,3 +627,45 @@ TEST(AlwaysOn, SoakKeepsMemoryFlatAndLosesNothing)
     agent->signal(SIGTERM);
     agent->wait(5s);
 }
+
+// An nginx started after the agent: its master's bind() of the listen port,
+// seen by the cgroup hook, is what makes a client's reset nginx's (nothing
+// else names the listener: seeding at start-up found no nginx).
+TEST(AlwaysOn, ListenerOfAnNginxStartedLaterOwnsClientResets)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    auto agent = start_agent({"--comm", "nginx", "--json", "--socket", dir / "rstwatch.sock", "--store",
+                              dir / "rstwatch.db"});
+    rstwatch::testlab::NginxLabOptions options;
+    options.root_dir = dir.path;
+    rstwatch::testlab::NginxLab lab(options);
+
+    int client = rwtest::connect_to(false, lab.listen_port());
+    ASSERT_GE(client, 0);
+    const std::string request_start = "GET / HTTP/1.1\r\nHost: rstwatch\r\n";  // headers never end
+    ASSERT_EQ(write(client, request_start.data(), request_start.size()), static_cast<ssize_t>(request_start.size()));
+    std::this_thread::sleep_for(200ms);  // a worker accepts and reads it
+    const uint16_t client_port = rwtest::port_of(client);
+    rwtest::close_with_reset(client);
+
+    bool attributed = false;
+    std::string seen;
+    for (int i = 0; i < 50 && !attributed; ++i) {
+        std::this_thread::sleep_for(100ms);
+        std::istringstream lines_in(agent->stdout_text());
+        for (std::string line; std::getline(lines_in, line);) {
+            auto j = json::parse(line, nullptr, false);
+            if (!j.is_object() || j.value("type", "") != "rst" || j.value("direction", "") != "received")
+                continue;
+            seen += line + "\n";
+            if (j.value("remote", "").ends_with(":" + std::to_string(client_port)))
+                attributed = j.value("role", "") == "downstream" && j.value("owner_via", "") == "listener" &&
+                             j["pid"] == lab.master_pid();
+        }
+    }
+    EXPECT_TRUE(attributed) << "no downstream reset owned by master " << lab.master_pid() << " via its listener:\n"
+                            << seen;
+    agent->signal(SIGTERM);
+    agent->wait(5s);
+}
