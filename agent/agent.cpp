@@ -280,9 +280,12 @@ int run_agent(const RunSettings &settings)
         what += (what.empty() ? "comm " : ", comm ") + c;
     for (auto p : settings.filter.pids)
         what += (what.empty() ? "pid " : ", pid ") + std::to_string(p) + " and children";
-    spdlog::info("attached to {} tracepoints; tracking {}; {} existing connections and {} listening sockets "
+    std::string hooks;
+    for (const auto &h : session.attached_programs())
+        hooks += (hooks.empty() ? "" : ", ") + h;
+    spdlog::info("attached to {} hooks ({}); tracking {}; {} existing connections and {} listening sockets "
                  "of {} processes seeded",
-                 session.attached_programs().size(), what, seed.seeded, seed.listeners, seed.processes);
+                 session.attached_programs().size(), hooks, what, seed.seeded, seed.listeners, seed.processes);
 
     using clock = std::chrono::steady_clock;
     const auto deadline = settings.duration_s

@@ -58,7 +58,7 @@ std::unique_ptr<ChildProcess> start_agent(std::vector<std::string> args)
     argv.insert(argv.end(), {"--duration", "300"});  // a bound if the test dies
     auto agent = std::make_unique<ChildProcess>(argv);
     // Not just "attached": with -v the programs' own lines come before seeding.
-    if (!agent->wait_for_output("tracepoints; tracking", 30s, ChildProcess::Stream::Stderr))
+    if (!agent->wait_for_output("; tracking ", 30s, ChildProcess::Stream::Stderr))
         ADD_FAILURE() << "agent did not attach:\n" << agent->stderr_text();
     return agent;
 }
