@@ -135,6 +135,18 @@ struct {
 	__type(value, struct rw_listener);
 } listeners SEC(".maps");
 
+/*
+ * The sockets behind the listeners entries, by cookie: a listener's entry
+ * goes when its last socket does (tcp_destroy_sock), or when a bound socket
+ * turns out to be a client (connect()).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct rw_endpoint);
+} bound_sockets SEC(".maps");
+
 /* A reset is assembled here before we know whether it is wanted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -488,6 +500,24 @@ static __always_inline int is_tcp(__u32 type, __u32 protocol)
 }
 
 /*
+ * A socket that bind() recorded is gone, or turned out to be a client: one
+ * socket fewer on its listener's endpoint, and the entry goes with the
+ * last. Entries seeded by the agent are not counted (0) and stay.
+ */
+static __always_inline void forget_bound_socket(__u64 cookie)
+{
+	struct rw_endpoint *ep = bpf_map_lookup_elem(&bound_sockets, &cookie);
+	struct rw_listener *l;
+
+	if (!ep)
+		return;
+	l = bpf_map_lookup_elem(&listeners, ep);
+	if (l && l->sockets && __sync_fetch_and_add(&l->sockets, -1) == 1)
+		bpf_map_delete_elem(&listeners, ep);
+	bpf_map_delete_elem(&bound_sockets, &cookie);
+}
+
+/*
  * connect() of a socket, in the caller's context, before anything is
  * sent. A socket bound to a port before it connects was a client all
  * along: the listener entry its bind() made goes.
@@ -495,16 +525,14 @@ static __always_inline int is_tcp(__u32 type, __u32 protocol)
 static __always_inline void on_connect(struct bpf_sock_addr *ctx, __u16 family)
 {
 	struct bpf_sock *sk = ctx->sk;
+	__u64 cookie;
 
 	if (!is_tcp(ctx->type, ctx->protocol) || !current_is_tracked())
 		return;
-	if (sk && sk->src_port) {
-		struct rw_endpoint ep;
-
-		bound_endpoint(&ep, sk, family);
-		bpf_map_delete_elem(&listeners, &ep);
-	}
-	if (claim_for_current(bpf_get_socket_cookie(ctx), RW_ROLE_UPSTREAM) && emit_peer_resets)
+	cookie = bpf_get_socket_cookie(ctx);
+	if (sk && sk->src_port)
+		forget_bound_socket(cookie);
+	if (claim_for_current(cookie, RW_ROLE_UPSTREAM) && emit_peer_resets)
 		remember_upstream_endpoint(ctx, family);
 }
 
@@ -518,14 +546,28 @@ static __always_inline void on_connect(struct bpf_sock_addr *ctx, __u16 family)
 static __always_inline void on_post_bind(struct bpf_sock *sk, __u16 family)
 {
 	struct rw_endpoint ep;
-	struct rw_listener owner = {};
+	struct rw_listener owner = {}, *l;
+	__u64 cookie;
 
 	if (!is_tcp(sk->type, sk->protocol) || !sk->src_port || !current_is_tracked())
 		return;
 	bound_endpoint(&ep, sk, family);
+	cookie = bpf_get_socket_cookie(sk);
+	if (bpf_map_update_elem(&bound_sockets, &cookie, &ep, BPF_NOEXIST)) {
+		COUNT(endpoints_dropped); /* full: this socket would never leave its count */
+		return;
+	}
+	/* Another socket on the endpoint (reuseport): one more, same owner. */
+	l = bpf_map_lookup_elem(&listeners, &ep);
+	if (l) {
+		if (l->sockets)
+			__sync_fetch_and_add(&l->sockets, 1);
+		return;
+	}
 	owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
+	owner.sockets = 1;
 	copy_current_comm(owner.owner_comm);
-	count_if_full(bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY));
+	count_if_full(bpf_map_update_elem(&listeners, &ep, &owner, BPF_NOEXIST));
 }
 
 /* Cgroup socket hooks must return 1: 0 would fail the caller's system call with EPERM. */
@@ -937,7 +979,9 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
  * The owner's way is freed with the socket. Not at TCP_CLOSE: a close
  * with SO_LINGER 0 reaches TCP_CLOSE before its reset is traced, and that
  * reset must still find its owner. Sockets without a cookie (most of the
- * host's) leave at one load.
+ * host's) leave at one load; owned ones after their set. The few others
+ * with a cookie (bound listeners, sockets someone asked SO_COOKIE of) pay
+ * one more lookup.
  */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(on_tcp_destroy_sock, struct sock *sk)
@@ -950,9 +994,13 @@ int BPF_PROG(on_tcp_destroy_sock, struct sock *sk)
 	set = owner_set_of(cookie);
 	if (!set)
 		return 0;
-	for (int i = 0; i < RW_OWNER_WAYS; i++)
-		if (set->cookie[i] == cookie)
+	for (int i = 0; i < RW_OWNER_WAYS; i++) {
+		if (set->cookie[i] == cookie) {
 			set->cookie[i] = 0;
+			return 0;
+		}
+	}
+	forget_bound_socket(cookie);
 	return 0;
 }
 

@@ -684,3 +684,55 @@ TEST(BpfSession, FullEndpointTableIsCounted)
     close(holder);
     EXPECT_EQ(collector.session().counters().endpoints_dropped, servers - 4096);
 }
+
+namespace {
+
+// A listener on 127.0.0.1:port with SO_REUSEPORT, as nginx's `reuseport`
+// binds one per worker; port 0 picks one.
+int reuseport_listener(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0 || listen(fd, 16) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+}  // namespace
+
+// A port nginx stops listening on must not stay nginx's: the entry goes with
+// the last socket bound there (reuseport binds several), and not with the
+// connections accepted from it.
+TEST(BpfSession, ListenerEntryLeavesWithItsLastSocket)
+{
+    REQUIRE_ROOT();
+    Collector collector;
+    const size_t before = listener_entries(collector.session());
+    int first = reuseport_listener(0);
+    ASSERT_GE(first, 0);
+    int second = reuseport_listener(rwtest::port_of(first));
+    ASSERT_GE(second, 0);
+    EXPECT_EQ(listener_entries(collector.session()), before + 1) << "one endpoint, two sockets";
+
+    int client = rwtest::connect_to(false, rwtest::port_of(first));
+    ASSERT_GE(client, 0);
+    pollfd ready[2] = {{first, POLLIN, 0}, {second, POLLIN, 0}};
+    ASSERT_EQ(poll(ready, 2, 1000), 1);
+    int accepted = accept(ready[0].revents ? first : second, nullptr, nullptr);
+    ASSERT_GE(accepted, 0);
+    close(accepted);
+    close(client);
+    EXPECT_EQ(listener_entries(collector.session()), before + 1) << "an accepted connection is not its listener";
+
+    close(first);
+    EXPECT_EQ(listener_entries(collector.session()), before + 1) << "the other socket still listens";
+    close(second);
+    EXPECT_EQ(listener_entries(collector.session()), before) << "the port is no longer listened on";
+}
