@@ -276,7 +276,8 @@ int BpfSession::endpoints_map_fd() const { return bpf_map__fd(skel_->maps.upstre
 
 SeedMaps BpfSession::seed_maps() const
 {
-    return {bpf_map__fd(skel_->maps.seeded_owners), endpoints_map_fd(), bpf_map__fd(skel_->maps.listeners)};
+    return {bpf_map__fd(skel_->maps.seeded_owners), endpoints_map_fd(), bpf_map__fd(skel_->maps.listeners),
+            bpf_map__fd(skel_->maps.bound_sockets)};
 }
 
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }

@@ -97,6 +97,7 @@ struct Holder {
     uint32_t pid;
     uint32_t ppid;
     std::string comm;
+    __u64 cookie;  // the listening socket's (SO_COOKIE); 0 if unknown
 };
 using Listeners = std::map<std::tuple<__u16, __u16, std::string>, std::vector<Holder>>;
 
@@ -133,9 +134,13 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
         if (int_sockopt(dup->get(), SOL_SOCKET, SO_ACCEPTCONN) == 1) {
             listening_ports.insert(port);
             rw_endpoint bound{};
+            __u64 cookie = 0;
+            socklen_t cookie_len = sizeof(cookie);
+            if (getsockopt(dup->get(), SOL_SOCKET, SO_COOKIE, &cookie, &cookie_len) != 0)
+                cookie = 0;
             if (endpoint(dup->get(), false, bound.addr, bound.port, bound.family)) {
                 listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}].push_back(
-                    {pid, ppid, comm});
+                    {pid, ppid, comm, cookie});
             }
             continue;
         }
@@ -176,14 +181,23 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
 }
 
 // The listener's owner is the holder whose parent does not hold it too:
-// nginx's master, which opened it before forking the workers.
+// nginx's master, which opened it before forking the workers. Its entry
+// counts the distinct sockets on the endpoint (reuseport: one per worker),
+// each recorded by cookie, so that it leaves with the last of them as a
+// bind() since attach would; 0 (not counted, never leaves) if a cookie is
+// unknown.
 void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport &report)
 {
     for (const auto &[key, holders] : listeners) {
         const auto &[family, port, addr] = key;
         std::set<uint32_t> pids;
-        for (const Holder &h : holders)
+        std::set<__u64> cookies;
+        bool counted = true;
+        for (const Holder &h : holders) {
             pids.insert(h.pid);
+            cookies.insert(h.cookie);
+            counted = counted && h.cookie != 0;
+        }
         const Holder *top = &holders.front();
         for (const Holder &h : holders)
             if (!pids.count(h.ppid)) {
@@ -196,12 +210,20 @@ void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport
         std::memcpy(bound.addr, addr.data(), sizeof(bound.addr));
         rw_listener owner{};
         owner.owner_tgid = top->pid;
+        owner.sockets = counted ? static_cast<__u32>(cookies.size()) : 0;
         std::strncpy(owner.owner_comm, top->comm.c_str(), sizeof(owner.owner_comm) - 1);
-        // A bind() since attach already recorded its caller: keep it.
-        if (bpf_map_update_elem(maps.listeners, &bound, &owner, BPF_NOEXIST) == 0 || errno == EEXIST)
+        // A bind() since attach already recorded its caller: keep it, and
+        // its count, which these older sockets are not part of.
+        if (bpf_map_update_elem(maps.listeners, &bound, &owner, BPF_NOEXIST) == 0) {
             report.listeners++;
-        else
+            for (__u64 cookie : cookies)
+                if (owner.sockets && bpf_map_update_elem(maps.bound_sockets, &cookie, &bound, BPF_NOEXIST) != 0)
+                    report.problems.push_back("bound socket table update: " + std::string(std::strerror(errno)));
+        } else if (errno == EEXIST) {
+            report.listeners++;
+        } else {
             report.problems.push_back("listener table update: " + std::string(std::strerror(errno)));
+        }
     }
 }
 

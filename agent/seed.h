@@ -24,6 +24,7 @@ struct SeedMaps {
     int conns = -1;               // owners of connections older than the agent, by socket cookie
     int upstream_endpoints = -1;  // servers tracked processes connect to
     int listeners = -1;           // sockets tracked processes listen on
+    int bound_sockets = -1;       // the listening sockets behind them, by cookie: entries leave with them
 };
 
 // For every process the filter tracks, duplicates its TCP sockets with

@@ -502,7 +502,8 @@ static __always_inline int is_tcp(__u32 type, __u32 protocol)
 /*
  * A socket that bind() recorded is gone, or turned out to be a client: one
  * socket fewer on its listener's endpoint, and the entry goes with the
- * last. Entries seeded by the agent are not counted (0) and stay.
+ * last. An entry whose sockets the agent could not count when it seeded
+ * it (0) stays.
  */
 static __always_inline void forget_bound_socket(__u64 cookie)
 {

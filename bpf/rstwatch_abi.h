@@ -103,7 +103,7 @@ struct rw_endpoint {
  */
 struct rw_listener {
 	__u32 owner_tgid; /* who bound it: nginx's master */
-	__u32 sockets;    /* bound sockets on this endpoint (reuseport: several); 0: seeded, not counted */
+	__u32 sockets;    /* bound sockets on this endpoint (reuseport: several); 0: not counted, stays */
 	char owner_comm[RW_COMM_LEN];
 };
 

@@ -736,3 +736,20 @@ TEST(BpfSession, ListenerEntryLeavesWithItsLastSocket)
     close(second);
     EXPECT_EQ(listener_entries(collector.session()), before) << "the port is no longer listened on";
 }
+
+// A listener older than the agent is seeded with its socket count, so its
+// entry leaves with it too.
+TEST(BpfSession, SeededListenerEntryLeavesWithItsSocket)
+{
+    REQUIRE_ROOT();
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    Collector collector;
+    const size_t before = listener_entries(collector.session());
+    SeedReport seed = seed_existing_connections(collector.session().seed_maps(), Collector::self_filter());
+    EXPECT_EQ(seed.listeners, 1u);
+    EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
+    EXPECT_EQ(listener_entries(collector.session()), before + 1);
+    close(listener);
+    EXPECT_EQ(listener_entries(collector.session()), before) << "the seeded listener's socket is gone";
+}
