@@ -521,7 +521,8 @@ static __always_inline void forget_bound_socket(__u64 cookie)
 /*
  * connect() of a socket, in the caller's context, before anything is
  * sent. A socket bound to a port before it connects was a client all
- * along: the listener entry its bind() made goes.
+ * along: it gives up its share of the listener entry its bind() made
+ * (only a bound socket can have one: the port test saves the lookup).
  */
 static __always_inline void on_connect(struct bpf_sock_addr *ctx, __u16 family)
 {
@@ -542,7 +543,7 @@ static __always_inline void on_connect(struct bpf_sock_addr *ctx, __u16 family)
  * for each listen directive, and there is no hook at listen() that runs
  * for listens only. A bind() with IP_BIND_ADDRESS_NO_PORT (nginx's
  * proxy_bind without a port) has no port yet and is skipped; one that
- * binds a port and then connects loses its entry at connect().
+ * binds a port and then connects gives its share back at connect().
  */
 static __always_inline void on_post_bind(struct bpf_sock *sk, __u16 family)
 {
