@@ -376,8 +376,7 @@ int run_agent(const RunSettings &settings)
         spdlog::warn("{} connections got no owner: the owner table was full (raise --max-connections)",
                      counters.owners_dropped);
     if (counters.endpoints_dropped)
-        spdlog::warn("{} upstream servers or listeners were not recorded: their table was full (4096 servers, "
-                     "1024 listeners)",
+        spdlog::warn("{} upstream servers or listeners were not recorded: their BPF table was full",
                      counters.endpoints_dropped);
     if (writer) {
         StoreWriterStats s = writer->stats();

@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "kernel_features.h"
 #include "rstwatch.skel.h"
+#include "unique_fd.h"
 
 extern "C" {
 #include "rstwatch_abi.h"
@@ -176,11 +177,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         disabled_.push_back(bpf_program__name(need.prog));
         spdlog::warn("tracepoint {} not available: {}", need.name, need.without_it);
     }
-    const int cgroup_root = open_cgroup_root(kernel);
-    struct CloseFd {
-        int fd;
-        ~CloseFd() { close(fd); }  // each link holds its own reference to the cgroup
-    } close_root{cgroup_root};
+    const UniqueFd cgroup_root(open_cgroup_root(kernel));  // each link holds its own reference
 
     if (int err = rstwatch_bpf__load(skel_.get())) {
         std::string hint = "run with -v to see the verifier log";
@@ -198,7 +195,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
             continue;
         const bool cgroup = need.hook == Hook::Cgroup;
         const std::string hook = cgroup ? std::string("cgroup/") + need.name : std::string(need.name);
-        bpf_link *link = cgroup ? bpf_program__attach_cgroup(need.prog, cgroup_root) : bpf_program__attach(need.prog);
+        bpf_link *link = cgroup ? bpf_program__attach_cgroup(need.prog, cgroup_root.get()) : bpf_program__attach(need.prog);
         if (!link) {
             int err = -errno;
             throw FatalError("cannot attach to " + std::string(cgroup ? "the cgroup hook " : "the tracepoint ") + hook +

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "procfs.h"
+#include "unique_fd.h"
 
 extern "C" {
 #include "rstwatch_abi.h"
@@ -27,19 +28,6 @@ namespace {
 // Debian 12's glibc predates wrappers for these (Linux 5.3 and 5.6).
 int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 int pidfd_getfd(int pidfd, int fd) { return static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0)); }
-
-class Fd {
-public:
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() { if (fd_ >= 0) close(fd_); }
-    Fd(const Fd &) = delete;
-    Fd &operator=(const Fd &) = delete;
-    int get() const { return fd_; }
-    bool valid() const { return fd_ >= 0; }
-
-private:
-    int fd_;
-};
 
 int int_sockopt(int fd, int level, int name)
 {
@@ -78,6 +66,15 @@ bool endpoint(int fd, bool peer, __u8 (&addr)[16], __u16 &port, __u16 &family)
     return true;
 }
 
+// The socket's cookie (SO_COOKIE; asking for it makes the kernel assign
+// one, which the BPF side then reads directly); 0 if it cannot be read.
+__u64 socket_cookie(int fd)
+{
+    __u64 cookie = 0;
+    socklen_t len = sizeof(cookie);
+    return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 ? cookie : 0;
+}
+
 int local_port(int fd)
 {
     __u8 addr[16] = {};
@@ -87,7 +84,7 @@ int local_port(int fd)
 }
 
 struct Candidate {
-    std::unique_ptr<Fd> fd;
+    std::unique_ptr<UniqueFd> fd;
     int port;
 };
 
@@ -106,7 +103,7 @@ constexpr uint8_t kTcpClose = 7;  // include/net/tcp_states.h
 void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::string &comm,
                   Listeners &listeners, SeedReport &report)
 {
-    Fd pidfd(pidfd_open(static_cast<pid_t>(pid)));
+    UniqueFd pidfd(pidfd_open(static_cast<pid_t>(pid)));
     if (!pidfd.valid()) {
         if (errno != ESRCH)
             report.problems.push_back("pid " + std::to_string(pid) + ": pidfd_open: " + std::strerror(errno));
@@ -119,7 +116,7 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
     std::set<int> listening_ports;
     std::vector<Candidate> connections;
     for (int fd : procfs::socket_fds(pid)) {
-        auto dup = std::make_unique<Fd>(pidfd_getfd(pidfd.get(), fd));
+        auto dup = std::make_unique<UniqueFd>(pidfd_getfd(pidfd.get(), fd));
         if (!dup->valid()) {
             if (errno == EPERM)
                 report.problems.push_back("pid " + std::to_string(pid) +
@@ -134,10 +131,7 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
         if (int_sockopt(dup->get(), SOL_SOCKET, SO_ACCEPTCONN) == 1) {
             listening_ports.insert(port);
             rw_endpoint bound{};
-            __u64 cookie = 0;
-            socklen_t cookie_len = sizeof(cookie);
-            if (getsockopt(dup->get(), SOL_SOCKET, SO_COOKIE, &cookie, &cookie_len) != 0)
-                cookie = 0;
+            const __u64 cookie = socket_cookie(dup->get());
             if (endpoint(dup->get(), false, bound.addr, bound.port, bound.family)) {
                 listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}].push_back(
                     {pid, ppid, comm, cookie});
@@ -157,11 +151,8 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
         std::strncpy(value.owner_comm, comm.c_str(), sizeof(value.owner_comm) - 1);
         value.role = listening_ports.count(c.port) ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
         value.flags = RW_CONN_SEEDED;
-        // The owner table's key; asking for it also makes the kernel give
-        // the socket its cookie, which the BPF side reads directly.
-        __u64 cookie = 0;
-        socklen_t cookie_len = sizeof(cookie);
-        if (getsockopt(c.fd->get(), SOL_SOCKET, SO_COOKIE, &cookie, &cookie_len) != 0) {
+        const __u64 cookie = socket_cookie(c.fd->get());  // the owner table's key
+        if (!cookie) {
             report.problems.push_back("pid " + std::to_string(pid) + ": SO_COOKIE: " + std::strerror(errno));
             continue;
         }
@@ -216,9 +207,12 @@ void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport
         // its count, which these older sockets are not part of.
         if (bpf_map_update_elem(maps.listeners, &bound, &owner, BPF_NOEXIST) == 0) {
             report.listeners++;
-            for (__u64 cookie : cookies)
-                if (owner.sockets && bpf_map_update_elem(maps.bound_sockets, &cookie, &bound, BPF_NOEXIST) != 0)
+            for (__u64 cookie : cookies) {
+                if (!owner.sockets)
+                    break;  // not counted: nothing to give back at destroy
+                if (bpf_map_update_elem(maps.bound_sockets, &cookie, &bound, BPF_NOEXIST) != 0)
                     report.problems.push_back("bound socket table update: " + std::string(std::strerror(errno)));
+            }
         } else if (errno == EEXIST) {
             report.listeners++;
         } else {
