@@ -608,19 +608,24 @@ size_t listener_entries(const BpfSession &session)
     return n;
 }
 
-// A TCP socket bound to 127.0.0.1 (any port), optionally with
-// IP_BIND_ADDRESS_NO_PORT as nginx's proxy_bind sets it.
-int bound_client_socket(bool no_port)
+// A TCP socket bound to 127.0.0.1:port (0: any) after setting the socket
+// option level/name to 1 (name 0: none; level IPPROTO_IP is 0), e.g. IP_BIND_ADDRESS_NO_PORT as
+// nginx's proxy_bind sets it, or SO_REUSEPORT as its `reuseport` does.
+int bound_loopback_socket(uint16_t port, int level = 0, int name = 0)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
-    if (fd < 0 || (no_port && setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) != 0))
+    if (fd < 0)
         return -1;
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0)
+    addr.sin_port = htons(port);
+    if ((name && setsockopt(fd, level, name, &one, sizeof(one)) != 0) ||
+        bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0) {
+        close(fd);
         return -1;
+    }
     return fd;
 }
 
@@ -643,7 +648,8 @@ TEST(BpfSession, OnlyPortsBoundToListenStayListeners)
     server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     server.sin_port = htons(rwtest::port_of(listener));
     for (bool no_port : {false, true}) {
-        int client = bound_client_socket(no_port);
+        int client = no_port ? bound_loopback_socket(0, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT)
+                             : bound_loopback_socket(0);
         ASSERT_GE(client, 0);
         EXPECT_EQ(listener_entries(collector.session()), before + 1 + (no_port ? 0 : 1))
             << (no_port ? "a bind() without a port yet is no listener's" : "bound, not yet connected");
@@ -685,27 +691,17 @@ TEST(BpfSession, FullEndpointTableIsCounted)
     EXPECT_EQ(collector.session().counters().endpoints_dropped, servers - 4096);
 }
 
-namespace {
-
 // A listener on 127.0.0.1:port with SO_REUSEPORT, as nginx's `reuseport`
 // binds one per worker; port 0 picks one.
-int reuseport_listener(uint16_t port)
+static int reuseport_listener(uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port);
-    if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0 || listen(fd, 16) != 0) {
+    int fd = bound_loopback_socket(port, SOL_SOCKET, SO_REUSEPORT);
+    if (fd >= 0 && listen(fd, 16) != 0) {
         close(fd);
         return -1;
     }
     return fd;
 }
-
-}  // namespace
 
 // A port nginx stops listening on must not stay nginx's: the entry goes with
 // the last socket bound there (reuseport binds several), and not with the
