@@ -19,14 +19,14 @@ function stats(k,    i, a, n) {
     MIN = a[1]; MAX = a[n]
     return n
 }
-# paired ratio tool/off per round for workload w, metric m
-function paired(w, t, m,    r, k) {
-    k = "ratio" SUBSEP w SUBSEP t SUBSEP m
+# paired ratio tool/off per round for workload w, metric m (tool − off with diff set)
+function paired(w, t, m, diff,    r, k) {
+    k = (diff ? "diff" : "ratio") SUBSEP w SUBSEP t SUBSEP m
     if (!(k in DONE)) {
         DONE[k] = 1
         for (r = 1; r <= RMAX; r++)
-            if (((w, t, m, r) in V) && ((w, "off", m, r) in V) && V[w, "off", m, r] > 0)
-                S[k, ++N[k]] = V[w, t, m, r] / V[w, "off", m, r]
+            if (((w, t, m, r) in V) && ((w, "off", m, r) in V) && (diff || V[w, "off", m, r] > 0))
+                S[k, ++N[k]] = diff ? V[w, t, m, r] - V[w, "off", m, r] : V[w, t, m, r] / V[w, "off", m, r]
     }
     return stats(k)
 }
@@ -108,11 +108,7 @@ END {
             if (t == "off") { c2 = "1"; c3 = "-" }
             else {
                 paired("conn", t, "cpu_ns_per_conn"); c2 = spread(4)
-                k = "added" SUBSEP t
-                for (r = 1; r <= RMAX; r++)
-                    if ((("conn", t, "cpu_ns_per_conn", r) in V) && (("conn", "off", "cpu_ns_per_conn", r) in V))
-                        S[k, ++N[k]] = V["conn", t, "cpu_ns_per_conn", r] - V["conn", "off", "cpu_ns_per_conn", r]
-                stats(k); c3 = spread(0)
+                paired("conn", t, "cpu_ns_per_conn", 1); c3 = spread(0)
                 if (t == "rstwatch") { CONN_ADDED = MED; CONN_SPREAD = c3 }
             }
             printf "| %s | %s | %s | %s |\n", t, c1, c2, c3
