@@ -1,6 +1,7 @@
 // rstwatch-bench-progstats: nanoseconds per invocation of BPF programs.
 //
 //   rstwatch-bench-progstats [--owner LABEL:PID]... [--no-floor] [--duration S]
+//   rstwatch-bench-progstats --empty-rstwatch-hooks [--duration S]
 //
 // Turns on BPF run-time statistics with the BPF_ENABLE_STATS command (they stay
 // on only while this process holds the returned fd, so nothing is left
@@ -14,6 +15,11 @@
 //   LABEL TRACEPOINT PROG_ID RUN_CNT RUN_TIME_NS NS_PER_RUN
 //
 // Example: rstwatch-bench-progstats --owner rstwatch:$(pidof rstwatch) --duration 30
+//
+// With --empty-rstwatch-hooks it only holds the floor's programs on the hooks
+// `rstwatch run` attaches by default, statistics off, and prints nothing at
+// the end: scripts/bench's tool "floor", what any program on those hooks
+// costs by running at all, next to what rstwatch costs.
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -113,9 +119,12 @@ std::string tracepoint_of(const bpf_prog_info &info, const btf *vmlinux)
 {
     std::fprintf(status ? stderr : stdout,
                  "usage: rstwatch-bench-progstats [--owner LABEL:PID]... [--no-floor] [--duration S]\n"
+                 "       rstwatch-bench-progstats --empty-rstwatch-hooks [--duration S]\n"
                  "Attaches empty programs on rstwatch's tracepoints, enables BPF run-time stats while\n"
                  "it runs, and on SIGINT/SIGTERM or after S seconds prints per program:\n"
                  "  LABEL TRACEPOINT PROG_ID RUN_CNT RUN_TIME_NS NS_PER_RUN\n"
+                 "--empty-rstwatch-hooks: only the empty programs on the hooks rstwatch attaches by\n"
+                 "default, no statistics, no output: the cost of a program there running at all.\n"
                  "example: rstwatch-bench-progstats --owner rstwatch:1234 --duration 30\n");
     std::exit(status);
 }
@@ -126,6 +135,7 @@ int main(int argc, char **argv)
 {
     std::vector<std::pair<std::string, pid_t>> owners;
     bool floor = true;
+    bool empty_rstwatch_hooks = false;
     double duration_s = 600;  // bounded even if nobody stops it
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
@@ -142,6 +152,8 @@ int main(int argc, char **argv)
             owners.emplace_back(v.substr(0, colon), std::atoi(v.c_str() + colon + 1));
         } else if (a == "--no-floor") {
             floor = false;
+        } else if (a == "--empty-rstwatch-hooks") {
+            empty_rstwatch_hooks = true;
         } else if (a == "--duration") {
             duration_s = std::atof(value().c_str());
         } else if (a == "-h" || a == "--help") {
@@ -156,8 +168,10 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
 
-    int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
-    if (stats_fd < 0) {
+    if (empty_rstwatch_hooks && (!floor || !owners.empty()))
+        usage(2);
+    int stats_fd = empty_rstwatch_hooks ? -1 : bpf_enable_stats(BPF_STATS_RUN_TIME);
+    if (stats_fd < 0 && !empty_rstwatch_hooks) {
         std::fprintf(stderr, "progstats: BPF_ENABLE_STATS failed: %s (needs root, Linux 5.8+)\n",
                      std::strerror(errno));
         return 1;
@@ -166,8 +180,14 @@ int main(int argc, char **argv)
     std::unique_ptr<floor_bpf, void (*)(floor_bpf *)> skel(nullptr, floor_bpf__destroy);
     std::vector<Watched> watched;
     if (floor) {
-        skel.reset(floor_bpf__open_and_load());
-        if (!skel || floor_bpf__attach(skel.get()) != 0) {
+        skel.reset(floor_bpf__open());
+        if (skel && empty_rstwatch_hooks) {
+            // Hooks of other tools and of rstwatch's options (--ttl-evidence, --client-workers).
+            bpf_program__set_autoload(skel->progs.floor_inet_sock_set_state, false);
+            bpf_program__set_autoload(skel->progs.floor_sock_recv_length, false);
+            bpf_program__set_autoload(skel->progs.floor_tcp_probe, false);
+        }
+        if (!skel || floor_bpf__load(skel.get()) != 0 || floor_bpf__attach(skel.get()) != 0) {
             std::fprintf(stderr, "progstats: cannot load/attach the floor programs: %s\n", std::strerror(errno));
             return 1;
         }
@@ -221,6 +241,12 @@ int main(int argc, char **argv)
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration_s);
     while (!g_stop && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (empty_rstwatch_hooks) {
+        btf__free(vmlinux);
+        for (auto &w : watched)
+            close(w.fd);
+        return 0;
+    }
 
     std::printf("%-10s %-22s %8s %12s %14s %10s\n", "LABEL", "TRACEPOINT", "PROG_ID", "RUN_CNT", "RUN_TIME_NS",
                 "NS_PER_RUN");

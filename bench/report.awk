@@ -74,6 +74,7 @@ END {
                 stats(w SUBSEP t SUBSEP "rps"); c1 = spread(0)
                 if (t == "off") c2 = "1"; else { paired(w, t, "rps"); c2 = spread(4) }
                 if (t == "rstwatch") { RPS_RATIO[w] = MED; RPS_SPREAD[w] = spread(4); RPS_LO[w] = MIN; RPS_HI[w] = MAX }
+                if (t == "floor") { FLOOR_RPS[w] = MED; FLOOR_RPS_SPREAD[w] = spread(4) }
                 stats(w SUBSEP t SUBSEP "p99_us"); c3 = spread(0)
                 if (t == "off") c4 = "1"; else { paired(w, t, "p99_us"); c4 = spread(3) }
                 if (t == "rstwatch") { P99_RATIO[w] = MED; P99_SPREAD[w] = spread(3); P99_LO[w] = MIN; P99_HI[w] = MAX }
@@ -110,6 +111,7 @@ END {
                 paired("conn", t, "cpu_ns_per_conn"); c2 = spread(4)
                 paired("conn", t, "cpu_ns_per_conn", 1); c3 = spread(0)
                 if (t == "rstwatch") { CONN_ADDED = MED; CONN_SPREAD = c3 }
+                if (t == "floor") { FLOOR_CONN_ADDED = MED; FLOOR_CONN_SPREAD = c3 }
             }
             printf "| %s | %s | %s | %s |\n", t, c1, c2, c3
         }
@@ -225,8 +227,13 @@ END {
             print "- info " w ": nginx + backend CPU per request with rstwatch " sprintf("%+.1f%%", (CPU_RATIO[w] - 1) * 100) \
                   " (paired ratio " CPU_SPREAD[w] "; no target, less sensitive to other load than requests/s)"
     }
+    if ("churn" in FLOOR_RPS)
+        print "- info churn: empty programs on rstwatch's hooks (tool floor) give " pct(FLOOR_RPS["churn"]) \
+              " (" FLOOR_RPS_SPREAD["churn"] "): the part of the cost that any program there pays by running"
     if (CONN_ADDED != "")
         print "- info connection loop: rstwatch adds " fmt(CONN_ADDED, 0) " ns of CPU per connection, both ends (" CONN_SPREAD " over rounds)"
+    if (FLOOR_CONN_ADDED != "")
+        print "- info connection loop: empty programs on the same hooks add " fmt(FLOOR_CONN_ADDED, 0) " ns (" FLOOR_CONN_SPREAD ")"
     ratio_target(("keepalive" in RPS_RATIO) ? (RPS_RATIO["keepalive"] >= 0.995) : "", RPS_LO["keepalive"], RPS_HI["keepalive"], 0.995,
            "keep-alive throughput ≥ 99.5% of agent-off: " (("keepalive" in RPS_RATIO) ? pct(RPS_RATIO["keepalive"]) " (" RPS_SPREAD["keepalive"] ")" : ""))
     for (wi = 1; wi <= 2; wi++) {
