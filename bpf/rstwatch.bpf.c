@@ -40,7 +40,8 @@
 #define IPPROTO_TCP 6
 #define SOCK_STREAM 1
 #define PF_EXITING 0x00000004
-#define E2BIG 7 /* what a map update returns when the map is full */
+#define E2BIG 7   /* what a map update returns when the map is full */
+#define EEXIST 17 /* ... with BPF_NOEXIST when the key is there */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -559,17 +560,26 @@ static __always_inline void on_post_bind(struct bpf_sock *sk, __u16 family)
 		COUNT(endpoints_dropped); /* full: this socket would never leave its count */
 		return;
 	}
-	/* Another socket on the endpoint (reuseport): one more, same owner. */
 	l = bpf_map_lookup_elem(&listeners, &ep);
-	if (l) {
-		if (l->sockets)
-			__sync_fetch_and_add(&l->sockets, 1);
-		return;
+	if (!l) {
+		long err;
+
+		owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
+		owner.sockets = 1;
+		copy_current_comm(owner.owner_comm);
+		err = bpf_map_update_elem(&listeners, &ep, &owner, BPF_NOEXIST);
+		if (err != -EEXIST) {
+			count_if_full(err);
+			return;
+		}
+		/* Another CPU's bind() on the endpoint created it meanwhile. */
+		l = bpf_map_lookup_elem(&listeners, &ep);
+		if (!l)
+			return;
 	}
-	owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
-	owner.sockets = 1;
-	copy_current_comm(owner.owner_comm);
-	count_if_full(bpf_map_update_elem(&listeners, &ep, &owner, BPF_NOEXIST));
+	/* Another socket on the endpoint (reuseport): one more, same owner. */
+	if (l->sockets)
+		__sync_fetch_and_add(&l->sockets, 1);
 }
 
 /* Cgroup socket hooks must return 1: 0 would fail the caller's system call with EPERM. */
