@@ -44,6 +44,7 @@
 
 #include "floor.skel.h"
 #include "procfs.h"
+#include "unique_fd.h"
 
 namespace {
 
@@ -193,8 +194,8 @@ int main(int argc, char **argv)
         }
         // The skeleton attaches tracepoints only: cgroup hooks need the cgroup.
         const std::string root = rstwatch::procfs::cgroup2_root();
-        int cgroup = root.empty() ? -1 : open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (cgroup < 0) {
+        const rstwatch::UniqueFd cgroup(root.empty() ? -1 : open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!cgroup.valid()) {
             std::fprintf(stderr, "progstats: no cgroup v2 root to attach the floor's cgroup hooks to\n");
             return 1;
         }
@@ -202,14 +203,13 @@ int main(int argc, char **argv)
                                   std::pair{skel->progs.fl_connect6, &skel->links.fl_connect6},
                                   std::pair{skel->progs.fl_post_bind4, &skel->links.fl_post_bind4},
                                   std::pair{skel->progs.fl_post_bind6, &skel->links.fl_post_bind6}}) {
-            *link = bpf_program__attach_cgroup(prog, cgroup);
+            *link = bpf_program__attach_cgroup(prog, cgroup.get());
             if (!*link) {
                 std::fprintf(stderr, "progstats: cannot attach %s: %s\n", bpf_program__name(prog),
                              std::strerror(errno));
                 return 1;
             }
         }
-        close(cgroup);
         bpf_program *prog;
         bpf_object__for_each_program(prog, skel->obj)
         {
