@@ -264,15 +264,13 @@ int run_agent(const RunSettings &settings)
     options.filter = settings.filter;
     options.ring_buffer_bytes = settings.ring_buffer_kb * 1024;
     options.ttl_evidence = settings.ttl_evidence;
-    options.max_connections = settings.max_connections;
-    options.client_workers = settings.client_workers;
     install_signal_handlers();
     BpfSession session(options, kernel, on_record);
     RingFill ring_fill(session.records_map_fd(), options.ring_buffer_bytes);
     if (!ring_fill.ok())
         spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");
 
-    SeedReport seed = seed_existing_connections(session.seed_maps(), settings.filter);
+    SeedReport seed = seed_listeners(session.listeners_map_fd(), settings.filter);
     for (const auto &problem : seed.problems)
         spdlog::warn("seeding: {}", problem);
     std::string what = settings.filter.all ? std::string("every process") : std::string();
@@ -283,9 +281,8 @@ int run_agent(const RunSettings &settings)
     std::string hooks;
     for (const auto &h : session.attached_programs())
         hooks += (hooks.empty() ? "" : ", ") + h;
-    spdlog::info("attached to {} hooks ({}); tracking {}; {} existing connections and {} listening sockets "
-                 "of {} processes seeded",
-                 session.attached_programs().size(), hooks, what, seed.seeded, seed.listeners, seed.processes);
+    spdlog::info("attached to {} hooks ({}); tracking {}; {} listening sockets of {} processes seeded",
+                 session.attached_programs().size(), hooks, what, seed.listeners, seed.processes);
 
     using clock = std::chrono::steady_clock;
     const auto deadline = settings.duration_s
@@ -298,7 +295,7 @@ int run_agent(const RunSettings &settings)
     auto last_lost_log = clock::now();
     auto publish_lost = [&] {
         BpfCounters bpf = session.counters();
-        LostTotals lost{bpf.records_lost, decode_errors, writer ? writer->stats().lost() : 0, bpf.owners_dropped,
+        LostTotals lost{bpf.records_lost, decode_errors, writer ? writer->stats().lost() : 0, bpf.owners_unresolved,
                         bpf.endpoints_dropped};
         metrics.set_lost(lost);
         set_lost_of(tables);
@@ -307,8 +304,8 @@ int run_agent(const RunSettings &settings)
                     lost.endpoints > logged_lost.endpoints;
         if (grew && clock::now() - last_lost_log >= std::chrono::seconds(10)) {
             spdlog::warn("lost events so far: ring buffer full {} (raise --ring-buffer-kb), undecodable {}, "
-                         "not stored {}; connections without owner (owner table full, raise --max-connections) {}; "
-                         "upstream servers or listeners not recorded (table full) {}",
+                         "not stored {}; resets whose owner no longer held their socket's credentials {}; "
+                         "listeners not recorded (table full) {}",
                          lost.ring_buffer, lost.consumer, lost.store, lost.owners, lost.endpoints);
             logged_lost = lost;
             last_lost_log = clock::now();
@@ -327,6 +324,10 @@ int run_agent(const RunSettings &settings)
         return response;
     };
 
+    // A stopped nginx's listeners would name it as the owner of whatever
+    // is accepted on its ports next.
+    constexpr auto kListenerSweepEvery = std::chrono::seconds(10);
+    auto last_sweep = clock::now();
     while (!g_stop && clock::now() < deadline) {
         // Idle, the agent wakes twice a second (signals, control requests and
         // metrics gauges); while events wait for their hold-back, sooner.
@@ -344,6 +345,11 @@ int run_agent(const RunSettings &settings)
         report(diagnoser.take_ready(monotonic_ns()));
         reporter.flush();
         publish_lost();
+        if (clock::now() - last_sweep >= kListenerSweepEvery) {
+            if (size_t gone = sweep_listeners(session.listeners_map_fd()))
+                spdlog::debug("{} listeners whose process is gone forgotten", gone);
+            last_sweep = clock::now();
+        }
         main_thread.run_pending(answer);
         if (g_print_tables) {
             g_print_tables = 0;
@@ -372,19 +378,18 @@ int run_agent(const RunSettings &settings)
     BpfCounters counters = session.counters();
     if (counters.records_lost)
         spdlog::warn("{} records lost: the ring buffer was full (raise --ring-buffer-kb)", counters.records_lost);
-    if (counters.owners_dropped)
-        spdlog::warn("{} connections got no owner: the owner table was full (raise --max-connections)",
-                     counters.owners_dropped);
+    if (counters.owners_unresolved)
+        spdlog::warn("{} resets were on sockets whose credentials no process held any more: owner unknown",
+                     counters.owners_unresolved);
     if (counters.endpoints_dropped)
-        spdlog::warn("{} upstream servers or listeners were not recorded: their BPF table was full",
-                     counters.endpoints_dropped);
+        spdlog::warn("{} listeners were not recorded: their BPF table was full", counters.endpoints_dropped);
     if (writer) {
         StoreWriterStats s = writer->stats();
         spdlog::info("store {}: {} records written{}", writer->path(), s.written,
                      s.lost() ? ", " + std::to_string(s.lost()) + " not written" : std::string());
     }
-    spdlog::info("detached after {} records; {} connections were given their owner in the kernel",
-                 counters.records_emitted, counters.owners_recorded);
+    spdlog::info("detached after {} records; owners found by walking the task list {} times",
+                 counters.records_emitted, counters.owner_scans);
     return 0;
 }
 

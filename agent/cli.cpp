@@ -74,9 +74,6 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
                       "Record the TTL of the backend's data and of each reset, to tell a middlebox's reset "
                       "from the backend's when the backend is on another host (one BPF run per received "
                       "TCP segment)");
-    run_cmd->add_flag("--client-workers", run.client_workers,
-                      "Name the worker of each client connection that is reset, not only nginx's master "
-                      "(one BPF run per recv() on the host, several per proxied request)");
     run_cmd->add_flag("-v,--verbose", run.verbosity, "More logging, libbpf's included (repeatable)");
     run_cmd->add_option("--ring-buffer-kb", run.ring_buffer_kb, "Ring buffer size in KiB (power of two)")
         ->check([](const std::string &s) -> std::string {
@@ -85,12 +82,6 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
                 return "must be a power of two of at least 4";
             return {};
         })
-        ->group("Advanced");
-    run_cmd->add_option("--max-connections", run.max_connections,
-                        "Connections of tracked processes open at once that can have an owner (48 bytes of "
-                        "kernel memory each, allocated at start)")
-        ->check(CLI::Range(1024u, 1u << 24))
-        ->capture_default_str()
         ->group("Advanced");
 
     std::string socket_path = kDefaultSocketPath, store_path = kDefaultStorePath, metrics;

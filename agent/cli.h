@@ -30,8 +30,6 @@ struct RunSettings {
     // ring's wrap-around), it counts double in RSS.
     uint32_t ring_buffer_kb = 4096;
     bool ttl_evidence = false;       // attach tcp:tcp_probe (see LoaderOptions)
-    bool client_workers = false;     // attach sock:sock_recv_length (see LoaderOptions)
-    uint32_t max_connections = 65536;  // see LoaderOptions::max_connections
 
     // Always-on use. An empty path ("none" on the command line) disables.
     std::string socket_path = kDefaultSocketPath;  // control socket for `rstwatch dump`

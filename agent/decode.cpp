@@ -15,8 +15,9 @@ namespace rstwatch {
 
 // The wire layout is shared with BPF: a size change must be deliberate.
 static_assert(sizeof(rw_record_header) == 16);
-static_assert(sizeof(rw_conn) == 40);
-static_assert(sizeof(rw_reset_record) == 184);
+static_assert(sizeof(rw_reset_record) == 176);
+static_assert(sizeof(rw_listener) == 32);
+static_assert(sizeof(rw_flow) == 48);
 static_assert(sizeof(rw_oom_record) == 848);
 static_assert(sizeof(rw_counters) == 40);
 
@@ -95,7 +96,6 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
         e.reason = ctx.reason_name ? ctx.reason_name(r.reason) : std::to_string(r.reason);
     }
     e.owner_known = r.flags & RW_RST_OWNER_KNOWN;
-    e.owner_seeded = r.flags & RW_RST_SEEDED;
     e.owner_listener = r.flags & RW_RST_OWNER_LISTENER;
     e.owner_holder = r.flags & RW_RST_OWNER_HOLDER;
     if (e.owner_known) {
@@ -111,7 +111,6 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
     e.idle_ms = ns_to_ms(r.idle_ns);
     e.pool_idle_ms = ns_to_ms(r.pool_idle_ns);
     e.since_request_ms = ns_to_ms(r.since_send_ns);
-    e.conn_age_ms = ns_to_ms(r.conn_age_ns);
     if (r.flags & RW_RST_BYTES_KNOWN) {
         e.bytes_sent = r.bytes_sent;
         e.bytes_received = r.bytes_received;

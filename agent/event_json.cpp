@@ -106,9 +106,8 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.owner_known = j.contains("pid") && j["pid"].is_number();
     e.pid = number_or<uint32_t>(j, "pid", 0);
     e.comm = string_or_empty(j, "comm");
-    e.owner_seeded = j.value("owner_seeded", false);
     const std::string via = string_or_empty(j, "owner_via");
-    e.owner_listener = !via.empty();
+    e.owner_listener = via == "listener";
     e.owner_holder = via == "holder";
     if (auto it = j.find("on_cpu"); it != j.end() && it->is_object()) {
         e.current_pid = number_or<uint32_t>(*it, "pid", 0);
@@ -121,7 +120,6 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.idle_ms = optional_number<double>(j, "idle_ms");
     e.pool_idle_ms = optional_number<double>(j, "pool_idle_ms");
     e.since_request_ms = optional_number<double>(j, "since_request_ms");
-    e.conn_age_ms = optional_number<double>(j, "conn_age_ms");
     e.bytes_sent = optional_number<uint64_t>(j, "bytes_sent");
     e.bytes_received = optional_number<uint64_t>(j, "bytes_received");
     e.in_request = j.value("in_request", false);

@@ -50,15 +50,6 @@ std::string reason_name(const ResetEvent &e)
     return "REASON_" + std::to_string(*e.reason_code);
 }
 
-std::string format_seconds(std::optional<double> ms)
-{
-    if (!ms)
-        return "-";
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.1fs", *ms / 1000.0);
-    return buf;
-}
-
 std::string text_line(const ResetEvent &e)
 {
     std::string owner = e.owner_known ? e.comm + "[" + std::to_string(e.pid) + "]" : "?";
@@ -72,7 +63,6 @@ std::string text_line(const ResetEvent &e)
     line += " idle=" + format_ms(e.idle_ms);
     line += " pool_idle=" + format_ms(e.pool_idle_ms);
     line += " since_req=" + format_ms(e.since_request_ms);
-    line += " age=" + format_seconds(e.conn_age_ms);
     if (e.in_request)
         line += e.reused ? " req=reused" : " req=first";
     line += " tx=" + (e.bytes_sent ? format_bytes(*e.bytes_sent) : std::string("-"));
@@ -87,10 +77,8 @@ std::string text_line(const ResetEvent &e)
         if (e.current_exiting)
             line += "(exiting, signal " + std::to_string(e.current_exit_signal) + ")";
     }
-    if (e.owner_seeded)
-        line += " seeded";
-    if (e.owner_listener)
-        line += e.owner_holder ? " owner_via=holder" : " owner_via=listener";
+    if (e.owner_listener || e.owner_holder)
+        line += e.owner_listener ? " owner_via=listener" : " owner_via=holder";
     if (e.diagnosis) {
         // The verdict on the event's line; what it rests on and what to
         // change on indented lines below it.
@@ -176,10 +164,8 @@ nlohmann::json to_json(const ResetEvent &e)
     // pid 0 would read as a real process: an unknown owner is null.
     j["pid"] = e.owner_known ? nlohmann::json(e.pid) : nlohmann::json(nullptr);
     j["comm"] = e.owner_known ? nlohmann::json(e.comm) : nlohmann::json(nullptr);
-    j["owner_seeded"] = e.owner_seeded;
-    // How the owner of an unclaimed client connection was found.
-    if (e.owner_listener)
-        j["owner_via"] = e.owner_holder ? "holder" : "listener";
+    if (e.owner_known)
+        j["owner_via"] = e.owner_listener ? "listener" : e.owner_holder ? "holder" : "file";
     j["role"] = to_string(e.role);
     j["family"] = e.ipv6 ? "ipv6" : "ipv4";
     j["local"] = e.local;
@@ -190,7 +176,6 @@ nlohmann::json to_json(const ResetEvent &e)
     j["idle_ms"] = ms_to_json(e.idle_ms);
     j["pool_idle_ms"] = ms_to_json(e.pool_idle_ms);
     j["since_request_ms"] = ms_to_json(e.since_request_ms);
-    j["conn_age_ms"] = ms_to_json(e.conn_age_ms);
     j["bytes_sent"] = value_or_null(e.bytes_sent);
     j["bytes_received"] = value_or_null(e.bytes_received);
     j["reused"] = e.reused;

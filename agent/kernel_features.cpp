@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -28,6 +29,8 @@ public:
         // that is what the tp_btf attach resolves.
         return btf_index().tracepoints.count(name) > 0;
     }
+
+    bool has_kfunc(const std::string &name) const override { return btf_index().kfuncs.count(name) > 0; }
 
     bool has_classic_tracepoint(const std::string &category, const std::string &name) const override
     {
@@ -56,10 +59,11 @@ private:
     struct BtfIndex {
         bool loaded = false;
         std::set<std::string> tracepoints;  // names with a btf_trace_ typedef
+        std::set<std::string> kfuncs;       // those of kRequiredKfuncs it has
     };
 
     // The parsed vmlinux BTF takes about 5 MiB for the agent's whole life if
-    // kept; keep only the tracepoint names it has.
+    // kept; keep only the tracepoint names it has, and which kfuncs we need.
     const BtfIndex &btf_index() const
     {
         std::call_once(btf_once_, [this] {
@@ -70,11 +74,17 @@ private:
             static const std::string prefix = "btf_trace_";
             for (__u32 id = 1; id < btf__type_cnt(b.get()); id++) {
                 const struct btf_type *t = btf__type_by_id(b.get(), id);
-                if (!t || !btf_is_typedef(t))
+                if (!t || !(btf_is_typedef(t) || btf_is_func(t)))
                     continue;
                 const char *name = btf__name_by_offset(b.get(), t->name_off);
-                if (name && std::strncmp(name, prefix.c_str(), prefix.size()) == 0)
+                if (!name)
+                    continue;
+                if (btf_is_func(t)) {
+                    if (std::find(kRequiredKfuncs.begin(), kRequiredKfuncs.end(), name) != kRequiredKfuncs.end())
+                        index_.kfuncs.insert(name);
+                } else if (std::strncmp(name, prefix.c_str(), prefix.size()) == 0) {
                     index_.tracepoints.insert(name + prefix.size());
+                }
             }
         });
         return index_;

@@ -84,7 +84,7 @@ int open_cgroup_root(const KernelFeatures &kernel)
     std::string root = kernel.cgroup2_mount();
     if (root.empty())
         throw FatalError("no cgroup v2 hierarchy is mounted",
-                         "rstwatch attaches its connect() and bind() hooks to the cgroup v2 root; mount it, "
+                         "rstwatch attaches its bind() hooks to the cgroup v2 root; mount it, "
                          "e.g. mount -t cgroup2 none /sys/fs/cgroup/unified");
     int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -117,6 +117,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     auto *ro = skel_->rodata;
     ro->track_all_tasks = filter.all;
     ro->emit_peer_resets = options.emit_peer_resets;
+    ro->ttl_evidence = options.ttl_evidence;
     ro->tracked_pid_count = filter.pids.size();
     for (size_t i = 0; i < filter.pids.size(); i++)
         ro->tracked_pids[i] = filter.pids[i];
@@ -126,16 +127,6 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
 
     if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
         throw FatalError("cannot size the ring buffer: " + errno_text(err));
-    // The owner table: a power of two of sets of RW_OWNER_WAYS slots.
-    uint32_t sets = 1;
-    while (sets * RW_OWNER_WAYS < options.max_connections && sets < (1u << 24))
-        sets <<= 1;
-    ro->owner_set_mask = sets - 1;
-    if (int err = bpf_map__set_max_entries(skel_->maps.owners, sets))
-        throw FatalError("cannot size the owner table: " + errno_text(err));
-    if (int err = bpf_map__set_max_entries(skel_->maps.seeded_owners, options.max_connections))
-        throw FatalError("cannot size the table of seeded owners: " + errno_text(err));
-
     // Probe before load and switch off what the kernel cannot attach,
     // rather than failing: only the reset hooks are indispensable.
     auto *p = &skel_->progs;
@@ -144,14 +135,8 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, Hook::BtfTracepoint, "tcp_receive_reset", nullptr,
          true, ""},
         {p->on_tcp_send_reset, &l->on_tcp_send_reset, Hook::BtfTracepoint, "tcp_send_reset", nullptr, true, ""},
-        {p->on_tcp_destroy_sock, &l->on_tcp_destroy_sock, Hook::BtfTracepoint, "tcp_destroy_sock", nullptr, true,
-         ""},
-        {p->on_connect4, &l->on_connect4, Hook::Cgroup, "connect4", nullptr, true, ""},
-        {p->on_connect6, &l->on_connect6, Hook::Cgroup, "connect6", nullptr, true, ""},
         {p->on_post_bind4, &l->on_post_bind4, Hook::Cgroup, "post_bind4", nullptr, true, ""},
         {p->on_post_bind6, &l->on_post_bind6, Hook::Cgroup, "post_bind6", nullptr, true, ""},
-        {p->on_sock_recv_length, &l->on_sock_recv_length, Hook::BtfTracepoint, "sock_recv_length", nullptr, false,
-         "resets of client connections name the listening process, not the worker (needs Linux 6.3+)"},
         {p->on_tcp_probe, &l->on_tcp_probe, Hook::BtfTracepoint, "tcp_probe", nullptr, false,
          "the TTL of resets is unknown: middlebox resets cannot be told apart"},
         {p->on_mark_victim, &l->on_mark_victim, Hook::ClassicTracepoint, "mark_victim", "oom", false,
@@ -160,8 +145,6 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     // A per-segment hook: only when asked for (see LoaderOptions::ttl_evidence).
     if (!options.ttl_evidence)
         bpf_program__set_autoload(p->on_tcp_probe, false);
-    if (!options.client_workers)  // per recv(): also only when asked for
-        bpf_program__set_autoload(p->on_sock_recv_length, false);
     for (const auto &need : needs) {
         if (!bpf_program__autoload(need.prog) || need.hook == Hook::Cgroup)
             continue;  // the cgroup hooks are as old as BTF itself: the load tells
@@ -171,8 +154,8 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
             continue;
         if (need.required)
             throw FatalError(std::string("the kernel lacks the tracepoint ") + need.name,
-                             "rstwatch needs tcp:tcp_receive_reset, tcp:tcp_send_reset and tcp:tcp_destroy_sock "
-                             "with BTF (Linux 4.16+, CONFIG_DEBUG_INFO_BTF=y)");
+                             "rstwatch needs tcp:tcp_receive_reset and tcp:tcp_send_reset with BTF "
+                             "(Linux 4.16+, CONFIG_DEBUG_INFO_BTF=y)");
         bpf_program__set_autoload(need.prog, false);
         disabled_.push_back(bpf_program__name(need.prog));
         spdlog::warn("tracepoint {} not available: {}", need.name, need.without_it);
@@ -250,32 +233,14 @@ BpfCounters BpfSession::counters() const
     for (const auto &c : per_cpu) {
         total.records_emitted += c.records_emitted;
         total.records_lost += c.records_lost;
-        total.owners_recorded += c.owners_recorded;
-        total.owners_dropped += c.owners_dropped;
+        total.owner_scans += c.owner_scans;
+        total.owners_unresolved += c.owners_unresolved;
         total.endpoints_dropped += c.endpoints_dropped;
     }
     return total;
 }
 
-size_t BpfSession::owned_connections() const
-{
-    const int fd = bpf_map__fd(skel_->maps.owners);
-    size_t owned = 0;
-    rw_owner_set set{};
-    for (__u32 i = 0; i <= skel_->rodata->owner_set_mask; i++)
-        if (bpf_map_lookup_elem(fd, &i, &set) == 0)
-            for (__u64 cookie : set.cookie)
-                owned += cookie != 0;
-    return owned;
-}
-
-int BpfSession::endpoints_map_fd() const { return bpf_map__fd(skel_->maps.upstream_endpoints); }
-
-SeedMaps BpfSession::seed_maps() const
-{
-    return {bpf_map__fd(skel_->maps.seeded_owners), endpoints_map_fd(), bpf_map__fd(skel_->maps.listeners),
-            bpf_map__fd(skel_->maps.bound_sockets)};
-}
+int BpfSession::listeners_map_fd() const { return bpf_map__fd(skel_->maps.listeners); }
 
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }
 

@@ -22,30 +22,21 @@ class KernelFeatures;
 
 struct LoaderOptions {
     TrackingFilter filter;
-    // Sent resets of untracked sockets on upstream servers: the backend's side.
+    // Sent resets of untracked sockets that a tracked socket receives: the
+    // backend's side, when it runs on this host.
     bool emit_peer_resets = true;
     // TTL of the peer's data and of resets (tcp:tcp_probe): tells a middlebox's
     // reset from the backend's, at one program run per received segment.
     bool ttl_evidence = false;
-    // The worker of each client (accepted) connection, claimed at its first
-    // recv() (sock:sock_recv_length): one program run per recv() on the
-    // host, several per proxied request. Without it a client connection's
-    // reset names the listening process (nginx's master), or the worker
-    // when it held the socket at the reset (its close() sent it, say).
-    bool client_workers = false;
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
-    // Connections owned at once by tracked processes (rounded up to a power
-    // of two of owner-table slots). Near it, a new connection may find its
-    // set full and get no owner (counted).
-    uint32_t max_connections = 65536;  // RW_MAX_CONNS
 };
 
 struct BpfCounters {
     uint64_t records_emitted = 0;
     uint64_t records_lost = 0;  // the ring buffer was full
-    uint64_t owners_recorded = 0;
-    uint64_t owners_dropped = 0;
-    uint64_t endpoints_dropped = 0;  // upstream servers or listeners not recorded: table full
+    uint64_t owner_scans = 0;        // task-list walks: credentials not seen before
+    uint64_t owners_unresolved = 0;  // ... held by no process any more
+    uint64_t endpoints_dropped = 0;  // listeners not recorded: table full
 };
 
 class BpfSession {
@@ -66,10 +57,8 @@ public:
     int drain();
 
     BpfCounters counters() const;
-    // Connections with an owner claimed in BPF right now (reads the whole table).
-    size_t owned_connections() const;
-    int endpoints_map_fd() const;
-    SeedMaps seed_maps() const;
+    // The listeners map, which seeding fills and the sweep prunes.
+    int listeners_map_fd() const;
     // The ring buffer map (for its fill level, ring_fill.h).
     int records_map_fd() const;
     const std::vector<std::string> &attached_programs() const { return attached_; }

@@ -112,12 +112,13 @@ std::string Metrics::render(uint64_t rss_bytes) const
     out += "rstwatch_lost_events_total{where=\"ring_buffer\"} " + std::to_string(lost_.ring_buffer) + "\n";
     out += "rstwatch_lost_events_total{where=\"consumer\"} " + std::to_string(lost_.consumer) + "\n";
     out += "rstwatch_lost_events_total{where=\"store\"} " + std::to_string(lost_.store) + "\n";
-    header(out, "rstwatch_unowned_connections_total", "counter",
-           "Connections of tracked processes that got no owner because the owner table was full (--max-connections).");
-    out += "rstwatch_unowned_connections_total " + std::to_string(lost_.owners) + "\n";
+    header(out, "rstwatch_unresolved_owners_total", "counter",
+           "Resets on sockets whose file's credentials no process held any more (its process changed them, or "
+           "left the socket to another): their owner is unknown, and unless tracking everything they go unseen.");
+    out += "rstwatch_unresolved_owners_total " + std::to_string(lost_.owners) + "\n";
     header(out, "rstwatch_unrecorded_endpoints_total", "counter",
-           "Upstream servers or listening sockets of tracked processes not recorded because their BPF table was "
-           "full: the backend's resets from such a server, and client resets on such a listener, go unseen.");
+           "Listening sockets of tracked processes not recorded because their BPF table was full: resets of "
+           "client connections closed by their worker on such a listener go unseen.");
     out += "rstwatch_unrecorded_endpoints_total " + std::to_string(lost_.endpoints) + "\n";
     header(out, "rstwatch_ring_buffer_fill_ratio", "gauge",
            "Share of the BPF ring buffer holding unconsumed records, sampled at each poll.");

@@ -23,8 +23,8 @@ struct LostTotals {
     uint64_t ring_buffer = 0;  // BPF could not reserve (ring buffer full)
     uint64_t consumer = 0;     // user space could not decode
     uint64_t store = 0;        // not written to the store (queue full, write failed)
-    uint64_t owners = 0;       // connections that got no owner: the owner table was full
-    uint64_t endpoints = 0;    // upstream servers or listeners not recorded: their table was full
+    uint64_t owners = 0;       // resets whose socket's credentials no process held any more: owner unknown
+    uint64_t endpoints = 0;    // listeners not recorded: their table was full
 };
 
 // Updated by the run loop, rendered by the HTTP thread: everything behind one mutex.

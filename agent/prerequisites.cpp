@@ -16,8 +16,11 @@ constexpr int kCapBpf = 39;
 const std::vector<std::string> kRequiredTracepoints = {
     "tcp_receive_reset",  // a reset arrived (Linux 4.16+ with BTF typing)
     "tcp_send_reset",     // a reset left
-    "tcp_destroy_sock",   // a socket is gone, and its owner entry with it
 };
+
+// The owner of a socket is found at the reset by walking the processes
+// (Linux 6.7) and checked against the one cached (Linux 6.2).
+const std::vector<std::string> kRequiredKfuncs = {"bpf_iter_task_new", "bpf_task_from_pid"};
 
 std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
 {
@@ -25,10 +28,10 @@ std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
     if (!kernel.is_root() && !(kernel.has_capability(kCapBpf) && kernel.has_capability(kCapPerfmon) &&
                                kernel.has_capability(kCapNetAdmin)))
         missing.push_back("missing privileges: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN "
-                          "(the connect() and bind() hooks are cgroup socket programs), plus CAP_SYS_PTRACE "
-                          "to attribute connections opened before the agent");
+                          "(the bind() hooks are cgroup socket programs), plus CAP_SYS_PTRACE to find the "
+                          "listening sockets opened before the agent");
     if (kernel.cgroup2_mount().empty())
-        missing.push_back("no cgroup v2 hierarchy is mounted: rstwatch attaches its connect() and bind() "
+        missing.push_back("no cgroup v2 hierarchy is mounted: rstwatch attaches its bind() "
                           "hooks to its root; mount it, e.g. mount -t cgroup2 none /sys/fs/cgroup/unified");
     if (!kernel.has_vmlinux_btf()) {
         missing.push_back("the kernel has no BTF (/sys/kernel/btf/vmlinux): rstwatch needs a kernel "
@@ -39,6 +42,10 @@ std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
         if (!kernel.has_btf_tracepoint(tp))
             missing.push_back("the kernel lacks the tracepoint " + tp +
                               " (tcp:tcp_receive_reset and tcp:tcp_send_reset need Linux 4.16+)");
+    for (const auto &kfunc : kRequiredKfuncs)
+        if (!kernel.has_kfunc(kfunc))
+            missing.push_back("the kernel lacks the BPF kfunc " + kfunc +
+                              ": rstwatch finds a socket's owner with the task iterator kfuncs of Linux 6.7+");
     return missing;
 }
 

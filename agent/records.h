@@ -58,10 +58,11 @@ struct ResetEvent {
     std::string reason;       // name of reason_code from the running kernel, "" if none
 
     bool owner_known = false; // false: no tracked owner (peer evidence or --all)
-    bool owner_seeded = false;
-    // A client connection nobody claimed (no --client-workers): pid/comm is
-    // the process listening (nginx's master), or with owner_holder the
-    // worker that held the socket at the reset (its close() sent it, say).
+    // How the owner was found. Usually from the credentials of the socket's
+    // file. owner_holder: it held the socket at the reset (its close() sent
+    // it, say), so it was the task on the CPU. owner_listener: a client
+    // connection its worker had closed already, so pid/comm is the process
+    // listening (nginx's master).
     bool owner_listener = false;
     bool owner_holder = false;
     uint32_t pid = 0;         // the socket's owner (nginx worker), not the CPU's task
@@ -78,7 +79,6 @@ struct ResetEvent {
     std::optional<double> idle_ms;
     std::optional<double> pool_idle_ms;
     std::optional<double> since_request_ms;
-    std::optional<double> conn_age_ms;
     std::optional<uint64_t> bytes_sent;
     std::optional<uint64_t> bytes_received;
     // From the kernel's stamps of the last data each way (jiffies, see

@@ -2,7 +2,6 @@
 
 #include <bpf/bpf.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>  // tcp_info
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -10,7 +9,6 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
-#include <memory>
 #include <set>
 #include <tuple>
 
@@ -66,42 +64,16 @@ bool endpoint(int fd, bool peer, __u8 (&addr)[16], __u16 &port, __u16 &family)
     return true;
 }
 
-// The socket's cookie (SO_COOKIE; asking for it makes the kernel assign
-// one, which the BPF side then reads directly); 0 if it cannot be read.
-__u64 socket_cookie(int fd)
-{
-    __u64 cookie = 0;
-    socklen_t len = sizeof(cookie);
-    return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 ? cookie : 0;
-}
-
-int local_port(int fd)
-{
-    __u8 addr[16] = {};
-    __u16 port = 0;
-    __u16 family = 0;
-    return endpoint(fd, false, addr, port, family) ? port : -1;
-}
-
-struct Candidate {
-    std::unique_ptr<UniqueFd> fd;
-    int port;
-};
-
 // The tracked processes holding one listening socket (fork shares it), by
 // the socket's bound address.
 struct Holder {
     uint32_t pid;
     uint32_t ppid;
     std::string comm;
-    __u64 cookie;  // the listening socket's (SO_COOKIE); 0 if unknown
 };
 using Listeners = std::map<std::tuple<__u16, __u16, std::string>, std::vector<Holder>>;
 
-constexpr uint8_t kTcpClose = 7;  // include/net/tcp_states.h
-
-void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::string &comm,
-                  Listeners &listeners, SeedReport &report)
+void scan_process(uint32_t pid, uint32_t ppid, const std::string &comm, Listeners &listeners, SeedReport &report)
 {
     UniqueFd pidfd(pidfd_open(static_cast<pid_t>(pid)));
     if (!pidfd.valid()) {
@@ -110,14 +82,9 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
         return;
     }
     report.processes++;
-
-    // A connection whose local port is one this process listens on was
-    // accepted (downstream); the others were connect()ed (upstream).
-    std::set<int> listening_ports;
-    std::vector<Candidate> connections;
     for (int fd : procfs::socket_fds(pid)) {
-        auto dup = std::make_unique<UniqueFd>(pidfd_getfd(pidfd.get(), fd));
-        if (!dup->valid()) {
+        UniqueFd dup(pidfd_getfd(pidfd.get(), fd));
+        if (!dup.valid()) {
             if (errno == EPERM)
                 report.problems.push_back("pid " + std::to_string(pid) +
                                           ": pidfd_getfd not permitted (needs CAP_SYS_PTRACE)");
@@ -125,70 +92,23 @@ void seed_process(const SeedMaps &maps, uint32_t pid, uint32_t ppid, const std::
                 return;
             continue;
         }
-        if (!is_inet_tcp(dup->get()))
+        if (!is_inet_tcp(dup.get()) || int_sockopt(dup.get(), SOL_SOCKET, SO_ACCEPTCONN) != 1)
             continue;
-        int port = local_port(dup->get());
-        if (int_sockopt(dup->get(), SOL_SOCKET, SO_ACCEPTCONN) == 1) {
-            listening_ports.insert(port);
-            rw_endpoint bound{};
-            const __u64 cookie = socket_cookie(dup->get());
-            if (endpoint(dup->get(), false, bound.addr, bound.port, bound.family)) {
-                listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}].push_back(
-                    {pid, ppid, comm, cookie});
-            }
-            continue;
-        }
-        tcp_info info{};
-        socklen_t len = sizeof(info);
-        if (getsockopt(dup->get(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_state == kTcpClose)
-            continue;
-        connections.push_back({std::move(dup), port});
-    }
-
-    for (const auto &c : connections) {
-        rw_conn value{};
-        value.owner_tgid = pid;
-        std::strncpy(value.owner_comm, comm.c_str(), sizeof(value.owner_comm) - 1);
-        value.role = listening_ports.count(c.port) ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
-        value.flags = RW_CONN_SEEDED;
-        const __u64 cookie = socket_cookie(c.fd->get());  // the owner table's key
-        if (!cookie) {
-            report.problems.push_back("pid " + std::to_string(pid) + ": SO_COOKIE: " + std::strerror(errno));
-            continue;
-        }
-        rw_endpoint server{};
-        if (value.role == RW_ROLE_UPSTREAM && endpoint(c.fd->get(), true, server.addr, server.port, server.family)) {
-            const __u8 one = 1;
-            bpf_map_update_elem(maps.upstream_endpoints, &server, &one, BPF_ANY);
-        }
-        if (bpf_map_update_elem(maps.conns, &cookie, &value, BPF_NOEXIST) == 0)
-            report.seeded++;
-        else if (errno == EEXIST)
-            report.already_known++;
-        else
-            report.problems.push_back("pid " + std::to_string(pid) + ": owner table update: " +
-                                      std::strerror(errno));
+        rw_endpoint bound{};
+        if (endpoint(dup.get(), false, bound.addr, bound.port, bound.family))
+            listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}].push_back({pid, ppid, comm});
     }
 }
 
 // The listener's owner is the holder whose parent does not hold it too:
-// nginx's master, which opened it before forking the workers. Its entry
-// counts the distinct sockets on the endpoint (reuseport: one per worker),
-// each recorded by cookie, so that it leaves with the last of them as a
-// bind() since attach would; 0 (not counted, never leaves) if a cookie is
-// unknown.
-void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport &report)
+// nginx's master, which opened it before forking the workers.
+void record_listeners(int listeners_fd, const Listeners &listeners, SeedReport &report)
 {
     for (const auto &[key, holders] : listeners) {
         const auto &[family, port, addr] = key;
         std::set<uint32_t> pids;
-        std::set<__u64> cookies;
-        bool counted = true;
-        for (const Holder &h : holders) {
+        for (const Holder &h : holders)
             pids.insert(h.pid);
-            cookies.insert(h.cookie);
-            counted = counted && h.cookie != 0;
-        }
         const Holder *top = &holders.front();
         for (const Holder &h : holders)
             if (!pids.count(h.ppid)) {
@@ -201,29 +121,18 @@ void seed_listeners(const SeedMaps &maps, const Listeners &listeners, SeedReport
         std::memcpy(bound.addr, addr.data(), sizeof(bound.addr));
         rw_listener owner{};
         owner.owner_tgid = top->pid;
-        owner.sockets = counted ? static_cast<__u32>(cookies.size()) : 0;
         std::strncpy(owner.owner_comm, top->comm.c_str(), sizeof(owner.owner_comm) - 1);
-        // A bind() since attach already recorded its caller: keep it, and
-        // its count, which these older sockets are not part of.
-        if (bpf_map_update_elem(maps.listeners, &bound, &owner, BPF_NOEXIST) == 0) {
+        // A bind() since attach already recorded its caller: keep it.
+        if (bpf_map_update_elem(listeners_fd, &bound, &owner, BPF_NOEXIST) == 0 || errno == EEXIST)
             report.listeners++;
-            for (__u64 cookie : cookies) {
-                if (!owner.sockets)
-                    break;  // not counted: nothing to give back at destroy
-                if (bpf_map_update_elem(maps.bound_sockets, &cookie, &bound, BPF_NOEXIST) != 0)
-                    report.problems.push_back("bound socket table update: " + std::string(std::strerror(errno)));
-            }
-        } else if (errno == EEXIST) {
-            report.listeners++;
-        } else {
+        else
             report.problems.push_back("listener table update: " + std::string(std::strerror(errno)));
-        }
     }
 }
 
 }  // namespace
 
-SeedReport seed_existing_connections(const SeedMaps &maps, const TrackingFilter &filter)
+SeedReport seed_listeners(int listeners_fd, const TrackingFilter &filter)
 {
     SeedReport report;
     Listeners listeners;
@@ -232,10 +141,32 @@ SeedReport seed_existing_connections(const SeedMaps &maps, const TrackingFilter 
         auto ppid = procfs::parent_pid(pid);
         if (!comm || !ppid || !filter.matches(pid, *ppid, *comm))
             continue;
-        seed_process(maps, pid, *ppid, *comm, listeners, report);
+        scan_process(pid, *ppid, *comm, listeners, report);
     }
-    seed_listeners(maps, listeners, report);
+    record_listeners(listeners_fd, listeners, report);
     return report;
+}
+
+size_t sweep_listeners(int listeners_fd)
+{
+    std::vector<rw_endpoint> gone;
+    rw_endpoint key{}, next{};
+    const void *prev = nullptr;
+    while (bpf_map_get_next_key(listeners_fd, prev, &next) == 0) {
+        rw_listener owner{};
+        // The same pid with another name is a new process that got the old one's pid.
+        if (bpf_map_lookup_elem(listeners_fd, &next, &owner) == 0) {
+            auto comm = procfs::comm(owner.owner_tgid);
+            if (!comm || std::strncmp(comm->c_str(), owner.owner_comm, sizeof(owner.owner_comm)) != 0)
+                gone.push_back(next);
+        }
+        key = next;
+        prev = &key;
+    }
+    size_t removed = 0;
+    for (const auto &ep : gone)
+        removed += bpf_map_delete_elem(listeners_fd, &ep) == 0;
+    return removed;
 }
 
 }  // namespace rstwatch

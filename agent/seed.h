@@ -1,6 +1,8 @@
-// Attribution of connections opened before the agent attached. Users attach
-// when the trouble starts, with nginx's keepalive pool already full, and
-// those pooled connections are the ones that get reset.
+// The listening sockets of tracked processes that predate the agent. A
+// connection's owner needs no seeding (it is read from the socket's file at
+// the reset), but whether a connection was accepted, and whose it is once
+// its worker has closed it, comes from the listener it was accepted from,
+// which bind() recorded before the agent was there.
 #pragma once
 
 #include <cstddef>
@@ -12,29 +14,21 @@
 namespace rstwatch {
 
 struct SeedReport {
-    size_t processes = 0;      // tracked processes scanned
-    size_t seeded = 0;         // TCP connections given their owner
-    size_t already_known = 0;  // seeded already: a socket several processes hold (fork shares it)
-    size_t listeners = 0;      // listening sockets: their accepted connections are downstream
+    size_t processes = 0;  // tracked processes scanned
+    size_t listeners = 0;  // listening endpoints recorded
     std::vector<std::string> problems;  // per-process failures, for the log
 };
 
-// The BPF maps seeding writes (BpfSession::seed_maps()).
-struct SeedMaps {
-    int conns = -1;               // owners of connections older than the agent, by socket cookie
-    int upstream_endpoints = -1;  // servers tracked processes connect to
-    int listeners = -1;           // sockets tracked processes listen on
-    int bound_sockets = -1;       // the listening sockets behind them, by cookie: entries leave with them
-};
-
 // For every process the filter tracks, duplicates its TCP sockets with
-// pidfd_getfd(2) and writes the owner into the owner table, keyed by the
-// socket's cookie (SO_COOKIE). Call after attaching, so that nothing
-// opened in between is missed; existing entries are never overwritten.
-// Each upstream connection's server goes into the endpoints map, so that
-// the backend's resets are recognised as evidence, and each listening
-// socket into the listeners map, owned by the top of the process family
-// holding it (nginx's master, not the workers that inherited it).
-SeedReport seed_existing_connections(const SeedMaps &maps, const TrackingFilter &filter);
+// pidfd_getfd(2) and writes each listening one into the listeners map
+// (BpfSession::listeners_map_fd()), owned by the top of the process family
+// holding it (nginx's master, not the workers that inherited it). Call
+// after attaching, so that nothing bound in between is missed; a bind()
+// since attach keeps its entry.
+SeedReport seed_listeners(int listeners_fd, const TrackingFilter &filter);
+
+// Removes the listeners whose process is gone (stopped or restarted nginx):
+// their endpoint may be another process's next. Returns how many went.
+size_t sweep_listeners(int listeners_fd);
 
 }  // namespace rstwatch

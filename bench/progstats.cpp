@@ -183,10 +183,12 @@ int main(int argc, char **argv)
     if (floor) {
         skel.reset(floor_bpf__open());
         if (skel && empty_rstwatch_hooks) {
-            // Hooks of other tools and of rstwatch's options (--ttl-evidence, --client-workers).
-            bpf_program__set_autoload(skel->progs.floor_inet_sock_set_state, false);
-            bpf_program__set_autoload(skel->progs.floor_sock_recv_length, false);
-            bpf_program__set_autoload(skel->progs.floor_tcp_probe, false);
+            // Hooks of other tools, of rstwatch's option --ttl-evidence and of its
+            // earlier versions (per connection: connect(), socket destruction).
+            for (bpf_program *other : {skel->progs.floor_inet_sock_set_state, skel->progs.floor_sock_recv_length,
+                                       skel->progs.floor_tcp_probe, skel->progs.floor_tcp_destroy_sock,
+                                       skel->progs.fl_connect4, skel->progs.fl_connect6})
+                bpf_program__set_autoload(other, false);
         }
         if (!skel || floor_bpf__load(skel.get()) != 0 || floor_bpf__attach(skel.get()) != 0) {
             std::fprintf(stderr, "progstats: cannot load/attach the floor programs: %s\n", std::strerror(errno));
@@ -203,6 +205,8 @@ int main(int argc, char **argv)
                                   std::pair{skel->progs.fl_connect6, &skel->links.fl_connect6},
                                   std::pair{skel->progs.fl_post_bind4, &skel->links.fl_post_bind4},
                                   std::pair{skel->progs.fl_post_bind6, &skel->links.fl_post_bind6}}) {
+            if (!bpf_program__autoload(prog))
+                continue;
             *link = bpf_program__attach_cgroup(prog, cgroup.get());
             if (!*link) {
                 std::fprintf(stderr, "progstats: cannot attach %s: %s\n", bpf_program__name(prog),

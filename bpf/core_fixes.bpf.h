@@ -5,9 +5,10 @@
  * the running kernel's BTF decides.
  *
  * Differences handled in user space instead (program autoload switched off,
- * see agent/loader.cpp): sock:sock_recv_length (Linux 6.3+), oom:mark_victim,
- * tcp:tcp_probe. The cgroup socket hooks (Linux 4.17+) need the cgroup v2
- * hierarchy mounted somewhere: agent/kernel_features.cpp finds it.
+ * see agent/loader.cpp): oom:mark_victim, tcp:tcp_probe. The cgroup socket
+ * hooks (Linux 4.17+) need the cgroup v2 hierarchy mounted somewhere, and
+ * finding a socket's owner needs the task iterator kfuncs (Linux 6.7+):
+ * agent/prerequisites.cpp checks both before loading.
  */
 #ifndef RSTWATCH_CORE_FIXES_BPF_H
 #define RSTWATCH_CORE_FIXES_BPF_H

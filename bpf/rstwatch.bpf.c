@@ -2,30 +2,30 @@
 /*
  * rstwatch kernel side.
  *
- * Resets are reported from softirq context, where `current` is whoever
- * happened to be on the CPU, so the owner of a connection is recorded when
- * the owner itself touches the socket: at connect(), or at its first recv()
- * of an accepted socket. Nothing runs per state change, send, receive or
- * segment: what the connection was doing (request open, idle, reused) is
- * read from the tcp_sock when it is reset.
+ * Nothing runs per connection, send, receive or segment: only when a reset
+ * happens, and at bind(). The owner of a connection is read then from the
+ * socket itself. Resets are reported from softirq context, where `current`
+ * is whoever happened to be on the CPU, but a socket's file keeps the
+ * credentials of the process that opened it (socket() or accept()), and
+ * every process has credentials of its own (copied at fork): the process
+ * whose credentials they still are is the owner. What the connection was
+ * doing (request open, idle, reused) is read from the tcp_sock.
  *
- *   cgroup/connect4,6    owner = connect() caller (upstream), and the server
- *                        it connects to, for peer evidence
+ *   tcp_receive_reset    a reset arrived on a tracked process's socket
+ *   tcp_send_reset       a reset left a tracked process's socket; one left
+ *                        by any other socket is kept for a moment, in case
+ *                        a tracked socket receives it (the backend's side,
+ *                        when it runs on this host: evidence)
  *   cgroup/post_bind4,6  a tracked process bound a port: its listener
- *   sock_recv_length     only with --client-workers: owner = first reader of
- *                        an accepted socket (downstream)
- *   tcp_receive_reset    a reset arrived on a tracked socket
- *   tcp_send_reset       a reset left a tracked socket, or an untracked one
- *                        on an upstream server (the backend's side: evidence)
- *   tcp_destroy_sock     the socket is gone: so is its owner
  *   oom/mark_victim      the OOM killer chose a victim (and its memory cgroup)
  *   tcp_probe            only with --ttl-evidence: TTL of the peer's data and
  *                        of a reset, to tell a middlebox from the backend
  *
- * The cgroup hooks are attached to the root of the cgroup v2 hierarchy, so
- * they see every process; they run once per connect() or bind() on the
- * host, where the tracepoint sock:inet_sock_set_state, which earlier
- * versions used, runs about ten times per connection for every TCP socket.
+ * The bind hooks are attached to the root of the cgroup v2 hierarchy, so
+ * they see every process. Earlier versions recorded owners at connect()
+ * and forgot them at tcp_destroy_sock: two hooks per connection, which on
+ * a VM with retpolines cost about 1% of a proxied request even when empty
+ * (docs/BENCHMARKS.md).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -41,13 +41,13 @@
 #define SOCK_STREAM 1
 #define PF_EXITING 0x00000004
 #define E2BIG 7   /* what a map update returns when the map is full */
-#define EEXIST 17 /* ... with BPF_NOEXIST when the key is there */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by the agent before load. */
 const volatile __u8 track_all_tasks = 0;
 const volatile __u8 emit_peer_resets = 1;
+const volatile __u8 ttl_evidence = 0;
 const volatile __u32 tracked_pid_count = 0;
 const volatile __u32 tracked_pids[RW_MAX_PIDS] = {};
 const volatile __u32 tracked_comm_count = 0;
@@ -62,29 +62,27 @@ struct {
 } records SEC(".maps");
 
 /*
- * Owners of connections claimed here (see struct rw_owner_set). The agent
- * sizes it before load: a power of two of sets, owner_set_mask below.
+ * The process holding a socket file's credentials (a struct cred pointer),
+ * found by walking the task list the first time and checked against that
+ * process at every use: credentials are freed with their last holder and
+ * their memory reused, so a stale entry must not name anyone. Credentials
+ * nobody holds (a process changed its own after opening the socket) are
+ * remembered for a second, so that a burst of resets on such sockets walks
+ * the list once.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, RW_MAX_CONNS / RW_OWNER_WAYS);
-	__type(key, __u32);
-	__type(value, struct rw_owner_set);
-} owners SEC(".maps");
-const volatile __u32 owner_set_mask = RW_MAX_CONNS / RW_OWNER_WAYS - 1;
+struct rw_cred_holder {
+	__u32 tgid; /* 0: nobody held them */
+	__u32 pad0;
+	__u64 looked_ns;
+};
+#define RW_NO_HOLDER_RECHECK_NS 1000000000ULL
 
-/*
- * Owners of connections older than the agent, written once by it at
- * start-up (SO_COOKIE) and only read here. Never deleted: cookies are not
- * reused, so an entry outliving its socket can match nothing.
- */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, RW_MAX_CONNS); /* resized by the agent before load */
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, struct rw_conn);
-} seeded_owners SEC(".maps");
+	__type(value, struct rw_cred_holder);
+} cred_holders SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -94,40 +92,57 @@ struct {
 } counters SEC(".maps");
 
 /*
- * Servers tracked processes connect to. A handful per nginx: looked up
- * before it is written, so a connect() to a known server writes nothing.
+ * The two ends of a reset on this host, one untracked (the backend) and
+ * one tracked (nginx), both by the flow as the receiving end sees it. The
+ * kernel traces a reset answering a segment before sending it, and one
+ * from close() or an abort after it was delivered: so the last few resets
+ * sent by untracked sockets wait for a tracked receiver, and the last few
+ * flows a tracked socket received a reset on wait for their senders. On
+ * loopback and veth the receiver runs on the sender's CPU, within the
+ * sending call, so each CPU keeps its own few: no lock, no hashing (a hash
+ * map's update took about 1 µs per reset here). A flow can see two: close()
+ * unhashes the backend's socket before its own reset leaves, and a segment
+ * arriving in between is answered by its listener; both are reported, and
+ * the agent tells them apart (agent/diagnosis.cpp). A task preempted while
+ * it writes a slot can leave it torn: a miss, at worst a garbled record of
+ * the same flow.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct rw_endpoint);
-	__type(value, __u8);
-} upstream_endpoints SEC(".maps");
-
-/*
- * The last few servers connect()ed to on this CPU, in front of
- * upstream_endpoints: a proxy connects to the same handful of servers over
- * and over, and comparing three words is cheaper than hashing the key and
- * walking a bucket (about 60 ns per connect() here). A task preempted while
- * it writes a slot can leave it torn: a miss later, not a false match.
- */
-#define RW_RECENT_ENDPOINTS 4
-struct rw_recent_endpoints {
-	struct rw_endpoint ep[RW_RECENT_ENDPOINTS];
-	__u32 next; /* the slot replaced next: round robin */
+#define RW_PEER_SLOTS 8
+struct rw_unclaimed_sent_resets {
+	struct rw_flow flow[RW_PEER_SLOTS];
+	struct rw_reset_record rec[RW_PEER_SLOTS];
+	__u32 next;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct rw_recent_endpoints);
-} recent_upstream_endpoints SEC(".maps");
+	__type(value, struct rw_unclaimed_sent_resets);
+} unclaimed_sent_resets SEC(".maps");
+
+struct rw_tracked_received_flows {
+	struct rw_flow flow[RW_PEER_SLOTS];
+	__u64 ts_ns[RW_PEER_SLOTS]; /* 0: free */
+	__u32 next;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rw_tracked_received_flows);
+} tracked_received_flows SEC(".maps");
+
+/* A flow's ports come round again: only a reset this recent is the other end's. */
+#define RW_PEER_RESET_MAX_AGE_NS 2000000000ULL
 
 /*
- * Sockets tracked processes listen on (nginx's master opens them): a reset
- * on a connection accepted from one is downstream, owned by that process
- * family even when no worker claimed it (see on_sock_recv_length).
+ * Sockets tracked processes bound a port for (nginx's master opens them):
+ * a connection with such a local end was accepted, and once its worker has
+ * closed it, it is still that process family's. An entry stays until its
+ * process is gone (the agent sweeps) or another tracked process binds the
+ * endpoint.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -136,17 +151,33 @@ struct {
 	__type(value, struct rw_listener);
 } listeners SEC(".maps");
 
-/*
- * The sockets behind the listeners entries, by cookie: a listener's entry
- * goes when its last socket does (tcp_destroy_sock), or when a bound socket
- * turns out to be a client (connect()).
- */
+/* --ttl-evidence: the TTL of each peer address's data, and when it was read. */
+struct rw_peer_ttl {
+	__u64 read_jiffies;
+	__u8 ttl;
+	__u8 pad0[7];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct rw_endpoint);
-} bound_sockets SEC(".maps");
+	__type(key, struct rw_endpoint); /* port 0 */
+	__type(value, struct rw_peer_ttl);
+} peer_data_ttls SEC(".maps");
+
+/* --ttl-evidence: the last reset tcp_probe saw on this CPU, for tcp_receive_reset. */
+struct rw_last_rst {
+	__u64 sk;
+	__u8 ttl;
+	__u8 pad0[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rw_last_rst);
+} last_rst_ttl SEC(".maps");
 
 /* A reset is assembled here before we know whether it is wanted. */
 struct {
@@ -222,32 +253,31 @@ static __always_inline void *reserve_record(__u32 size, __u16 type)
 }
 
 /*
- * The current task's name as two words: direct loads from task->comm,
- * where bpf_get_current_comm() is a helper call and a string copy (about
- * 60 ns per connect() here). The kernel pads comm with zeros
- * (strscpy_pad), so the words compare and copy whole.
+ * A task's name as two words: direct loads from task->comm, where
+ * bpf_get_current_comm() is a helper call and a string copy. The kernel
+ * pads comm with zeros (strscpy_pad), so the words compare and copy whole.
  */
-static __always_inline void current_comm_words(__u64 words[2])
+static __always_inline void task_comm_words(const struct task_struct *task, __u64 words[2])
 {
-	const __u64 *comm = (const __u64 *)bpf_get_current_task_btf()->comm;
+	const __u64 *comm = (const __u64 *)task->comm;
 
 	words[0] = comm[0];
 	words[1] = comm[1];
 }
 
-static __always_inline void copy_current_comm(char dst[RW_COMM_LEN])
+static __always_inline void copy_task_comm(const struct task_struct *task, char dst[RW_COMM_LEN])
 {
 	__u64 words[2];
 
-	current_comm_words(words);
+	task_comm_words(task, words);
 	__builtin_memcpy(dst, words, RW_COMM_LEN);
 }
 
-static __always_inline int comm_is_tracked(void)
+static __always_inline int comm_is_tracked(const struct task_struct *task)
 {
 	__u64 comm[2];
 
-	current_comm_words(comm);
+	task_comm_words(task, comm);
 	for (__u32 i = 0; i < RW_MAX_COMMS; i++) {
 		if (i >= tracked_comm_count)
 			break;
@@ -258,10 +288,10 @@ static __always_inline int comm_is_tracked(void)
 }
 
 /* A tracked pid covers its children too: an nginx master covers its workers. */
-static __always_inline int pid_is_tracked(struct task_struct *task)
+static __always_inline int pid_is_tracked(const struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
-	/* Direct BTF loads, not BPF_CORE_READ: no helper call on the hot path. */
+	/* Direct BTF loads, not BPF_CORE_READ: no helper call per reset. */
 	__u32 parent = task->real_parent->tgid;
 
 	for (__u32 i = 0; i < RW_MAX_PIDS; i++) {
@@ -273,29 +303,20 @@ static __always_inline int pid_is_tracked(struct task_struct *task)
 	return 0;
 }
 
-static __always_inline int current_is_tracked(void)
+static __always_inline int task_is_tracked(const struct task_struct *task)
 {
 	if (track_all_tasks)
 		return 1;
-	if (tracked_pid_count && pid_is_tracked(bpf_get_current_task_btf()))
+	if (tracked_pid_count && pid_is_tracked(task))
 		return 1;
-	return tracked_comm_count && comm_is_tracked();
+	return tracked_comm_count && comm_is_tracked(task);
 }
 
-static __always_inline int is_inet_tcp(const struct sock *sk)
-{
-	__u16 family = sk->__sk_common.skc_family;
-
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	return sk->sk_type == SOCK_STREAM && rw_sk_protocol(sk) == IPPROTO_TCP;
-}
-
-/* Full sockets only: request and timewait minisocks are not tcp_socks. */
 static __always_inline int is_full_sock(const struct sock *sk)
 {
 	__u8 state = sk->__sk_common.skc_state;
 
+	/* Request and timewait minisocks are not tcp_socks. */
 	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
 }
 
@@ -310,84 +331,140 @@ static __always_inline __u64 ns_since_jiffies(__u32 stamp)
 	return jiffies_to_ns((__u32)((__u32)bpf_jiffies64() - stamp));
 }
 
-/*
- * The socket's cookie if it has one yet, without generating it: a direct
- * load. The kernel makes cookies on demand, and every claimed socket got
- * one when it was claimed, so no cookie means no owner.
- */
-static __always_inline __u64 cookie_if_any(const struct sock *sk)
+/* The process a connection belongs to, as found at its reset. */
+struct rw_owner {
+	__u32 tgid;
+	__u8 tracked;
+	__u8 holder; /* it held the socket: the task on the CPU */
+	char comm[RW_COMM_LEN];
+};
+
+static __always_inline void owner_from_task(struct rw_owner *o, const struct task_struct *task, __u8 holder)
 {
-	return sk->__sk_common.skc_cookie.counter;
+	o->tgid = task->tgid;
+	o->tracked = task_is_tracked(task);
+	o->holder = holder;
+	copy_task_comm(task, o->comm);
 }
 
 /*
- * The set a cookie belongs in: its low bits. The kernel hands cookies out
- * in sequence (per-CPU batches of a global counter), so connections opened
- * together land in different, neighbouring sets, and a set fills only if
- * RW_OWNER_WAYS connections whose cookies are a table size apart all stay
- * open.
+ * The credentials the socket's file was opened with, or 0 once its process
+ * has closed it (an orphan has no struct socket). Direct loads through BTF
+ * pointers: a NULL on the way reads as 0.
  */
-static __always_inline struct rw_owner_set *owner_set_of(__u64 cookie)
+static __always_inline __u64 socket_file_cred(const struct sock *sk)
 {
-	__u32 index = (__u32)cookie & owner_set_mask;
+	struct socket *sock = sk->sk_socket;
+	struct file *file;
 
-	return bpf_map_lookup_elem(&owners, &index);
-}
-
-static __always_inline struct rw_conn *conn_of(const struct sock *sk)
-{
-	__u64 cookie = cookie_if_any(sk);
-	struct rw_owner_set *set;
-
-	if (!cookie)
-		return NULL;
-	set = owner_set_of(cookie);
-	if (set) {
-		for (int i = 0; i < RW_OWNER_WAYS; i++)
-			if (set->cookie[i] == cookie)
-				return &set->conn[i];
-	}
-	return bpf_map_lookup_elem(&seeded_owners, &cookie);
-}
-
-/*
- * Records the current task as the owner of the socket with `cookie` in a
- * free way of its set, taken with a compare-and-exchange (another CPU may
- * be claiming into the same set). The way is filled before anything can
- * reset the connection: connect() sends its SYN after its hook. False if
- * the set is full.
- */
-static __always_inline int claim_for_current(__u64 cookie, __u8 role)
-{
-	struct rw_owner_set *set = owner_set_of(cookie);
-	struct rw_conn *conn = NULL;
-
-	if (!set)
+	if (!sock)
 		return 0;
-	/* A socket connect()ed again after a failed attempt keeps its cookie and its way. */
-	for (int i = 0; i < RW_OWNER_WAYS; i++)
-		if (set->cookie[i] == cookie)
-			conn = &set->conn[i];
-	for (int i = 0; i < RW_OWNER_WAYS && !conn; i++) {
-		if (set->cookie[i])
-			continue;
-		if (__sync_val_compare_and_swap(&set->cookie[i], 0, cookie) == 0) {
-			conn = &set->conn[i];
+	file = sock->file;
+	if (!file)
+		return 0;
+	return (__u64)file->f_cred;
+}
+
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
+extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
+extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
+
+/*
+ * The process whose credentials `cred` are, by walking every process: a
+ * few microseconds per thousand processes, once per process and per set of
+ * credentials it takes (setuid() makes new ones). The result is cached.
+ */
+static __always_inline int find_cred_holder(__u64 cred, struct rw_owner *o)
+{
+	struct rw_cred_holder holder = {.looked_ns = bpf_ktime_get_ns()};
+	struct bpf_iter_task it;
+	struct task_struct *task;
+	int found = 0;
+
+	COUNT(owner_scans);
+	bpf_iter_task_new(&it, NULL, BPF_TASK_ITER_ALL_PROCS);
+	while ((task = bpf_iter_task_next(&it))) {
+		if ((__u64)task->cred == cred) {
+			owner_from_task(o, task, 0);
+			found = 1;
 			break;
 		}
 	}
-	if (!conn) {
-		COUNT(owners_dropped);
-		return 0;
+	bpf_iter_task_destroy(&it);
+	if (found)
+		holder.tgid = o->tgid;
+	else
+		COUNT(owners_unresolved);
+	bpf_map_update_elem(&cred_holders, &cred, &holder, BPF_ANY);
+	return found;
+}
+
+enum rw_cached { RW_NOT_CACHED, RW_CACHED_OWNER, RW_CACHED_NOBODY };
+
+/* The cached holder of `cred`, if it still holds them. */
+static __always_inline enum rw_cached cached_cred_holder(__u64 cred, struct rw_owner *o)
+{
+	struct rw_cred_holder *holder = bpf_map_lookup_elem(&cred_holders, &cred);
+	struct task_struct *task;
+	int holds;
+
+	if (!holder)
+		return RW_NOT_CACHED;
+	if (!holder->tgid) {
+		if (bpf_ktime_get_ns() - holder->looked_ns < RW_NO_HOLDER_RECHECK_NS) {
+			COUNT(owners_unresolved);
+			return RW_CACHED_NOBODY;
+		}
+		return RW_NOT_CACHED;
 	}
-	conn->owner_tgid = bpf_get_current_pid_tgid() >> 32;
-	copy_current_comm(conn->owner_comm);
-	conn->role = role;
-	conn->flags = 0;
-	conn->data_ttl = conn->rst_ttl = 0;
-	conn->created_jiffies = bpf_jiffies64(); /* a load, where the clock is a call */
-	COUNT(owners_recorded);
-	return 1;
+	task = bpf_task_from_pid(holder->tgid);
+	if (!task)
+		return RW_NOT_CACHED;
+	holds = (__u64)task->cred == cred;
+	if (holds)
+		owner_from_task(o, task, 0);
+	bpf_task_release(task);
+	return holds ? RW_CACHED_OWNER : RW_NOT_CACHED;
+}
+
+/*
+ * Whether the task on the CPU holds the socket (lock_sock()): in close() or
+ * another system call, or processing the backlog on release_sock(), where
+ * a reset that arrived meanwhile is handled. Softirqs and timers never run
+ * TCP on a socket a task holds, they leave it to the holder, so then the
+ * task on the CPU is the socket's owner.
+ */
+static __always_inline int held_by_current(const struct sock *sk)
+{
+	return sk->sk_lock.owned;
+}
+
+/*
+ * Who owns the socket: the task on the CPU if it holds it, else the
+ * process whose credentials the socket's file carries. False for an
+ * orphan, or when those credentials are nobody's any more.
+ */
+static __always_inline int find_owner(const struct sock *sk, struct rw_owner *o)
+{
+	__u64 cred;
+
+	if (held_by_current(sk)) {
+		owner_from_task(o, bpf_get_current_task_btf(), 1);
+		return 1;
+	}
+	cred = socket_file_cred(sk);
+	if (!cred)
+		return 0;
+	switch (cached_cred_holder(cred, o)) {
+	case RW_CACHED_OWNER:
+		return 1;
+	case RW_CACHED_NOBODY:
+		return 0;
+	default:
+		return find_cred_holder(cred, o);
+	}
 }
 
 /*
@@ -408,76 +485,28 @@ static __always_inline void sock_local_endpoint(struct rw_endpoint *ep, const st
 		__builtin_memcpy(ep->addr, &skc->skc_v6_rcv_saddr, 16);
 }
 
-/* Our end of a reset, as filled into the record. */
-static __always_inline void record_local_endpoint(struct rw_endpoint *ep, const struct rw_reset_record *rec)
+/* One end of a reset, as filled into the record. */
+static __always_inline void record_endpoint(struct rw_endpoint *ep, const struct rw_reset_record *rec, int local)
 {
 	__builtin_memset(ep, 0, sizeof(*ep));
 	ep->family = rec->family;
-	ep->port = rec->local_port;
-	__builtin_memcpy(ep->addr, rec->local_addr, 16);
+	ep->port = local ? rec->local_port : rec->remote_port;
+	__builtin_memcpy(ep->addr, local ? rec->local_addr : rec->remote_addr, 16);
 }
 
-/* Whether a reset sent from `rec->local` left an upstream server. */
-static __always_inline int sent_by_upstream_endpoint(const struct rw_reset_record *rec)
+/* The connection a reset belongs to, as its receiving end sees it. */
+static __always_inline void receivers_flow(struct rw_flow *flow, const struct rw_reset_record *rec)
 {
-	struct rw_endpoint ep;
+	int received = rec->direction == RW_DIR_RECEIVED;
 
-	record_local_endpoint(&ep, rec);
-	return bpf_map_lookup_elem(&upstream_endpoints, &ep) != NULL;
-}
-
-static __always_inline int same_endpoint(const struct rw_endpoint *a, const struct rw_endpoint *b)
-{
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-
-	_Static_assert(sizeof(struct rw_endpoint) == 3 * sizeof(__u64), "rw_endpoint is three words");
-	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
-}
-
-/* Adds `ep` to upstream_endpoints unless this CPU saw it lately or it is there already. */
-static __always_inline void remember_endpoint_once(const struct rw_endpoint *ep)
-{
-	struct rw_recent_endpoints *recent;
-	__u32 zero = 0;
-	__u8 one = 1;
-
-	recent = bpf_map_lookup_elem(&recent_upstream_endpoints, &zero);
-	if (!recent)
-		return;
-	for (int i = 0; i < RW_RECENT_ENDPOINTS; i++)
-		if (same_endpoint(&recent->ep[i], ep))
-			return;
-	if (!bpf_map_lookup_elem(&upstream_endpoints, ep))
-		count_if_full(bpf_map_update_elem(&upstream_endpoints, ep, &one, BPF_NOEXIST));
-	recent->ep[recent->next++ % RW_RECENT_ENDPOINTS] = *ep;
-}
-
-/*
- * The server a connect() goes to, as the caller gave it (user_port holds
- * the port in network order). `family` is a constant per program: the
- * verifier rejects reading the other family's fields of the context.
- */
-static __always_inline void remember_upstream_endpoint(const struct bpf_sock_addr *ctx, __u16 family)
-{
-	struct rw_endpoint ep = {};
-
-	ep.family = family;
-	ep.port = bpf_ntohs((__u16)ctx->user_port);
-	if (family == AF_INET) {
-		__u32 addr = ctx->user_ip4;
-
-		__builtin_memcpy(ep.addr, &addr, 4);
-	} else {
-		__u32 addr[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
-
-		__builtin_memcpy(ep.addr, addr, 16);
-	}
-	remember_endpoint_once(&ep);
+	record_endpoint(&flow->local, rec, received);
+	record_endpoint(&flow->remote, rec, !received);
 }
 
 /*
  * A bound socket's own end (src_port is in host order in struct bpf_sock).
- * `family` as above: constant, the socket's.
+ * `family` is a constant per program: the verifier rejects reading the
+ * other family's fields of the context.
  */
 static __always_inline void bound_endpoint(struct rw_endpoint *ep, const struct bpf_sock *sk, __u16 family)
 {
@@ -501,102 +530,30 @@ static __always_inline int is_tcp(__u32 type, __u32 protocol)
 }
 
 /*
- * A socket that bind() recorded is gone, or turned out to be a client: one
- * socket fewer on its listener's endpoint, and the entry goes with the
- * last. An entry whose sockets the agent could not count when it seeded
- * it (0) stays.
- */
-static __always_inline void forget_bound_socket(__u64 cookie)
-{
-	struct rw_endpoint *ep = bpf_map_lookup_elem(&bound_sockets, &cookie);
-	struct rw_listener *l;
-
-	if (!ep)
-		return;
-	l = bpf_map_lookup_elem(&listeners, ep);
-	if (l && l->sockets && __sync_fetch_and_add(&l->sockets, -1) == 1)
-		bpf_map_delete_elem(&listeners, ep);
-	bpf_map_delete_elem(&bound_sockets, &cookie);
-}
-
-/*
- * connect() of a socket, in the caller's context, before anything is
- * sent. A socket bound to a port before it connects was a client all
- * along: it gives up its share of the listener entry its bind() made
- * (only a bound socket can have one: the port test saves the lookup).
- */
-static __always_inline void on_connect(struct bpf_sock_addr *ctx, __u16 family)
-{
-	struct bpf_sock *sk = ctx->sk;
-	__u64 cookie;
-
-	if (!is_tcp(ctx->type, ctx->protocol) || !current_is_tracked())
-		return;
-	cookie = bpf_get_socket_cookie(ctx);
-	if (sk && sk->src_port)
-		forget_bound_socket(cookie);
-	if (claim_for_current(cookie, RW_ROLE_UPSTREAM) && emit_peer_resets)
-		remember_upstream_endpoint(ctx, family);
-}
-
-/*
  * A tracked process bound a TCP socket to a port: nginx's master does so
  * for each listen directive, and there is no hook at listen() that runs
  * for listens only. A bind() with IP_BIND_ADDRESS_NO_PORT (nginx's
- * proxy_bind without a port) has no port yet and is skipped; one that
- * binds a port and then connects gives its share back at connect().
+ * proxy_bind without a port) has no port yet and is skipped. The last
+ * binder of an endpoint owns it (a restarted nginx replaces its old
+ * master). A port bound only to connect() from is recorded too, with the
+ * socket's cookie, which tells its own connection apart (listener_at()).
  */
 static __always_inline void on_post_bind(struct bpf_sock *sk, __u16 family)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct rw_listener owner = {};
 	struct rw_endpoint ep;
-	struct rw_listener owner = {}, *l;
-	__u64 cookie;
 
-	if (!is_tcp(sk->type, sk->protocol) || !sk->src_port || !current_is_tracked())
+	if (!is_tcp(sk->type, sk->protocol) || !sk->src_port || !task_is_tracked(task))
 		return;
 	bound_endpoint(&ep, sk, family);
-	cookie = bpf_get_socket_cookie(sk);
-	if (bpf_map_update_elem(&bound_sockets, &cookie, &ep, BPF_NOEXIST)) {
-		COUNT(endpoints_dropped); /* full: this socket would never leave its count */
-		return;
-	}
-	l = bpf_map_lookup_elem(&listeners, &ep);
-	if (!l) {
-		long err;
-
-		owner.owner_tgid = bpf_get_current_pid_tgid() >> 32;
-		owner.sockets = 1;
-		copy_current_comm(owner.owner_comm);
-		err = bpf_map_update_elem(&listeners, &ep, &owner, BPF_NOEXIST);
-		if (err != -EEXIST) {
-			count_if_full(err);
-			return;
-		}
-		/* Another CPU's bind() on the endpoint created it meanwhile. */
-		l = bpf_map_lookup_elem(&listeners, &ep);
-		if (!l)
-			return;
-	}
-	/* Another socket on the endpoint (reuseport): one more, same owner. */
-	if (l->sockets)
-		__sync_fetch_and_add(&l->sockets, 1);
+	owner.owner_tgid = task->tgid;
+	owner.bound_cookie = bpf_get_socket_cookie(sk);
+	copy_task_comm(task, owner.owner_comm);
+	count_if_full(bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY));
 }
 
 /* Cgroup socket hooks must return 1: 0 would fail the caller's system call with EPERM. */
-SEC("cgroup/connect4")
-int on_connect4(struct bpf_sock_addr *ctx)
-{
-	on_connect(ctx, AF_INET);
-	return 1;
-}
-
-SEC("cgroup/connect6")
-int on_connect6(struct bpf_sock_addr *ctx)
-{
-	on_connect(ctx, AF_INET6);
-	return 1;
-}
-
 SEC("cgroup/post_bind4")
 int on_post_bind4(struct bpf_sock *sk)
 {
@@ -609,29 +566,6 @@ int on_post_bind6(struct bpf_sock *sk)
 {
 	on_post_bind(sk, AF_INET6);
 	return 1;
-}
-
-/*
- * Only with --client-workers (the agent leaves it unloaded otherwise): an
- * accepted socket is claimed the first time its owner reads from it, so a
- * reset on a client connection names the worker, not only the listening
- * process. No hook runs in the acceptor at accept() here: no kprobes or
- * fentry, and the syscall tracepoints would put every syscall on the host
- * on the tracing slow path. This program runs for every recv() on the
- * host, several times per proxied request, so it leaves early: on nothing
- * read (nginx reads until EAGAIN), on sockets already claimed, on
- * untracked callers.
- */
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
-{
-	if (ret <= 0)
-		return 0;
-	if (conn_of(sk))
-		return 0;
-	if (current_is_tracked() && is_inet_tcp(sk))
-		claim_for_current(bpf_get_socket_cookie(sk), RW_ROLE_DOWNSTREAM);
-	return 0;
 }
 
 /* The IP TTL (IPv4) or hop limit (IPv6) of a received segment. */
@@ -649,33 +583,82 @@ static __always_inline __u8 ttl_of(const struct sk_buff *skb)
 	return ttl;
 }
 
+
+/* A peer's address as a map key (port 0): a path's TTL is the address's. */
+static __always_inline void sock_peer_address(struct rw_endpoint *ep, const struct sock *sk)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+
+	__builtin_memset(ep, 0, sizeof(*ep));
+	ep->family = skc->skc_family;
+	if (ep->family == AF_INET)
+		__builtin_memcpy(ep->addr, &skc->skc_daddr, 4);
+	else
+		__builtin_memcpy(ep->addr, &skc->skc_v6_daddr, 16);
+}
+
 /*
  * Only with --ttl-evidence (the agent leaves it unloaded otherwise): it
- * fires for every segment an established socket receives, the reset
- * included. The TTL of the peer's data and of the reset tells who sent the
- * reset: a middlebox answers from fewer hops away than the backend.
- * Sockets without storage (untracked) leave at one load, before any helper
- * call.
+ * fires for every segment an established socket on the host receives, the
+ * reset included. The TTL of the peer's data and of the reset tells who
+ * sent the reset: a middlebox answers from fewer hops away than the
+ * backend. A path's TTL is stable, so each peer address's is read at most
+ * once a second; a reset's TTL waits on this CPU for tcp_receive_reset,
+ * which the same softirq runs next.
  */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
-	struct rw_conn *conn = conn_of(sk);
+	struct rw_peer_ttl fresh = {}, *known;
+	struct rw_endpoint peer;
+	__u64 now;
 	__u8 flags;
 
-	if (!conn)
-		return 0;
 	/*
 	 * TCP_SKB_CB(skb)->tcp_flags, filled in by tcp_v4_rcv()/tcp_v6_rcv()
 	 * before tcp_rcv_established() fires tcp_probe: a direct load from
 	 * skb->cb instead of reading the header through a helper.
 	 */
 	flags = skb->cb[bpf_core_field_offset(struct tcp_skb_cb, tcp_flags)];
-	if (flags & 0x04) /* RST */
-		conn->rst_ttl = ttl_of(skb);
-	else if (!conn->data_ttl) /* a path's TTL is stable: once per connection */
-		conn->data_ttl = ttl_of(skb);
+	if (flags & 0x04) { /* RST */
+		struct rw_last_rst *last;
+		__u32 zero = 0;
+
+		last = bpf_map_lookup_elem(&last_rst_ttl, &zero);
+		if (last) {
+			last->sk = (__u64)sk;
+			last->ttl = ttl_of(skb);
+		}
+		return 0;
+	}
+	sock_peer_address(&peer, sk);
+	now = bpf_jiffies64();
+	known = bpf_map_lookup_elem(&peer_data_ttls, &peer);
+	if (known && now - known->read_jiffies < (CONFIG_HZ ? CONFIG_HZ : 1000))
+		return 0;
+	fresh.read_jiffies = now;
+	fresh.ttl = ttl_of(skb);
+	bpf_map_update_elem(&peer_data_ttls, &peer, &fresh, BPF_ANY);
 	return 0;
+}
+
+/* What tcp_probe saw of this reset and of the peer's data before it. */
+static __always_inline void fill_ttls(struct rw_reset_record *rec, const struct sock *sk)
+{
+	struct rw_peer_ttl *data;
+	struct rw_last_rst *last;
+	struct rw_endpoint peer;
+	__u32 zero = 0;
+
+	last = bpf_map_lookup_elem(&last_rst_ttl, &zero);
+	if (last && last->sk == (__u64)sk) {
+		rec->rst_ttl = last->ttl;
+		last->sk = 0;
+	}
+	sock_peer_address(&peer, sk);
+	data = bpf_map_lookup_elem(&peer_data_ttls, &peer);
+	if (data)
+		rec->data_ttl = data->ttl;
 }
 
 static __always_inline void fill_tuple_from_sock(struct rw_reset_record *rec, const struct sock *sk,
@@ -788,7 +771,7 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->sock_cookie = bpf_get_socket_cookie(sk);
 	fill_tuple_from_sock(rec, sk, tp);
 	rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
-	rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
+	rec->pool_idle_ns = RW_UNKNOWN_NS;
 	if (!tp)
 		return;
 	stamps->last_send = tp->lsndtime;
@@ -808,72 +791,60 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->mss_cache = tp->mss_cache;
 }
 
-static __always_inline void fill_owner_from_conn(struct rw_reset_record *rec, const struct rw_conn *conn)
-{
-	rec->flags |= RW_RST_OWNER_KNOWN;
-	if (conn->flags & RW_CONN_SEEDED)
-		rec->flags |= RW_RST_SEEDED;
-	rec->owner_tgid = conn->owner_tgid;
-	__builtin_memcpy(rec->owner_comm, conn->owner_comm, RW_COMM_LEN);
-	rec->role = conn->role;
-	rec->data_ttl = conn->data_ttl;
-	rec->rst_ttl = conn->rst_ttl;
-	if (conn->created_jiffies)
-		rec->conn_age_ns = jiffies_to_ns(bpf_jiffies64() - conn->created_jiffies);
-}
-
-/* The tracked listener a connection with local end `ep` was accepted from. */
-static __always_inline const struct rw_listener *listener_at(struct rw_endpoint *ep)
+/*
+ * The tracked listener the socket `sk`, with local end `ep`, was accepted
+ * from; NULL if it was not accepted: no listener there, or `sk` is the
+ * socket that bound the port, to connect() from it.
+ */
+static __always_inline const struct rw_listener *listener_at(struct rw_endpoint *ep, struct sock *sk)
 {
 	const struct rw_listener *l = bpf_map_lookup_elem(&listeners, ep);
 
-	if (l)
-		return l;
-	__builtin_memset(ep->addr, 0, sizeof(ep->addr)); /* bound to the wildcard address */
-	return bpf_map_lookup_elem(&listeners, ep);
-}
-
-/*
- * Whether the task on the CPU holds the socket (lock_sock()): in close() or
- * another system call, or processing the backlog on release_sock(), where
- * a reset that arrived meanwhile is handled. Softirqs and timers never run
- * TCP on a socket a task holds, they leave it to the holder, so then the
- * task on the CPU is the socket's owner.
- */
-static __always_inline int held_by_current(const struct sock *sk)
-{
-	return sk->sk_lock.owned;
-}
-
-static __always_inline void fill_owner_from_listener(struct rw_reset_record *rec, const struct rw_listener *l,
-						     int held)
-{
-	rec->flags |= RW_RST_OWNER_KNOWN | RW_RST_OWNER_LISTENER;
-	rec->role = RW_ROLE_DOWNSTREAM;
-	rec->owner_tgid = l->owner_tgid;
-	__builtin_memcpy(rec->owner_comm, l->owner_comm, RW_COMM_LEN);
-	if (held) {
-		rec->flags |= RW_RST_OWNER_HOLDER;
-		rec->owner_tgid = bpf_get_current_pid_tgid() >> 32;
-		copy_current_comm(rec->owner_comm);
+	if (!l) {
+		__builtin_memset(ep->addr, 0, sizeof(ep->addr)); /* bound to the wildcard address */
+		l = bpf_map_lookup_elem(&listeners, ep);
 	}
+	if (l && l->bound_cookie && l->bound_cookie == bpf_get_socket_cookie(sk))
+		return NULL;
+	return l;
 }
 
 /*
- * The owner: the socket's own entry, else the tracked listener it was
- * accepted from. False if neither: the reset is no tracked process's.
+ * Whether a reset is reported: one of a tracked process's sockets, or of an
+ * orphan accepted from a tracked listener (its worker closed it already),
+ * or any at all with --all.
  */
-static __always_inline int fill_owner(struct rw_reset_record *rec, const struct rw_conn *conn,
-				      const struct rw_listener *l, const struct rw_stamps *stamps, int held)
+static __always_inline int wanted(int owner_known, const struct rw_owner *o, const struct rw_listener *l)
 {
-	if (conn)
-		fill_owner_from_conn(rec, conn);
-	else if (l)
-		fill_owner_from_listener(rec, l, held);
-	else
-		return 0;
+	if (track_all_tasks)
+		return 1;
+	return owner_known ? o->tracked : l != NULL;
+}
+
+/*
+ * The owner into the record: the process found, else the listener's
+ * (nginx's master) for an orphan accepted from it. A connection is
+ * downstream when its local end is a listener's.
+ */
+static __always_inline void fill_owner(struct rw_reset_record *rec, int owner_known, const struct rw_owner *o,
+				       const struct rw_listener *l, const struct rw_stamps *stamps)
+{
+	rec->role = l ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
+	if (owner_known) {
+		rec->flags |= RW_RST_OWNER_KNOWN;
+		if (o->holder)
+			rec->flags |= RW_RST_OWNER_HOLDER;
+		rec->owner_tgid = o->tgid;
+		__builtin_memcpy(rec->owner_comm, o->comm, RW_COMM_LEN);
+	} else if (l) {
+		rec->flags |= RW_RST_OWNER_KNOWN | RW_RST_OWNER_LISTENER;
+		rec->owner_tgid = l->owner_tgid;
+		__builtin_memcpy(rec->owner_comm, l->owner_comm, RW_COMM_LEN);
+	} else {
+		rec->role = RW_ROLE_OTHER;
+		return;
+	}
 	fill_turn(rec, rec->role, stamps->last_send, stamps->last_recv);
-	return 1;
 }
 
 static __always_inline void fill_current(struct rw_reset_record *rec)
@@ -881,18 +852,23 @@ static __always_inline void fill_current(struct rw_reset_record *rec)
 	struct task_struct *task = bpf_get_current_task_btf();
 
 	rec->current_tgid = task->tgid;
-	copy_current_comm(rec->current_comm);
+	copy_task_comm(task, rec->current_comm);
 	if (task->flags & PF_EXITING) {
 		rec->flags |= RW_RST_CURRENT_EXITING;
 		rec->current_exit_code = task->exit_code;
 	}
 }
 
+static __always_inline void output(const struct rw_reset_record *rec)
+{
+	count_record(bpf_ringbuf_output(&records, (void *)rec, sizeof(*rec), wakeup_flags()) == 0);
+}
+
 /* A reset assembled in the per-CPU scratch record, to the ring buffer. */
 static __always_inline void emit(struct rw_reset_record *rec)
 {
 	fill_current(rec);
-	count_record(bpf_ringbuf_output(&records, rec, sizeof(*rec), wakeup_flags()) == 0);
+	output(rec);
 }
 
 static __always_inline struct rw_reset_record *scratch_record(__u8 direction)
@@ -909,33 +885,110 @@ static __always_inline struct rw_reset_record *scratch_record(__u8 direction)
 	return rec;
 }
 
+static __always_inline int same_flow(const struct rw_flow *a, const struct rw_flow *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	_Static_assert(sizeof(struct rw_flow) == 6 * sizeof(__u64), "rw_flow is six words");
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] && x[5] == y[5];
+}
+
 /*
- * A received reset on a socket without an owner entry is still nginx's
- * when the socket was accepted from a tracked listener. Resets of other
- * sockets on the host leave after those lookups, before a record is
- * assembled: the socket still holds its port here (tcp_reset() traces
- * before it closes the socket).
+ * A reset sent by a socket no tracked process owns: reported if a tracked
+ * socket received it already, else kept for one that will. Its `current`
+ * is the sender's context (an exiting backend, say).
+ */
+static __always_inline void emit_or_keep_unclaimed_sent_reset(struct rw_reset_record *rec)
+{
+	struct rw_tracked_received_flows *received;
+	struct rw_unclaimed_sent_resets *kept;
+	struct rw_flow flow;
+	__u32 zero = 0, slot;
+
+	fill_current(rec);
+	receivers_flow(&flow, rec);
+	received = bpf_map_lookup_elem(&tracked_received_flows, &zero);
+	if (!received)
+		return;
+	for (int i = 0; i < RW_PEER_SLOTS; i++) {
+		if (received->ts_ns[i] && rec->hdr.ts_ns - received->ts_ns[i] < RW_PEER_RESET_MAX_AGE_NS &&
+		    same_flow(&received->flow[i], &flow)) {
+			output(rec);
+			return;
+		}
+	}
+	kept = bpf_map_lookup_elem(&unclaimed_sent_resets, &zero);
+	if (!kept)
+		return;
+	slot = kept->next++ % RW_PEER_SLOTS;
+	kept->flow[slot] = flow;
+	kept->rec[slot] = *rec;
+}
+
+/*
+ * The far end's resets of the connection `rec` received, when they were
+ * sent on this host: reported now if they were traced already; the flow
+ * waits for any traced later.
+ */
+static __always_inline void emit_and_await_sender_side(const struct rw_reset_record *rec)
+{
+	struct rw_tracked_received_flows *received;
+	struct rw_unclaimed_sent_resets *kept;
+	struct rw_flow flow;
+	__u32 zero = 0, slot;
+
+	receivers_flow(&flow, rec);
+	kept = bpf_map_lookup_elem(&unclaimed_sent_resets, &zero);
+	if (kept) {
+		for (int i = 0; i < RW_PEER_SLOTS; i++) {
+			struct rw_reset_record *sent = &kept->rec[i];
+
+			if (!sent->hdr.ts_ns || !same_flow(&kept->flow[i], &flow))
+				continue;
+			if (rec->hdr.ts_ns - sent->hdr.ts_ns < RW_PEER_RESET_MAX_AGE_NS)
+				output(sent);
+			sent->hdr.ts_ns = 0; /* reported once */
+		}
+	}
+	received = bpf_map_lookup_elem(&tracked_received_flows, &zero);
+	if (!received)
+		return;
+	slot = received->next++ % RW_PEER_SLOTS;
+	received->flow[slot] = flow;
+	received->ts_ns[slot] = rec->hdr.ts_ns;
+}
+
+/*
+ * A reset arrived. The socket still holds its port here (tcp_reset()
+ * traces before it closes the socket), and its file if its process has not
+ * closed it. Resets of other processes' sockets leave before a record is
+ * assembled.
  */
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	struct rw_conn *conn = conn_of(sk);
-	const struct rw_listener *l = NULL;
+	const struct rw_listener *l;
 	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
 	struct rw_endpoint local;
+	struct rw_owner owner;
+	int owner_known;
 
-	if (!conn) {
-		sock_local_endpoint(&local, sk);
-		l = listener_at(&local);
-		if (!l && !track_all_tasks)
-			return 0;
-	}
+	owner_known = find_owner(sk, &owner);
+	sock_local_endpoint(&local, sk);
+	l = listener_at(&local, sk);
+	if (!wanted(owner_known, &owner, l))
+		return 0;
 	rec = scratch_record(RW_DIR_RECEIVED);
 	if (!rec)
 		return 0;
 	fill_connection(rec, sk, &stamps);
-	fill_owner(rec, conn, l, &stamps, held_by_current(sk));
+	fill_owner(rec, owner_known, &owner, l, &stamps);
+	if (ttl_evidence)
+		fill_ttls(rec, sk);
+	/* Only an upstream connection has a backend whose side is evidence. */
+	if (emit_peer_resets && rec->role == RW_ROLE_UPSTREAM)
+		emit_and_await_sender_side(rec);
 	emit(rec);
 	return 0;
 }
@@ -944,14 +997,10 @@ SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *skb)
 {
 	struct sock *sk = (struct sock *)csk;
-	struct rw_conn *conn = NULL;
 	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
-	int full = sk && is_full_sock(sk);
-	int owned = 0;
+	int report = track_all_tasks;
 
-	if (full)
-		conn = conn_of(sk);
 	rec = scratch_record(RW_DIR_SENT);
 	if (!rec)
 		return 0;
@@ -959,60 +1008,34 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 		rec->reason = (__u32)ctx[2];
 		rec->flags |= RW_RST_REASON_KNOWN;
 	}
-	if (full && sk->__sk_common.skc_state != TCP_LISTEN) {
-		fill_connection(rec, sk, &stamps);
-		/* After a close with SO_LINGER 0 only the record has our port. */
-		const struct rw_listener *l = NULL;
+	if (sk && is_full_sock(sk) && sk->__sk_common.skc_state != TCP_LISTEN) {
+		const struct rw_listener *l;
 		struct rw_endpoint local;
+		struct rw_owner owner;
+		int owner_known;
 
-		if (!conn) {
-			record_local_endpoint(&local, rec);
-			l = listener_at(&local);
-		}
-		owned = fill_owner(rec, conn, l, &stamps, held_by_current(sk));
+		fill_connection(rec, sk, &stamps);
+		owner_known = find_owner(sk, &owner);
+		/* After a close with SO_LINGER 0 only the record has our port. */
+		record_endpoint(&local, rec, 1);
+		l = listener_at(&local, sk);
+		report = wanted(owner_known, &owner, l);
+		if (report)
+			fill_owner(rec, owner_known, &owner, l, &stamps);
 	} else {
 		/* No connection: none at all, or only a listener answering a stray. */
 		rec->flags |= RW_RST_NO_SOCKET;
 		rec->state = sk ? sk->__sk_common.skc_state : TCP_CLOSE;
 		rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
-		rec->pool_idle_ns = rec->conn_age_ns = RW_UNKNOWN_NS;
+		rec->pool_idle_ns = RW_UNKNOWN_NS;
 	}
 	/* A reset answering a segment belongs to that segment's flow. */
 	if (skb)
 		fill_tuple_from_skb(rec, skb);
-	/* Resets of untracked sockets are evidence only when they left an upstream server. */
-	if (!owned && !track_all_tasks && !(emit_peer_resets && sent_by_upstream_endpoint(rec)))
-		return 0;
-	emit(rec);
-	return 0;
-}
-
-/*
- * The owner's way is freed with the socket. Not at TCP_CLOSE: a close
- * with SO_LINGER 0 reaches TCP_CLOSE before its reset is traced, and that
- * reset must still find its owner. Sockets without a cookie (most of the
- * host's) leave at one load; owned ones after their set. The few others
- * with a cookie (bound listeners, sockets someone asked SO_COOKIE of) pay
- * one more lookup.
- */
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(on_tcp_destroy_sock, struct sock *sk)
-{
-	__u64 cookie = cookie_if_any(sk);
-	struct rw_owner_set *set;
-
-	if (!cookie)
-		return 0;
-	set = owner_set_of(cookie);
-	if (!set)
-		return 0;
-	for (int i = 0; i < RW_OWNER_WAYS; i++) {
-		if (set->cookie[i] == cookie) {
-			set->cookie[i] = 0;
-			return 0;
-		}
-	}
-	forget_bound_socket(cookie);
+	if (report)
+		emit(rec);
+	else if (emit_peer_resets)
+		emit_or_keep_unclaimed_sent_reset(rec);
 	return 0;
 }
 

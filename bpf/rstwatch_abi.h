@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The records and per-socket state shared by the BPF programs and the agent.
+ * The records and map entries shared by the BPF programs and the agent.
  *
  * Required both by the BPF side (compiled against vmlinux.h) and by user
  * space (C++, which static_asserts every size below). Plain C, fixed-width
@@ -18,8 +18,6 @@
 #define RW_COMM_LEN 16
 #define RW_MAX_COMMS 8
 #define RW_MAX_PIDS 8
-#define RW_MAX_CONNS 65536      /* owner table slots by default (--max-connections) */
-#define RW_OWNER_WAYS 4          /* slots per set of the owner table */
 #define RW_CGROUP_LEVELS 8     /* path components kept, leaf first */
 #define RW_CGROUP_NAME_LEN 96    /* fits docker-<64 hex>.scope */
 
@@ -42,52 +40,7 @@ enum rw_role {
 	RW_ROLE_DOWNSTREAM = 2, /* the owner accepted it */
 };
 
-/* struct rw_conn.flags */
-enum rw_conn_flags {
-	RW_CONN_SEEDED = 1u << 1,     /* owner seeded by the agent at start-up (created_jiffies is 0) */
-};
-
-/*
- * Who owns a connection: recorded when the owner itself touches the socket,
- * at connect() (or with --client-workers at its first recv() of an accepted
- * socket) into the owner table, and by the agent for connections that
- * predate it into a hash keyed by socket cookie.
- *
- * Nothing here changes while the connection carries traffic: request turns,
- * idle times and byte counts are read from the tcp_sock when a reset
- * happens.
- */
-struct rw_conn {
-	__u32 owner_tgid;
-	__u32 flags;    /* enum rw_conn_flags */
-	char owner_comm[RW_COMM_LEN];
-	__u64 created_jiffies; /* jiffies at connect() or first recv(), or 0: CONFIG_HZ resolution */
-	__u8 role;          /* enum rw_role */
-	__u8 data_ttl;      /* IP TTL / hop limit of the peer's data (--ttl-evidence only) */
-	__u8 rst_ttl;       /* ... of the last RST segment, 0 if none */
-	__u8 pad0[5];
-};
-
-/*
- * The owner table is a set-associative cache in a BPF array: the socket's
- * cookie picks a set, and a claim takes a free way of it with one
- * compare-and-exchange on its cookie. The way is freed when the socket is
- * destroyed. No allocation, no lock: a hash map's update and delete cost
- * about 350 ns per connection here, socket-local storage 1.1 µs. The
- * cookies sit together, so finding a socket's way reads one cache line.
- * A claim finding its set full is counted (rw_counters.owners_dropped).
- */
-struct rw_owner_set {
-	__u64 cookie[RW_OWNER_WAYS]; /* the socket in each way; 0: free */
-	struct rw_conn conn[RW_OWNER_WAYS];
-};
-
-/*
- * An address and port that a tracked process connect()ed to: an upstream
- * server. A reset sent from one of these by a socket nobody tracks (the
- * backend, when it runs on this host) is the other side of an upstream
- * reset and is reported as evidence; resets elsewhere on the host are not.
- */
+/* One end of a connection: a map key, so all of it is always written. */
 struct rw_endpoint {
 	__u8 addr[16];   /* IPv4 uses the first 4 bytes */
 	__u16 port;      /* host byte order */
@@ -96,15 +49,31 @@ struct rw_endpoint {
 };
 
 /*
- * A socket a tracked process listens on, keyed by its rw_endpoint as bound
- * (a wildcard address is all zeros). Its accepted connections are
- * downstream, and without --client-workers nothing records which worker
- * accepted one: a reset on it names the listener's process instead.
+ * A connection as its receiving end sees it: the key under which a reset
+ * sent by an untracked socket (the backend, when it runs on this host)
+ * waits for the tracked socket that receives it.
+ */
+struct rw_flow {
+	struct rw_endpoint local;
+	struct rw_endpoint remote;
+};
+
+/*
+ * A socket a tracked process bound a port for (to listen on), keyed by its
+ * rw_endpoint as bound (a wildcard address is all zeros): connections with
+ * that local end were accepted (downstream). Once the worker that accepted
+ * one has closed it, the socket has no file left to name its owner, and a
+ * reset on it names the listener's process instead.
  */
 struct rw_listener {
 	__u32 owner_tgid; /* who bound it: nginx's master */
-	__u32 sockets;    /* bound sockets on this endpoint (reuseport: several); 0: not counted, stays */
+	__u32 pad0;
 	char owner_comm[RW_COMM_LEN];
+	/*
+	 * The socket that bound it (0: seeded). A reset on that very socket
+	 * is a client's: it was bound to connect() from, not to listen.
+	 */
+	__u64 bound_cookie;
 };
 
 struct rw_record_header {
@@ -116,10 +85,9 @@ struct rw_record_header {
 
 /* struct rw_reset_record.flags */
 enum rw_reset_flags {
-	RW_RST_OWNER_KNOWN = 1u << 0,     /* the socket had rw_conn state */
+	RW_RST_OWNER_KNOWN = 1u << 0,     /* owner_* is the connection's process */
 	RW_RST_NO_SOCKET = 1u << 1,       /* sent with no connection socket: none, or a listener */
 	RW_RST_CURRENT_EXITING = 1u << 2, /* the task on the CPU was exiting */
-	RW_RST_SEEDED = 1u << 3,          /* owner came from start-up seeding */
 	RW_RST_REASON_KNOWN = 1u << 4,    /* `reason` is the kernel's sk_rst_reason */
 	RW_RST_BYTES_KNOWN = 1u << 5,     /* bytes_sent/bytes_received are valid */
 	/*
@@ -131,14 +99,15 @@ enum rw_reset_flags {
 	/* ... and the server side had answered an earlier one: a reused connection. */
 	RW_RST_REUSED = 1u << 7,
 	/*
-	 * The socket had no owner recorded: it was accepted from a tracked
-	 * listener, and owner_* is the listening process (nginx's master).
+	 * The socket had no file left (its process had closed it): it was
+	 * accepted from a tracked listener, and owner_* is the listening
+	 * process (nginx's master).
 	 */
 	RW_RST_OWNER_LISTENER = 1u << 8,
 	/*
-	 * ... but the task on the CPU held the socket at the reset (a close()
-	 * with linger 0 or unread data, or a reset handled on release_sock()):
-	 * that task, in owner_*, is the worker that had the connection.
+	 * The task on the CPU held the socket at the reset (a close() with
+	 * linger 0 or unread data, or a reset handled on release_sock()): it is
+	 * the owner, read from the CPU rather than from the socket's file.
 	 */
 	RW_RST_OWNER_HOLDER = 1u << 9,
 };
@@ -167,7 +136,6 @@ struct rw_reset_record {
 	__u64 idle_ns;        /* now - last data either way */
 	__u64 since_send_ns;  /* now - last data segment sent (retransmissions included) */
 	__u64 pool_idle_ns;   /* quiet before the open request on a reused connection, else RW_UNKNOWN_NS */
-	__u64 conn_age_ns;    /* CONFIG_HZ resolution; RW_UNKNOWN_NS: opened before the agent */
 	__u64 bytes_sent;
 	__u64 bytes_received;
 	__u32 total_retrans;  /* over the connection's life, SYN retransmissions included */
@@ -208,9 +176,9 @@ struct rw_oom_record {
 struct rw_counters {
 	__u64 records_emitted;
 	__u64 records_lost;      /* bpf_ringbuf_reserve failed: ring buffer full */
-	__u64 owners_recorded;   /* sockets given an owner by the BPF side */
-	__u64 owners_dropped;    /* ... that could not be: their set of the owner table was full */
-	__u64 endpoints_dropped; /* upstream servers or listeners not recorded: their table was full */
+	__u64 owner_scans;       /* a socket's credentials not cached: the task list was walked */
+	__u64 owners_unresolved; /* ... and no process holds them any more (changed or gone) */
+	__u64 endpoints_dropped; /* listeners not recorded: their table was full */
 };
 
 #endif /* RSTWATCH_ABI_H */

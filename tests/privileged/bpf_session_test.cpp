@@ -36,12 +36,9 @@ public:
     // peer_resets: also the resets of untracked sockets (other processes'
     // too), which the agent uses as evidence.
     // ttl_evidence: attach tcp:tcp_probe too (rstwatch run --ttl-evidence).
-    // client_workers: claim accepted sockets at their first recv() too.
-    explicit Collector(uint32_t ring_buffer_bytes = 1u << 20, bool peer_resets = true, bool ttl_evidence = false,
-                       uint32_t max_connections = 65536, bool client_workers = false)
+    explicit Collector(uint32_t ring_buffer_bytes = 1u << 20, bool peer_resets = true, bool ttl_evidence = false)
         : reasons_(ResetReasonNames::load_from_tracefs(nullptr)),
-          session_(options(ring_buffer_bytes, peer_resets, ttl_evidence, max_connections, client_workers),
-                   running_kernel(),
+          session_(options(ring_buffer_bytes, peer_resets, ttl_evidence), running_kernel(),
                    [this](std::span<const uint8_t> bytes) { on_record(bytes); })
     {
     }
@@ -78,17 +75,17 @@ public:
 
     BpfSession &session() { return session_; }
 
-    size_t owned_connections() const { return session_.owned_connections(); }
+    size_t count(const std::function<bool(const ResetEvent &)> &match) const
+    {
+        return std::count_if(resets_.begin(), resets_.end(), match);
+    }
     size_t decode_errors() const { return decode_errors_; }
     size_t received_count() const { return resets_.size(); }
 
 private:
-    static LoaderOptions options(uint32_t ring_buffer_bytes, bool peer_resets, bool ttl_evidence,
-                                 uint32_t max_connections, bool client_workers)
+    static LoaderOptions options(uint32_t ring_buffer_bytes, bool peer_resets, bool ttl_evidence)
     {
         LoaderOptions o;
-        o.client_workers = client_workers;
-        o.max_connections = max_connections;
         o.emit_peer_resets = peer_resets;
         o.ttl_evidence = ttl_evidence;
         o.filter = self_filter();
@@ -199,14 +196,15 @@ std::string self_comm()
     return comm;
 }
 
-void expect_idle_reset_attributed(bool v6, bool ttl_evidence, bool client_workers)
+void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
 {
-    Collector collector(1u << 20, /*peer_resets=*/true, ttl_evidence, 65536, client_workers);
+    Collector collector(1u << 20, /*peer_resets=*/true, ttl_evidence);
     const auto &attached = collector.session().attached_programs();
     EXPECT_EQ(std::count(attached.begin(), attached.end(), "tcp_probe"), ttl_evidence ? 1 : 0)
         << "the per-segment hook is attached only with --ttl-evidence";
-    EXPECT_EQ(std::count(attached.begin(), attached.end(), "sock_recv_length"), client_workers ? 1 : 0)
-        << "the per-recv() hook is attached only with --client-workers";
+    for (const char *per_connection : {"cgroup/connect4", "cgroup/connect6", "tcp_destroy_sock"})
+        EXPECT_EQ(std::count(attached.begin(), attached.end(), per_connection), 0)
+            << per_connection << ": nothing runs per connection";
     ResettingServer server(v6);
     int client = rwtest::connect_to(v6, server.port());
     ASSERT_GE(client, 0);
@@ -224,6 +222,7 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence, bool client_worker
     EXPECT_TRUE(received->owner_known);
     EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
     EXPECT_EQ(received->comm, self_comm());
+    EXPECT_FALSE(received->owner_holder || received->owner_listener) << "found by the socket file's credentials";
     EXPECT_EQ(received->role, Role::Upstream);
     EXPECT_EQ(received->ipv6, v6);
     EXPECT_EQ(received->remote, remote);
@@ -238,8 +237,6 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence, bool client_worker
     EXPECT_NEAR(*received->since_request_ms, (received->mono_ns - exchange.sent_ns) / 1e6, 5.0);
     EXPECT_FALSE(received->reused);
     EXPECT_FALSE(received->pool_idle_ms) << "a connection idle after its response has no open request";
-    ASSERT_TRUE(received->conn_age_ms);
-    EXPECT_GE(*received->conn_age_ms, measured_idle_ms - 5.0) << "jiffies: 4 ms at HZ 250";
     EXPECT_EQ(received->bytes_sent, 3u);
     EXPECT_EQ(received->bytes_received, 4u);
     EXPECT_FALSE(received->in_request) << "the response had arrived";
@@ -247,18 +244,17 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence, bool client_worker
     EXPECT_EQ(received->data_ttl, ttl_evidence ? 64 : 0);
     EXPECT_EQ(received->rst_ttl, ttl_evidence ? 64 : 0);
 
-    // The child's side: a sent reset on its accepted socket, owned by the
-    // child. It read from the socket (claimed with --client-workers) and
-    // reset it from close(), in its own context, while the listener is its
-    // parent's (found that way without --client-workers).
+    // The child's side: a sent reset on the socket it accepted from its
+    // parent's listener, owned by the child, which reset it from close(),
+    // in its own context, holding the socket.
     auto sent = collector.wait_for_reset([&](const ResetEvent &e) {
         return e.direction == Direction::Sent && e.remote == local;
     });
     ASSERT_TRUE(sent) << "no sent reset towards " << local << "; seen:" << collector.describe();
     EXPECT_EQ(sent->pid, static_cast<uint32_t>(server.pid()));
     EXPECT_EQ(sent->role, Role::Downstream);
-    EXPECT_EQ(sent->owner_listener, !client_workers);
-    EXPECT_EQ(sent->owner_holder, !client_workers);
+    EXPECT_FALSE(sent->owner_listener);
+    EXPECT_TRUE(sent->owner_holder);
     EXPECT_EQ(sent->local, remote);
     EXPECT_FALSE(sent->reason.empty());
     EXPECT_EQ(collector.decode_errors(), 0u);
@@ -270,28 +266,24 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence, bool client_worker
 TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv4)
 {
     REQUIRE_ROOT();
-    expect_idle_reset_attributed(false, /*ttl_evidence=*/false, /*client_workers=*/false);
-}
-
-TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv4WithClientWorkers)
-{
-    REQUIRE_ROOT();
-    expect_idle_reset_attributed(false, /*ttl_evidence=*/false, /*client_workers=*/true);
+    expect_idle_reset_attributed(false, /*ttl_evidence=*/false);
 }
 
 TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv4WithTtlEvidence)
 {
     REQUIRE_ROOT();
-    expect_idle_reset_attributed(false, /*ttl_evidence=*/true, /*client_workers=*/false);
+    expect_idle_reset_attributed(false, /*ttl_evidence=*/true);
 }
 
 TEST(BpfSession, ReceivedResetAfterIdleIsPinnedOnOwnerIPv6WithTtlEvidence)
 {
     REQUIRE_ROOT();
-    expect_idle_reset_attributed(true, /*ttl_evidence=*/true, /*client_workers=*/true);
+    expect_idle_reset_attributed(true, /*ttl_evidence=*/true);
 }
 
-TEST(BpfSession, ConnectionOpenedBeforeAttachIsSeededWithItsOwner)
+// Nothing was recorded when the connection opened: the owner of one older
+// than the agent is found the same way as any other's.
+TEST(BpfSession, ConnectionOpenedBeforeAttachIsPinnedOnItsOwner)
 {
     REQUIRE_ROOT();
     ResettingServer server(false);
@@ -303,10 +295,6 @@ TEST(BpfSession, ConnectionOpenedBeforeAttachIsSeededWithItsOwner)
     // The agent attaches while the connection sits idle, as in an nginx
     // keepalive pool that filled up before anyone started watching.
     Collector collector;
-    SeedReport seed = seed_existing_connections(collector.session().seed_maps(), Collector::self_filter());
-    EXPECT_GE(seed.seeded, 1u);
-    EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
-
     std::this_thread::sleep_for(200ms);
     server.reset_now();
     auto received = collector.wait_for_reset([&](const ResetEvent &e) {
@@ -314,10 +302,8 @@ TEST(BpfSession, ConnectionOpenedBeforeAttachIsSeededWithItsOwner)
     });
     ASSERT_TRUE(received);
     EXPECT_TRUE(received->owner_known);
-    EXPECT_TRUE(received->owner_seeded);
     EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
     EXPECT_EQ(received->role, Role::Upstream);
-    EXPECT_FALSE(received->conn_age_ms) << "age of a connection older than the agent is unknown";
     // Idle comes from the socket's own kernel timestamps, so it covers the
     // time before the agent attached.
     expect_idle_since(received->idle_ms, received->mono_ns, exchange);
@@ -420,175 +406,241 @@ TEST(BpfSession, ResetsOfUntrackedFlowsStayOutOfTheRingBuffer)
     EXPECT_EQ(collector.received_count(), 0u) << "seen:" << collector.describe();
 }
 
-// Owners live in a table keyed by socket cookie: each one must leave with
-// its socket, however the connection ends, or the table fills on a busy host.
-TEST(BpfSession, OwnersLeaveTheTableWithTheirSockets)
+// The task list is walked once per set of credentials, not per reset: the
+// holder is cached and checked against the process at each use.
+TEST(BpfSession, OwnersAreFoundOncePerProcess)
 {
     REQUIRE_ROOT();
-    Collector collector(1u << 20, true, false, 65536, /*client_workers=*/true);
-    const size_t before = collector.owned_connections();
+    Collector collector(1u << 20, /*peer_resets=*/false);
     int listener = rwtest::listen_on_loopback(false);
     ASSERT_GE(listener, 0);
-    const int connections = 200;
-    for (int i = 0; i < connections; i++) {
+    const int resets = 50;
+    for (int i = 0; i < resets; i++) {
         int client = rwtest::connect_to(false, rwtest::port_of(listener));
         ASSERT_GE(client, 0);
         int accepted = accept(listener, nullptr, nullptr);
         ASSERT_GE(accepted, 0);
-        // The accepted side is claimed at its first read of data.
-        char buf[4];
-        ASSERT_EQ(write(client, "GET", 3), 3);
-        ASSERT_EQ(read(accepted, buf, sizeof(buf)), 3);
-        // Every other connection ends with a reset, the others with FINs.
-        if (i % 2)
-            rwtest::close_with_reset(client);
-        else
-            close(client);
-        close(accepted);
+        rwtest::close_with_reset(accepted);  // the client, still open, receives it
+        close(client);
     }
     close(listener);
+    collector.wait_for_reset([](const ResetEvent &) { return false; }, 300ms);  // collect them all
+    const size_t received = collector.count([](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.pid == static_cast<uint32_t>(getpid());
+    });
+    EXPECT_EQ(received, static_cast<size_t>(resets)) << "seen:" << collector.describe();
     BpfCounters counters = collector.session().counters();
-    EXPECT_GE(counters.owners_recorded, 2u * connections);
-    EXPECT_EQ(counters.owners_dropped, 0u);
-    // Closed sockets go at once on loopback (TIME_WAIT is a minisock).
-    size_t left = collector.owned_connections();
-    for (int i = 0; i < 50 && left > before; i++) {
-        std::this_thread::sleep_for(20ms);
-        left = collector.owned_connections();
-    }
-    EXPECT_EQ(left, before) << "owners outlived their sockets";
+    EXPECT_LE(counters.owner_scans, 2u) << "the test process's credentials, walked for once";
+    EXPECT_EQ(counters.owners_unresolved, 0u);
 }
 
-// The smallest table: one set of RW_OWNER_WAYS slots.
-TEST(BpfSession, FullOwnerTableIsCountedAndOlderOwnersStay)
+// A process that replaces its credentials (setuid()) after opening a
+// socket leaves the socket's file with credentials nobody holds: its
+// owner is unknown, which is counted, and the reset is not reported.
+TEST(BpfSession, SocketOpenedBeforeSetuidHasNoOwnerAndIsCounted)
 {
     REQUIRE_ROOT();
-    const uint32_t table = RW_OWNER_WAYS;
-    Collector collector(1u << 20, /*peer_resets=*/true, /*ttl_evidence=*/false, table);
+    Collector collector(1u << 20, /*peer_resets=*/false);
     int listener = rwtest::listen_on_loopback(false);
     ASSERT_GE(listener, 0);
-    std::vector<int> fds;  // client, accepted, client, accepted, ...
-    auto open_connection = [&] {
+    int ready[2];
+    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int client = rwtest::connect_to(false, rwtest::port_of(listener));
-        ASSERT_GE(client, 0);
-        fds.push_back(client);
-        fds.push_back(accept(listener, nullptr, nullptr));
-    };
-    for (uint32_t i = 0; i < table + 3; i++)
-        open_connection();
-    BpfCounters counters = collector.session().counters();
-    EXPECT_EQ(counters.owners_recorded, table);
-    EXPECT_EQ(counters.owners_dropped, 3u);
-    EXPECT_EQ(collector.owned_connections(), table);
-
-    // The first connection still has its owner when it is reset.
-    const std::string local = rwtest::endpoint_of(fds[0], false);
-    rwtest::close_with_reset(fds[1]);
-    auto received = collector.wait_for_reset([&](const ResetEvent &e) {
-        return e.direction == Direction::Received && e.local == local;
-    });
-    ASSERT_TRUE(received) << "seen:" << collector.describe();
-    EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
-    EXPECT_TRUE(received->owner_known);
-
-    // Its slot is free once the socket is gone, and the next connection takes it.
-    close(fds[0]);
-    EXPECT_EQ(collector.owned_connections(), table - 1);
-    open_connection();
-    EXPECT_EQ(collector.session().counters().owners_recorded, table + 1);
-    EXPECT_EQ(collector.owned_connections(), table);
-    for (size_t i = 2; i < fds.size(); i++)
-        close(fds[i]);
+        // Same uid, new struct cred: what a worker dropping privileges does.
+        if (client >= 0 && setuid(getuid()) == 0 && write(ready[1], "x", 1) == 1)
+            pause();
+        _exit(1);
+    }
+    char x;
+    ASSERT_EQ(read(ready[0], &x, 1), 1);
+    int accepted = accept(listener, nullptr, nullptr);
+    ASSERT_GE(accepted, 0);
+    const std::string child_end = rwtest::endpoint_of(accepted, true);
+    rwtest::close_with_reset(accepted);
+    collector.wait_for_reset([](const ResetEvent &) { return false; }, 300ms);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    EXPECT_EQ(collector.count([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == child_end;
+    }), 0u) << "seen:" << collector.describe();
+    EXPECT_GE(collector.session().counters().owners_unresolved, 1u);
+    close(ready[0]);
+    close(ready[1]);
     close(listener);
 }
 
-// A client resets a connection the tracked process accepted and read from.
-// Without --client-workers nothing claimed the socket: the listener's
-// process owns it. With it, the reader does. The listener is learnt from
-// bind() after attach, or seeded when it is older than the agent.
-void expect_client_reset_owned(bool client_workers, bool listener_before_attach = false)
+// How a client connection's owner is found when the client resets it.
+enum class Acceptor {
+    Self,          // this process accepted it and still has it open: its file names us
+    Worker,        // a forked child accepted it, as an nginx worker does: the child
+    ClosedAlready  // this process closed it first (an orphan, no file): the listener's process
+};
+
+// A client resets a connection accepted from a listener of this process,
+// learnt from bind() after attach, or seeded when it is older than the
+// agent.
+void expect_client_reset_owned(Acceptor acceptor, bool listener_before_attach = false)
 {
     REQUIRE_ROOT();
     int listener = listener_before_attach ? rwtest::listen_on_loopback(true) : -1;
-    Collector collector(1u << 20, true, false, 65536, client_workers);
+    Collector collector;
     if (listener_before_attach) {
-        SeedReport seed = seed_existing_connections(collector.session().seed_maps(), Collector::self_filter());
+        SeedReport seed = seed_listeners(collector.session().listeners_map_fd(), Collector::self_filter());
         EXPECT_EQ(seed.listeners, 1u);
+        EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
     } else {
         listener = rwtest::listen_on_loopback(true);
     }
     ASSERT_GE(listener, 0);
     const uint16_t port = rwtest::port_of(listener);
-    pid_t child = fork();
-    if (child == 0) {
+    int go[2];
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    pid_t client_pid = fork();
+    if (client_pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int client = rwtest::connect_to(true, port);
         char buf[4];
-        if (client >= 0 && write(client, "GET", 3) == 3 && read(client, buf, 1) == 1)
+        if (client >= 0 && write(client, "GET", 3) == 3 && read(go[0], buf, 1) == 1)
             rwtest::close_with_reset(client);
         _exit(0);
     }
-    int accepted = accept(listener, nullptr, nullptr);
-    ASSERT_GE(accepted, 0);
-    const std::string local = rwtest::endpoint_of(accepted, false);
-    char buf[4];
-    ASSERT_EQ(read(accepted, buf, sizeof(buf)), 3);
-    ASSERT_EQ(write(accepted, "r", 1), 1);
+    // The acceptor reads the request and answers; the client resets when told.
+    auto serve = [&](int accepted) {
+        char buf[4];
+        return read(accepted, buf, sizeof(buf)) == 3 && write(accepted, "r", 1) == 1;
+    };
+    pid_t worker = -1;
+    int accepted = -1;
+    std::string local;
+    if (acceptor == Acceptor::Worker) {
+        int ready[2];
+        ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+        worker = fork();
+        if (worker == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            int conn = accept(listener, nullptr, nullptr);
+            if (conn >= 0 && serve(conn)) {
+                const std::string ep = rwtest::endpoint_of(conn, false);
+                if (write(ready[1], ep.data(), ep.size()) == static_cast<ssize_t>(ep.size()))
+                    pause();  // holds the connection until killed
+            }
+            _exit(1);
+        }
+        close(ready[1]);
+        char ep[128] = {};
+        ASSERT_GT(read(ready[0], ep, sizeof(ep) - 1), 0);
+        close(ready[0]);
+        local = ep;
+    } else {
+        accepted = accept(listener, nullptr, nullptr);
+        ASSERT_GE(accepted, 0);
+        local = rwtest::endpoint_of(accepted, false);
+        ASSERT_TRUE(serve(accepted));
+        if (acceptor == Acceptor::ClosedAlready) {
+            close(accepted);  // FIN_WAIT: the socket lingers without a file
+            accepted = -1;
+        }
+    }
+    ASSERT_EQ(write(go[1], "x", 1), 1);
     auto received = collector.wait_for_reset([&](const ResetEvent &e) {
         return e.direction == Direction::Received && e.local == local;
     });
-    waitpid(child, nullptr, 0);
+    waitpid(client_pid, nullptr, 0);
+    if (worker > 0) {
+        kill(worker, SIGKILL);
+        waitpid(worker, nullptr, 0);
+    }
+    close(go[0]);
+    close(go[1]);
     ASSERT_TRUE(received) << "seen:" << collector.describe();
     EXPECT_TRUE(received->owner_known);
-    EXPECT_EQ(received->pid, static_cast<uint32_t>(getpid()));
+    EXPECT_EQ(received->pid, static_cast<uint32_t>(acceptor == Acceptor::Worker ? worker : getpid()));
     EXPECT_EQ(received->role, Role::Downstream);
-    EXPECT_EQ(received->owner_listener, !client_workers);
+    EXPECT_EQ(received->owner_listener, acceptor == Acceptor::ClosedAlready);
     EXPECT_FALSE(received->owner_holder) << "nobody held the socket when the reset came";
-    EXPECT_EQ(received->conn_age_ms.has_value(), client_workers);
-    close(accepted);
+    if (accepted >= 0)
+        close(accepted);
     close(listener);
 }
 
-TEST(BpfSession, ClientResetOfAnUnclaimedConnectionNamesTheListeningProcess)
+TEST(BpfSession, ClientResetNamesTheProcessThatAcceptedIt)
 {
-    expect_client_reset_owned(/*client_workers=*/false);
+    expect_client_reset_owned(Acceptor::Self);
 }
 
-TEST(BpfSession, ClientResetNamesTheProcessOfASeededListener)
+TEST(BpfSession, ClientResetNamesTheWorkerThatAcceptedIt)
 {
-    expect_client_reset_owned(/*client_workers=*/false, /*listener_before_attach=*/true);
+    expect_client_reset_owned(Acceptor::Worker);
 }
 
-TEST(BpfSession, ClientResetNamesTheReaderWithClientWorkers)
+TEST(BpfSession, ClientResetOfAClosedConnectionNamesTheListeningProcess)
 {
-    expect_client_reset_owned(/*client_workers=*/true);
+    expect_client_reset_owned(Acceptor::ClosedAlready);
 }
 
-// connect() refused, then connect() again on the same socket: one socket,
-// one cookie, so one way of the owner table, not two.
-TEST(BpfSession, SocketConnectedAgainKeepsOneOwner)
+TEST(BpfSession, ClientResetOfAClosedConnectionNamesTheProcessOfASeededListener)
+{
+    expect_client_reset_owned(Acceptor::ClosedAlready, /*listener_before_attach=*/true);
+}
+
+// The backend's side of a reset that a tracked socket receives, when the
+// backend runs on this host: its sent reset is reported next to it, and
+// resets it sends to nobody tracked are not.
+TEST(BpfSession, BackendSideOfAReceivedResetComesWithIt)
 {
     REQUIRE_ROOT();
     Collector collector;
-    const size_t before = collector.owned_connections();
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
-    const uint16_t port = rwtest::port_of(listener);
-    close(listener);  // nothing listens there now: the first connect() is refused
-
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port);
-    ASSERT_NE(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
-    ASSERT_EQ(errno, ECONNREFUSED);
-    EXPECT_NE(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
-    EXPECT_EQ(collector.session().counters().owners_recorded, 2u) << "each connect() claims";
-    EXPECT_EQ(collector.owned_connections(), before + 1);
-    close(fd);
-    EXPECT_EQ(collector.owned_connections(), before);
+    int listen_ready[2], go[2];
+    ASSERT_EQ(pipe2(listen_ready, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    // The backend is a grandchild: untracked (only a tracked pid's children are).
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        pid_t backend = fork();
+        if (backend == 0) {
+            int listener = rwtest::listen_on_loopback(false);
+            uint16_t port = listener >= 0 ? rwtest::port_of(listener) : 0;
+            if (write(listen_ready[1], &port, sizeof(port)) != sizeof(port))
+                _exit(1);
+            int conn = accept(listener, nullptr, nullptr);
+            char buf[4];
+            if (conn >= 0 && read(go[0], buf, 1) == 1)
+                rwtest::close_with_reset(conn);
+            _exit(0);
+        }
+        waitpid(backend, nullptr, 0);
+        _exit(0);
+    }
+    uint16_t port = 0;
+    ASSERT_EQ(read(listen_ready[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+    ASSERT_NE(port, 0);
+    int client = rwtest::connect_to(false, port);
+    ASSERT_GE(client, 0);
+    const std::string local = rwtest::endpoint_of(client, false);
+    ASSERT_EQ(write(go[1], "x", 1), 1);
+    auto received = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == local;
+    });
+    auto sent = collector.wait_for_reset([&](const ResetEvent &e) {
+        return e.direction == Direction::Sent && e.remote == local;
+    });
+    waitpid(child, nullptr, 0);
+    ASSERT_TRUE(received) << "seen:" << collector.describe();
+    ASSERT_TRUE(sent) << "the backend's side is missing; seen:" << collector.describe();
+    EXPECT_FALSE(sent->owner_known) << "the backend is not tracked";
+    EXPECT_NE(sent->current_pid, 0u) << "the backend, read when it sent the reset";
+    EXPECT_NE(sent->current_pid, static_cast<uint32_t>(getpid()));
+    // A reset from close() is traced after it is sent, so after it is received on loopback.
+    EXPECT_LT(std::max(sent->mono_ns, received->mono_ns) - std::min(sent->mono_ns, received->mono_ns), 1000000000u);
+    EXPECT_EQ(collector.count([](const ResetEvent &e) { return e.direction == Direction::Sent; }), 1u)
+        << "seen:" << collector.describe();
+    close(client);
+    for (int fd : {listen_ready[0], listen_ready[1], go[0], go[1]})
+        close(fd);
 }
 
 namespace {
@@ -596,7 +648,7 @@ namespace {
 // Entries of the listener table, read the way bpftool would.
 size_t listener_entries(const BpfSession &session)
 {
-    const int fd = session.seed_maps().listeners;
+    const int fd = session.listeners_map_fd();
     size_t n = 0;
     rw_endpoint key{}, next{};
     const void *prev = nullptr;
@@ -632,9 +684,9 @@ int bound_loopback_socket(uint16_t port, int level = 0, int name = 0)
 }  // namespace
 
 // Listeners are learnt at bind() (there is no hook at listen() alone): a
-// port bound and then connect()ed was a client's and must not stay in the
-// table, or a later connection on that port would be taken for nginx's.
-TEST(BpfSession, OnlyPortsBoundToListenStayListeners)
+// port bound and then connect()ed from is a client's, and its connection
+// is upstream, not one accepted from a listener.
+TEST(BpfSession, APortBoundToConnectFromIsNoListener)
 {
     REQUIRE_ROOT();
     Collector collector;
@@ -651,101 +703,73 @@ TEST(BpfSession, OnlyPortsBoundToListenStayListeners)
         int client = no_port ? bound_loopback_socket(0, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT)
                              : bound_loopback_socket(0);
         ASSERT_GE(client, 0);
-        EXPECT_EQ(listener_entries(collector.session()), before + 1 + (no_port ? 0 : 1))
-            << (no_port ? "a bind() without a port yet is no listener's" : "bound, not yet connected");
+        // The port bound in the first round stays recorded (this process lives on).
+        EXPECT_EQ(listener_entries(collector.session()), before + 2)
+            << (no_port ? "a bind() without a port yet records nothing" : "a bind() records the endpoint");
         ASSERT_EQ(connect(client, reinterpret_cast<sockaddr *>(&server), sizeof(server)), 0);
-        EXPECT_EQ(listener_entries(collector.session()), before + 1) << "connect() shows it was a client";
+        const std::string local = rwtest::endpoint_of(client, false);
         int accepted = accept(listener, nullptr, nullptr);
-        close(accepted);
+        ASSERT_GE(accepted, 0);
+        rwtest::close_with_reset(accepted);
+        auto received = collector.wait_for_reset([&](const ResetEvent &e) {
+            return e.direction == Direction::Received && e.local == local;
+        });
+        ASSERT_TRUE(received) << "seen:" << collector.describe();
+        EXPECT_EQ(received->role, Role::Upstream) << (no_port ? "port chosen at connect()" : "port bound first");
+        EXPECT_FALSE(received->owner_listener);
         close(client);
     }
-    EXPECT_EQ(collector.session().counters().owners_recorded, 2u);
     close(listener);
 }
 
-// The table of upstream servers holds 4096: a tracked process connecting to
-// more servers than that gets the excess counted, not silently dropped.
-TEST(BpfSession, FullEndpointTableIsCounted)
+// The table of listeners holds 1024: a tracked process binding more ports
+// than that gets the excess counted, not silently dropped.
+TEST(BpfSession, FullListenerTableIsCounted)
 {
     REQUIRE_ROOT();
-    Collector collector(1u << 22);
-    // A port held bound and never listened on: nothing can listen there,
-    // so each connect() below is refused at once on loopback.
-    int holder = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr *>(&any), sizeof(any)), 0);
-    const uint16_t port = rwtest::port_of(holder);
-    const uint32_t servers = 4096 + 8;
-    for (uint32_t i = 0; i < servers; i++) {
+    Collector collector;
+    const size_t before = listener_entries(collector.session());
+    const uint32_t endpoints = 1024 - static_cast<uint32_t>(before) + 8;
+    std::vector<int> fds;
+    for (uint32_t i = 0; i < endpoints; i++) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         ASSERT_GE(fd, 0);
-        sockaddr_in server{};
-        server.sin_family = AF_INET;
-        server.sin_port = htons(port);
-        server.sin_addr.s_addr = htonl(0x7f4d0000u + i + 1);  // 127.77.0.1 and on: distinct servers
-        EXPECT_NE(connect(fd, reinterpret_cast<sockaddr *>(&server), sizeof(server)), 0);
-        close(fd);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(0x7f4d0000u + i + 1);  // 127.77.0.1 and on: distinct endpoints
+        ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0) << strerror(errno);
+        fds.push_back(fd);
     }
-    close(holder);
-    EXPECT_EQ(collector.session().counters().endpoints_dropped, servers - 4096);
+    EXPECT_EQ(collector.session().counters().endpoints_dropped, 8u);
+    for (int fd : fds)
+        close(fd);
 }
 
-// A listener on 127.0.0.1:port with SO_REUSEPORT, as nginx's `reuseport`
-// binds one per worker; port 0 picks one.
-static int reuseport_listener(uint16_t port)
-{
-    int fd = bound_loopback_socket(port, SOL_SOCKET, SO_REUSEPORT);
-    if (fd >= 0 && listen(fd, 16) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-// A port nginx stops listening on must not stay nginx's: the entry goes with
-// the last socket bound there (reuseport binds several), and not with the
-// connections accepted from it.
-TEST(BpfSession, ListenerEntryLeavesWithItsLastSocket)
+// A stopped nginx's ports must not stay its own: once the process that
+// bound them is gone, the agent's sweep forgets them.
+TEST(BpfSession, ListenerEntryLeavesWithItsProcess)
 {
     REQUIRE_ROOT();
     Collector collector;
     const size_t before = listener_entries(collector.session());
-    int first = reuseport_listener(0);
-    ASSERT_GE(first, 0);
-    int second = reuseport_listener(rwtest::port_of(first));
-    ASSERT_GE(second, 0);
-    EXPECT_EQ(listener_entries(collector.session()), before + 1) << "one endpoint, two sockets";
-
-    int client = rwtest::connect_to(false, rwtest::port_of(first));
-    ASSERT_GE(client, 0);
-    pollfd ready[2] = {{first, POLLIN, 0}, {second, POLLIN, 0}};
-    ASSERT_EQ(poll(ready, 2, 1000), 1);
-    int accepted = accept(ready[0].revents ? first : second, nullptr, nullptr);
-    ASSERT_GE(accepted, 0);
-    close(accepted);
-    close(client);
-    EXPECT_EQ(listener_entries(collector.session()), before + 1) << "an accepted connection is not its listener";
-
-    close(first);
-    EXPECT_EQ(listener_entries(collector.session()), before + 1) << "the other socket still listens";
-    close(second);
-    EXPECT_EQ(listener_entries(collector.session()), before) << "the port is no longer listened on";
-}
-
-// A listener older than the agent is seeded with its socket count, so its
-// entry leaves with it too.
-TEST(BpfSession, SeededListenerEntryLeavesWithItsSocket)
-{
-    REQUIRE_ROOT();
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
-    Collector collector;
-    const size_t before = listener_entries(collector.session());
-    SeedReport seed = seed_existing_connections(collector.session().seed_maps(), Collector::self_filter());
-    EXPECT_EQ(seed.listeners, 1u);
-    EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
+    int ready[2];
+    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int listener = rwtest::listen_on_loopback(false);
+        if (listener >= 0 && write(ready[1], "x", 1) == 1)
+            pause();
+        _exit(1);
+    }
+    char x;
+    ASSERT_EQ(read(ready[0], &x, 1), 1);
+    close(ready[0]);
+    close(ready[1]);
     EXPECT_EQ(listener_entries(collector.session()), before + 1);
-    close(listener);
-    EXPECT_EQ(listener_entries(collector.session()), before) << "the seeded listener's socket is gone";
+    EXPECT_EQ(sweep_listeners(collector.session().listeners_map_fd()), 0u) << "its process is still there";
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    EXPECT_EQ(sweep_listeners(collector.session().listeners_map_fd()), 1u);
+    EXPECT_EQ(listener_entries(collector.session()), before);
 }

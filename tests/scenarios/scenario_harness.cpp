@@ -44,14 +44,14 @@ std::string describe_record(const json &r) {
         o << k << "=" << (it == r.end() ? std::string("(absent)") : it->dump()) << " ";
     };
     for (const char *k : {"cause", "confidence", "direction", "role", "pid", "comm", "local", "remote", "state",
-                          "reason", "in_request", "reused", "pool_idle_ms", "since_request_ms", "idle_ms", "conn_age_ms",
+                          "reason", "in_request", "reused", "pool_idle_ms", "since_request_ms", "idle_ms", "owner_via",
                           "bytes_sent", "bytes_received", "retransmits", "packets_out", "mss", "on_cpu",
                           "evidence", "hint"})
         field(k);
     for (auto it = r.begin(); it != r.end(); ++it) {
         static const std::vector<std::string> known = {
             "cause", "confidence", "direction", "role", "pid", "comm", "local", "remote", "state", "reason",
-            "in_request", "reused", "pool_idle_ms", "since_request_ms", "idle_ms", "conn_age_ms", "bytes_sent",
+            "in_request", "reused", "pool_idle_ms", "since_request_ms", "idle_ms", "owner_via", "bytes_sent",
             "bytes_received", "retransmits", "packets_out", "mss", "on_cpu", "evidence", "hint", "type", "time"};
         if (std::find(known.begin(), known.end(), it.key()) == known.end())
             o << it.key() << "=" << it.value().dump() << " ";

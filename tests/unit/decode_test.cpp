@@ -61,7 +61,6 @@ rw_reset_record ipv4_reset()
     r.idle_ns = 5'003'100'000;
     r.since_send_ns = 400'000;
     r.pool_idle_ns = 5'002'900'000;
-    r.conn_age_ns = 9'200'000'000;
     r.bytes_sent = 1229;
     r.bytes_received = 3482;
     r.total_retrans = 2;
@@ -99,18 +98,16 @@ TEST(DecodeReset, Ipv4UpstreamResetReceivedByOwner)
     EXPECT_EQ(e.remote, "10.1.2.3:8081");
     EXPECT_EQ(tcp_state_name(e.state), "ESTABLISHED");
     EXPECT_TRUE(e.owner_known);
-    EXPECT_FALSE(e.owner_seeded);
     EXPECT_EQ(e.pid, 1234u);
     EXPECT_EQ(e.comm, "nginx");
     EXPECT_EQ(e.current_pid, 0u);
     EXPECT_EQ(e.current_comm, "swapper/3");
     EXPECT_FALSE(e.current_exiting);
     EXPECT_EQ(e.sock_cookie, 0xabcdefu);
-    ASSERT_TRUE(e.idle_ms && e.pool_idle_ms && e.since_request_ms && e.conn_age_ms);
+    ASSERT_TRUE(e.idle_ms && e.pool_idle_ms && e.since_request_ms);
     EXPECT_DOUBLE_EQ(*e.idle_ms, 5003.1);
     EXPECT_DOUBLE_EQ(*e.pool_idle_ms, 5002.9);
     EXPECT_DOUBLE_EQ(*e.since_request_ms, 0.4);
-    EXPECT_DOUBLE_EQ(*e.conn_age_ms, 9200.0);
     EXPECT_EQ(e.bytes_sent, 1229u);
     EXPECT_EQ(e.bytes_received, 3482u);
     EXPECT_TRUE(e.in_request);
@@ -145,7 +142,6 @@ TEST(DecodeReset, UnknownValuesBecomeNullopt)
     rw_reset_record r = ipv4_reset();
     r.flags = 0;  // no owner, no byte counts, no reason
     r.pool_idle_ns = RW_UNKNOWN_NS;
-    r.conn_age_ns = RW_UNKNOWN_NS;
     r.idle_ns = RW_UNKNOWN_NS;
     r.since_send_ns = RW_UNKNOWN_NS;
     r.reason = 11;  // present in the record but not flagged as known
@@ -157,7 +153,6 @@ TEST(DecodeReset, UnknownValuesBecomeNullopt)
     EXPECT_FALSE(e.idle_ms.has_value());
     EXPECT_FALSE(e.pool_idle_ms.has_value());
     EXPECT_FALSE(e.since_request_ms.has_value());
-    EXPECT_FALSE(e.conn_age_ms.has_value());
     EXPECT_FALSE(e.bytes_sent.has_value());
     EXPECT_FALSE(e.bytes_received.has_value());
     EXPECT_FALSE(e.reason_code.has_value());
@@ -169,7 +164,7 @@ TEST(DecodeReset, SentResetWithReasonAndExitingTask)
     r.direction = RW_DIR_SENT;
     r.role = RW_ROLE_DOWNSTREAM;
     r.reason = 11;
-    r.flags |= RW_RST_REASON_KNOWN | RW_RST_CURRENT_EXITING | RW_RST_SEEDED | RW_RST_NO_SOCKET;
+    r.flags |= RW_RST_REASON_KNOWN | RW_RST_CURRENT_EXITING | RW_RST_OWNER_HOLDER | RW_RST_NO_SOCKET;
     r.current_tgid = 1234;
     r.current_exit_code = 0x80 | 9;  // core-dump bit + SIGKILL
     ResetEvent e = decode_reset_ok(r);
@@ -178,7 +173,7 @@ TEST(DecodeReset, SentResetWithReasonAndExitingTask)
     ASSERT_TRUE(e.reason_code.has_value());
     EXPECT_EQ(*e.reason_code, 11u);
     EXPECT_EQ(e.reason, "TCP_ABORT_ON_CLOSE");
-    EXPECT_TRUE(e.owner_seeded);
+    EXPECT_TRUE(e.owner_holder);
     EXPECT_TRUE(e.no_socket);
     EXPECT_TRUE(e.current_exiting);
     EXPECT_EQ(e.current_exit_signal, 9);

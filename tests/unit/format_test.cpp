@@ -31,7 +31,6 @@ ResetEvent upstream_reset()
     e.idle_ms = 5003.14159;
     e.pool_idle_ms = 5002.9;
     e.since_request_ms = 0.4;
-    e.conn_age_ms = 9200.0;
     e.bytes_sent = 1229;
     e.bytes_received = 3482;
     e.in_request = true;
@@ -68,9 +67,9 @@ TEST(ResetJson, FieldNamesAreTheContract)
 {
     json j = to_json(upstream_reset());
     EXPECT_EQ(keys(j),
-              (std::set<std::string>{"type", "time", "direction", "pid", "comm", "owner_seeded",
+              (std::set<std::string>{"type", "time", "direction", "pid", "comm", "owner_via",
                                      "role", "family", "local", "remote", "state", "reason",
-                                     "idle_ms", "pool_idle_ms", "since_request_ms", "conn_age_ms",
+                                     "idle_ms", "pool_idle_ms", "since_request_ms",
                                      "bytes_sent", "bytes_received", "reused", "on_cpu",
                                      "sock_cookie", "retransmits", "packets_out", "mss",
                                      "in_request", "data_ttl", "rst_ttl",
@@ -104,7 +103,7 @@ TEST(ResetJson, Values)
     EXPECT_EQ(j["direction"], "received");
     EXPECT_EQ(j["pid"], 1234);
     EXPECT_EQ(j["comm"], "nginx");
-    EXPECT_EQ(j["owner_seeded"], false);
+    EXPECT_EQ(j["owner_via"], "file");
     EXPECT_EQ(j["role"], "upstream");
     EXPECT_EQ(j["family"], "ipv4");
     EXPECT_EQ(j["local"], "127.0.0.1:40312");
@@ -115,7 +114,6 @@ TEST(ResetJson, Values)
     EXPECT_DOUBLE_EQ(j["idle_ms"].get<double>(), 5003.142);
     EXPECT_DOUBLE_EQ(j["pool_idle_ms"].get<double>(), 5002.9);
     EXPECT_DOUBLE_EQ(j["since_request_ms"].get<double>(), 0.4);
-    EXPECT_DOUBLE_EQ(j["conn_age_ms"].get<double>(), 9200.0);
     EXPECT_EQ(j["bytes_sent"], 1229);
     EXPECT_EQ(j["bytes_received"], 3482);
     EXPECT_EQ(j["in_request"], true);
@@ -140,12 +138,11 @@ TEST(ResetJson, UnknownsAreNull)
     e.idle_ms.reset();
     e.pool_idle_ms.reset();
     e.since_request_ms.reset();
-    e.conn_age_ms.reset();
     e.bytes_sent.reset();
     e.bytes_received.reset();
     json j = to_json(e);
     for (const char *field : {"pid", "comm", "reason", "idle_ms", "pool_idle_ms",
-                              "since_request_ms", "conn_age_ms", "bytes_sent", "bytes_received"})
+                              "since_request_ms", "bytes_sent", "bytes_received"})
         EXPECT_TRUE(j[field].is_null()) << field << " = " << j[field];
     EXPECT_EQ(j["family"], "ipv6");
     EXPECT_EQ(j["remote"], "[::1]:8081");
@@ -213,7 +210,7 @@ TEST(TextLine, UpstreamReset)
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST received upstream nginx[1234] 127.0.0.1:40312 -> "
               "127.0.0.1:8081 ESTABLISHED idle=5003.1ms pool_idle=5002.9ms since_req=0.4ms "
-              "age=9.2s req=reused tx=1.2KiB rx=3.4KiB");
+              "req=reused tx=1.2KiB rx=3.4KiB");
 }
 
 TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
@@ -227,7 +224,6 @@ TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
     e.idle_ms.reset();
     e.pool_idle_ms.reset();
     e.since_request_ms.reset();
-    e.conn_age_ms.reset();
     e.bytes_sent.reset();
     e.bytes_received.reset();
     e.in_request = false;
@@ -238,7 +234,7 @@ TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
     e.current_exit_signal = 9;
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST sent other ? 127.0.0.1:40312 -> 127.0.0.1:8081 ESTABLISHED "
-              "reason=NO_SOCKET idle=- pool_idle=- since_req=- age=- tx=- rx=- "
+              "reason=NO_SOCKET idle=- pool_idle=- since_req=- tx=- rx=- "
               "on_cpu=python3[999](exiting, signal 9)");
 }
 

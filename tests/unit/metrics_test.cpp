@@ -73,7 +73,7 @@ TEST(Metrics, CountsResetsByLabelsAndIdleHistogram)
     EXPECT_EQ(s[R"(rstwatch_lost_events_total{where="ring_buffer"})"], 1);
     EXPECT_EQ(s[R"(rstwatch_lost_events_total{where="consumer"})"], 2);
     EXPECT_EQ(s[R"(rstwatch_lost_events_total{where="store"})"], 3);
-    EXPECT_EQ(s["rstwatch_unowned_connections_total"], 4);
+    EXPECT_EQ(s["rstwatch_unresolved_owners_total"], 4);
     EXPECT_EQ(s["rstwatch_unrecorded_endpoints_total"], 5);
     EXPECT_EQ(s["rstwatch_ring_buffer_fill_ratio"], 0.25);
     EXPECT_EQ(s["rstwatch_agent_rss_bytes"], 4096);

@@ -14,11 +14,13 @@ struct FakeKernel : KernelFeatures {
     bool btf = true;
     bool root = true;
     std::set<int> caps;
-    std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset", "tcp_destroy_sock"};
+    std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset"};
+    std::set<std::string> kfuncs = {"bpf_iter_task_new", "bpf_task_from_pid"};
     std::string cgroup2 = "/sys/fs/cgroup";
 
     bool has_vmlinux_btf() const override { return btf; }
     bool has_btf_tracepoint(const std::string &name) const override { return btf && tracepoints.count(name); }
+    bool has_kfunc(const std::string &name) const override { return btf && kfuncs.count(name); }
     bool has_classic_tracepoint(const std::string &, const std::string &name) const override
     {
         return tracepoints.count(name);
@@ -96,9 +98,19 @@ TEST(Prerequisites, KernelWithoutBtfIsNamed)
 TEST(Prerequisites, EachMissingTracepointIsNamed)
 {
     FakeKernel k;
-    k.tracepoints = {"tcp_destroy_sock"};
+    k.tracepoints = {"tcp_probe"};
     auto missing = missing_prerequisites(k);
     ASSERT_EQ(missing.size(), 2u) << joined(missing);
     EXPECT_NE(joined(missing).find("tcp_receive_reset"), std::string::npos);
     EXPECT_NE(joined(missing).find("tcp_send_reset"), std::string::npos);
+}
+
+TEST(Prerequisites, AKernelWithoutTheTaskIteratorIsNamed)
+{
+    FakeKernel k;
+    k.kfuncs = {"bpf_task_from_pid"};  // Linux 6.2 to 6.6
+    auto missing = missing_prerequisites(k);
+    ASSERT_EQ(missing.size(), 1u) << joined(missing);
+    EXPECT_NE(missing[0].find("bpf_iter_task_new"), std::string::npos);
+    EXPECT_NE(missing[0].find("6.7"), std::string::npos);
 }
