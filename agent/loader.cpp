@@ -71,7 +71,7 @@ struct ProgramNeed {
     bpf_program *prog;
     bpf_link **link;  // the skeleton's slot: it destroys the link with the object
     Hook hook;
-    const char *name;      // the tracepoint, or the cgroup hook ("connect4")
+    const char *name;      // the tracepoint, or the cgroup hook ("post_bind4")
     const char *category;  // classic tracepoints' category
     bool required;
     const char *without_it;

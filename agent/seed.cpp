@@ -42,14 +42,12 @@ bool is_inet_tcp(int fd)
            int_sockopt(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP;
 }
 
-// Address bytes and port of one end, in rw_endpoint's layout.
-bool endpoint(int fd, bool peer, __u8 (&addr)[16], __u16 &port, __u16 &family)
+// The socket's bound address bytes and port, in rw_endpoint's layout.
+bool bound_endpoint(int fd, __u8 (&addr)[16], __u16 &port, __u16 &family)
 {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
-    int err = peer ? getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len)
-                   : getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len);
-    if (err != 0)
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0)
         return false;
     family = ss.ss_family;
     if (ss.ss_family == AF_INET) {
@@ -95,7 +93,7 @@ void scan_process(uint32_t pid, uint32_t ppid, const std::string &comm, Listener
         if (!is_inet_tcp(dup.get()) || int_sockopt(dup.get(), SOL_SOCKET, SO_ACCEPTCONN) != 1)
             continue;
         rw_endpoint bound{};
-        if (endpoint(dup.get(), false, bound.addr, bound.port, bound.family))
+        if (bound_endpoint(dup.get(), bound.addr, bound.port, bound.family))
             listeners[{bound.family, bound.port, std::string(bound.addr, bound.addr + 16)}].push_back({pid, ppid, comm});
     }
 }

@@ -36,7 +36,7 @@ enum rw_direction {
 
 enum rw_role {
 	RW_ROLE_OTHER = 0,
-	RW_ROLE_UPSTREAM = 1,   /* the owner connect()ed out */
+	RW_ROLE_UPSTREAM = 1,   /* not accepted from a tracked listener: the owner connect()ed out */
 	RW_ROLE_DOWNSTREAM = 2, /* the owner accepted it */
 };
 

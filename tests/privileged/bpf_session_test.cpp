@@ -75,6 +75,12 @@ public:
 
     BpfSession &session() { return session_; }
 
+    // Takes whatever arrives for `how_long`.
+    void collect_for(std::chrono::milliseconds how_long)
+    {
+        wait_for_reset([](const ResetEvent &) { return false; }, how_long);
+    }
+
     size_t count(const std::function<bool(const ResetEvent &)> &match) const
     {
         return std::count_if(resets_.begin(), resets_.end(), match);
@@ -424,7 +430,7 @@ TEST(BpfSession, OwnersAreFoundOncePerProcess)
         close(client);
     }
     close(listener);
-    collector.wait_for_reset([](const ResetEvent &) { return false; }, 300ms);  // collect them all
+    collector.collect_for(300ms);
     const size_t received = collector.count([](const ResetEvent &e) {
         return e.direction == Direction::Received && e.pid == static_cast<uint32_t>(getpid());
     });
@@ -460,7 +466,7 @@ TEST(BpfSession, SocketOpenedBeforeSetuidHasNoOwnerAndIsCounted)
     ASSERT_GE(accepted, 0);
     const std::string child_end = rwtest::endpoint_of(accepted, true);
     rwtest::close_with_reset(accepted);
-    collector.wait_for_reset([](const ResetEvent &) { return false; }, 300ms);
+    collector.collect_for(300ms);
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
     EXPECT_EQ(collector.count([&](const ResetEvent &e) {
