@@ -325,7 +325,8 @@ int run_agent(const RunSettings &settings)
     };
 
     // A stopped nginx's listeners would name it as the owner of whatever
-    // is accepted on its ports next.
+    // is accepted on its ports next. Workers started since the last sweep
+    // (a reload) have their credentials learnt then, not in softirq.
     constexpr auto kListenerSweepEvery = std::chrono::seconds(10);
     auto last_sweep = clock::now();
     while (!g_stop && clock::now() < deadline) {
@@ -348,6 +349,7 @@ int run_agent(const RunSettings &settings)
         if (clock::now() - last_sweep >= kListenerSweepEvery) {
             if (size_t gone = sweep_listeners(session.listeners_map_fd()))
                 spdlog::debug("{} listeners whose process is gone forgotten", gone);
+            session.learn_cred_holders();
             last_sweep = clock::now();
         }
         main_thread.run_pending(answer);

@@ -173,6 +173,14 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         spdlog::warn("kernel config not readable (/proc/config.gz, /boot/config-*): "
                      "idle times from kernel timestamps are unknown");
 
+    // Before the reset hooks, so that their first resets find the owners.
+    skel_->links.learn_cred_holders = bpf_program__attach_iter(skel_->progs.learn_cred_holders, nullptr);
+    if (!skel_->links.learn_cred_holders)
+        spdlog::warn("cannot attach the task iterator ({}): each process's owner is found by a task-list walk "
+                     "at its first reset",
+                     errno_text(-errno));
+    learn_cred_holders();
+
     for (const auto &need : needs) {
         if (!bpf_program__autoload(need.prog))
             continue;
@@ -219,6 +227,24 @@ int BpfSession::poll(int timeout_ms)
 }
 
 int BpfSession::drain() { return ring_buffer__consume(ring_.get()); }
+
+void BpfSession::learn_cred_holders()
+{
+    if (!skel_->links.learn_cred_holders)
+        return;
+    // The program writes no output: reading to the end runs it over every task.
+    const UniqueFd iter(bpf_iter_create(bpf_link__fd(skel_->links.learn_cred_holders)));
+    if (!iter.valid()) {
+        spdlog::debug("task iterator: {}", errno_text(-errno));
+        return;
+    }
+    char buf[64];
+    ssize_t n;
+    while ((n = read(iter.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
+    }
+    if (n < 0)
+        spdlog::debug("task iterator: {}", errno_text(-errno));
+}
 
 BpfCounters BpfSession::counters() const
 {

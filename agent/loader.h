@@ -56,6 +56,12 @@ public:
     // Hands over whatever is queued without waiting.
     int drain();
 
+    // Records the current credentials of every tracked process, so that
+    // the reset programs need not walk the task list to find them (see
+    // learn_cred_holders in the BPF code). The agent repeats it now and then
+    // for processes started since.
+    void learn_cred_holders();
+
     BpfCounters counters() const;
     // The listeners map, which seeding fills and the sweep prunes.
     int listeners_map_fd() const;

@@ -375,7 +375,9 @@ extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
  * The process whose credentials `cred` are, by walking every process:
  * about 100 ns per process here (a kfunc call each), so 5-10 µs on a host
  * of 70 processes, once per process and per set of credentials it takes
- * (setuid() makes new ones). The result is cached.
+ * (setuid() makes new ones). The result is cached. Tracked processes
+ * running at the agent's last sweep are in the cache already (see
+ * learn_cred_holders): this is for those started since, and untracked ones.
  */
 static __always_inline int find_cred_holder(__u64 cred, struct rw_owner *o)
 {
@@ -400,6 +402,30 @@ static __always_inline int find_cred_holder(__u64 cred, struct rw_owner *o)
 		COUNT(owners_unresolved);
 	bpf_map_update_elem(&cred_holders, &cred, &holder, BPF_ANY);
 	return found;
+}
+
+/*
+ * The same table filled ahead of any reset: the agent runs this task
+ * iterator (in its own process context, through read() on an iterator fd)
+ * when it attaches and at every listener sweep, so that the reset programs,
+ * in softirq, walk the task list only for processes started or given new
+ * credentials since. Only tracked processes: on a host of thousands the
+ * others would crowd them out of the LRU table.
+ */
+SEC("iter/task")
+int learn_cred_holders(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct rw_cred_holder holder = {};
+	__u64 cred;
+
+	if (!task || task->pid != task->tgid || !task_is_tracked(task))
+		return 0;
+	cred = (__u64)task->cred;
+	holder.tgid = task->tgid;
+	holder.looked_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&cred_holders, &cred, &holder, BPF_ANY);
+	return 0;
 }
 
 enum rw_cached { RW_NOT_CACHED, RW_CACHED_OWNER, RW_CACHED_NOBODY };

@@ -412,16 +412,13 @@ TEST(BpfSession, ResetsOfUntrackedFlowsStayOutOfTheRingBuffer)
     EXPECT_EQ(collector.received_count(), 0u) << "seen:" << collector.describe();
 }
 
-// The task list is walked once per set of credentials, not per reset: the
-// holder is cached and checked against the process at each use.
-TEST(BpfSession, OwnersAreFoundOncePerProcess)
+// `count` sockets of this process reset one another: each reset is
+// received by a socket whose file carries this process's credentials.
+void reset_own_connections(int count)
 {
-    REQUIRE_ROOT();
-    Collector collector(1u << 20, /*peer_resets=*/false);
     int listener = rwtest::listen_on_loopback(false);
     ASSERT_GE(listener, 0);
-    const int resets = 50;
-    for (int i = 0; i < resets; i++) {
+    for (int i = 0; i < count; i++) {
         int client = rwtest::connect_to(false, rwtest::port_of(listener));
         ASSERT_GE(client, 0);
         int accepted = accept(listener, nullptr, nullptr);
@@ -430,14 +427,80 @@ TEST(BpfSession, OwnersAreFoundOncePerProcess)
         close(client);
     }
     close(listener);
+}
+
+// Task-list walks counted across `resets`, run in a window of milliseconds
+// (the resets are handled synchronously on loopback), so that another
+// process's first reset on the host is unlikely to add one.
+uint64_t walks_during(Collector &collector, const std::function<void()> &resets)
+{
+    const uint64_t before = collector.session().counters().owner_scans;
+    resets();
+    return collector.session().counters().owner_scans - before;
+}
+
+// The owners of processes running at attach are learnt then, by the task
+// iterator in the agent's context: no reset program walks the task list.
+TEST(BpfSession, OwnersRunningAtAttachAreKnownWithoutAWalk)
+{
+    REQUIRE_ROOT();
+    Collector collector(1u << 20, /*peer_resets=*/false);
+    const int resets = 50;
+    EXPECT_EQ(walks_during(collector, [&] { reset_own_connections(resets); }), 0u);
     collector.collect_for(300ms);
     const size_t received = collector.count([](const ResetEvent &e) {
         return e.direction == Direction::Received && e.pid == static_cast<uint32_t>(getpid());
     });
     EXPECT_EQ(received, static_cast<size_t>(resets)) << "seen:" << collector.describe();
-    BpfCounters counters = collector.session().counters();
-    EXPECT_LE(counters.owner_scans, 2u) << "the test process's credentials, walked for once";
-    EXPECT_EQ(counters.owners_unresolved, 0u);
+    EXPECT_EQ(collector.session().counters().owners_unresolved, 0u);
+}
+
+// A tracked process started after attach (a new worker after an nginx
+// reload) costs one walk, at its first reset, until the agent's next sweep
+// learns it.
+TEST(BpfSession, AProcessStartedLaterIsWalkedForOnceUntilTheSweepLearnsIt)
+{
+    REQUIRE_ROOT();
+    Collector collector(1u << 20, /*peer_resets=*/false);
+    // fork() gives the child credentials of its own, as it does a worker.
+    auto child_resets = [](int count, int go_fd) {
+        pid_t child = fork();
+        if (child == 0) {
+            char x;
+            if (go_fd >= 0 && read(go_fd, &x, 1) != 1)
+                _exit(1);
+            reset_own_connections(count);
+            _exit(::testing::Test::HasFailure() ? 1 : 0);
+        }
+        return child;
+    };
+    const int resets = 20;
+    uint64_t walks = walks_during(collector, [&] {
+        pid_t child = child_resets(resets, -1);
+        int status = -1;
+        waitpid(child, &status, 0);
+        EXPECT_EQ(status, 0);
+    });
+    EXPECT_GE(walks, 1u);
+    EXPECT_LE(walks, 2u) << "one walk for the child, not one per reset";
+
+    int go[2];
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    pid_t child = child_resets(resets, go[0]);
+    collector.session().learn_cred_holders();  // the sweep, with the child already there
+    walks = walks_during(collector, [&] {
+        ASSERT_EQ(write(go[1], "x", 1), 1);
+        int status = -1;
+        waitpid(child, &status, 0);
+        EXPECT_EQ(status, 0);
+    });
+    EXPECT_EQ(walks, 0u);
+    close(go[0]);
+    close(go[1]);
+    collector.collect_for(300ms);
+    EXPECT_EQ(collector.count([](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.pid != static_cast<uint32_t>(getpid());
+    }), static_cast<size_t>(2 * resets)) << "seen:" << collector.describe();
 }
 
 // A process that replaces its credentials (setuid()) after opening a
