@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
@@ -119,11 +118,6 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     ro->track_all_tasks = filter.all;
     ro->emit_peer_resets = options.emit_peer_resets;
     ro->ttl_evidence = options.ttl_evidence;
-    // The consumer is woken once an eighth of the ring may be waiting, each
-    // CPU counting its own records (see wakeup_flags() in the BPF code).
-    const int ncpus = std::max(1, libbpf_num_possible_cpus());
-    ro->wakeup_every = std::max<uint64_t>(
-        1, options.ring_buffer_bytes / 8 / (sizeof(rw_reset_record) + BPF_RINGBUF_HDR_SZ) / ncpus);
     ro->tracked_pid_count = filter.pids.size();
     for (size_t i = 0; i < filter.pids.size(); i++)
         ro->tracked_pids[i] = filter.pids[i];
@@ -226,7 +220,7 @@ int BpfSession::poll(int timeout_ms)
     int woken = ring_buffer__poll(ring_.get(), timeout_ms);
     if (woken < 0)
         return woken;
-    // The BPF side wakes us only as the ring fills up (see wakeup_flags()),
+    // The BPF side wakes us only when the ring fills up (see wakeup_flags()),
     // so after every wait take what was written quietly too.
     int quiet = ring_buffer__consume(ring_.get());
     return quiet < 0 ? quiet : woken + quiet;

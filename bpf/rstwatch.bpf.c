@@ -2,8 +2,9 @@
 /*
  * rstwatch kernel side.
  *
- * Nothing runs per connection, send, receive or segment: only when a reset
- * happens, and at bind(). The owner of a connection is read then from the
+ * Nothing runs per connection, send or receive, nor by default per segment:
+ * only when a reset happens, at bind(), and when the agent runs the task
+ * iterator. The owner of a connection is read then from the
  * socket itself. Resets are reported from softirq context, where `current`
  * is whoever happened to be on the CPU, but a socket's file keeps the
  * credentials of the process that opened it (socket() or accept()), and
@@ -18,6 +19,8 @@
  *                        when it runs on this host: evidence)
  *   cgroup/post_bind4,6  a tracked process bound a port: its listener
  *   oom/mark_victim      the OOM killer chose a victim (and its memory cgroup)
+ *   iter/task            run by the agent at start and every 10 s: the
+ *                        tracked processes' credentials, ahead of resets
  *   tcp_probe            only with --ttl-evidence: TTL of the peer's data and
  *                        of a reset, to tell a middlebox from the backend
  *
@@ -48,7 +51,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u8 track_all_tasks = 0;
 const volatile __u8 emit_peer_resets = 1;
 const volatile __u8 ttl_evidence = 0;
-const volatile __u64 wakeup_every = 1; /* records per CPU between wakeups: wakeup_flags() */
 const volatile __u32 tracked_pid_count = 0;
 const volatile __u32 tracked_pids[RW_MAX_PIDS] = {};
 const volatile __u32 tracked_comm_count = 0;
@@ -64,7 +66,8 @@ struct {
 
 /*
  * The process holding a socket file's credentials (a struct cred pointer),
- * found by walking the task list the first time and checked against that
+ * learnt ahead by the task iterator (learn_cred_holders) or found by
+ * walking the task list at the first reset, and checked against that
  * process at every use: credentials are freed with their last holder and
  * their memory reused, so a stale entry must not name anyone. Credentials
  * nobody holds (a process changed its own after opening the socket) are
@@ -205,20 +208,19 @@ static __always_inline void init_header(struct rw_record_header *hdr, __u32 size
 /*
  * A ring buffer wakeup is an irq_work self-IPI (on a VM, an exit to the
  * hypervisor) that costs microseconds per record. The agent polls at least
- * twice a second anyway: wake it early only every `wakeup_every` records a
- * CPU emits (the agent sets it to an eighth of the ring, shared among the
- * CPUs), so that a storm is drained before the ring fills. Counted here
- * rather than asking the ring how full it is: bpf_ringbuf_query() reads
- * the consumer's position, a cache line the agent writes from another CPU,
- * which cost tcp_send_reset 150 ns per record in a storm.
+ * twice a second anyway: wake it early only once an eighth of the ring
+ * waits. Then every record wakes it, and pays for that: a reset storm
+ * faster than the agent consumes is slowed to its pace rather than lost.
+ * Asking the ring reads the consumer's position, a line the agent writes
+ * from another CPU (150 ns per record in a storm); counting records per
+ * CPU instead saved that, and lost records at 43k resets/s (run 18).
  */
 static __always_inline __u64 wakeup_flags(void)
 {
-	struct rw_counters *cnt = this_cpu_counters();
+	__u64 waiting = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA);
 
-	if (cnt && (cnt->records_emitted + 1) % wakeup_every == 0)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
+	return waiting >= bpf_ringbuf_query(&records, BPF_RB_RING_SIZE) / 8 ? BPF_RB_FORCE_WAKEUP
+									     : BPF_RB_NO_WAKEUP;
 }
 
 /*
@@ -621,7 +623,6 @@ static __always_inline __u8 ttl_of(const struct sk_buff *skb)
 		bpf_probe_read_kernel(&ttl, 1, head + nh + offsetof(struct ipv6hdr, hop_limit));
 	return ttl;
 }
-
 
 /*
  * Only with --ttl-evidence (the agent leaves it unloaded otherwise): it
