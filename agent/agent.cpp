@@ -250,7 +250,7 @@ int run_agent(const RunSettings &settings)
         }
         if (auto *oom = std::get_if<OomEvent>(&*decoded.event))
             if (oom->cgroup.empty())  // not read by BPF: the victim was not on the CPU
-                oom->cgroup = procfs::cgroup_path(oom->pid);
+                oom->cgroup = printable_name(procfs::cgroup_path(oom->pid));
         // Every event is evidence, shown or not.
         diagnoser.add(std::move(*decoded.event));
         // One poll hands over everything waiting in the ring: after a stall

@@ -54,9 +54,63 @@ std::string format_endpoint(bool ipv6, const uint8_t *addr, uint16_t port)
     return std::string(buf) + ":" + std::to_string(port);
 }
 
+// Length of the well-formed UTF-8 sequence that starts at s[i] (RFC 3629:
+// no overlong forms, no surrogates, nothing past U+10FFFF), or 0.
+static size_t utf8_sequence_length(std::string_view s, size_t i)
+{
+    const auto byte = [&](size_t k) { return i + k < s.size() ? static_cast<uint8_t>(s[i + k]) : 0; };
+    const auto in = [](uint8_t b, uint8_t lo, uint8_t hi) { return b >= lo && b <= hi; };
+    const uint8_t lead = byte(0);
+    if (lead < 0x80)
+        return 1;
+    // The second byte's range depends on the lead byte; the rest are 80..BF.
+    uint8_t lo = 0x80, hi = 0xbf;
+    size_t length;
+    if (in(lead, 0xc2, 0xdf))
+        length = 2;
+    else if (in(lead, 0xe0, 0xef))
+        length = 3, lo = lead == 0xe0 ? 0xa0 : 0x80, hi = lead == 0xed ? 0x9f : 0xbf;
+    else if (in(lead, 0xf0, 0xf4))
+        length = 4, lo = lead == 0xf0 ? 0x90 : 0x80, hi = lead == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (!in(byte(1), lo, hi))
+        return 0;
+    for (size_t k = 2; k < length; ++k)
+        if (!in(byte(k), 0x80, 0xbf))
+            return 0;
+    return length;
+}
+
+std::string printable_name(std::string_view bytes)
+{
+    std::string out;
+    out.reserve(bytes.size());
+    for (size_t i = 0; i < bytes.size();) {
+        const auto b = static_cast<uint8_t>(bytes[i]);
+        size_t n = utf8_sequence_length(bytes, i);
+        // C1 controls (U+0080..U+009F) are C2 80..C2 9F.
+        bool control = b < 0x20 || b == 0x7f || b == '\\' ||
+                       (n == 2 && b == 0xc2 && static_cast<uint8_t>(bytes[i + 1]) < 0xa0);
+        if (n == 0 || control) {
+            static constexpr char hex[] = "0123456789abcdef";
+            const size_t escaped = n == 0 ? 1 : n;
+            for (size_t k = 0; k < escaped; ++k) {
+                const auto e = static_cast<uint8_t>(bytes[i + k]);
+                out += {'\\', 'x', hex[e >> 4], hex[e & 0xf]};
+            }
+            i += escaped;
+            continue;
+        }
+        out.append(bytes.substr(i, n));
+        i += n;
+    }
+    return out;
+}
+
 static std::string comm_string(const char (&comm)[RW_COMM_LEN])
 {
-    return std::string(comm, strnlen(comm, RW_COMM_LEN));
+    return printable_name(std::string_view(comm, strnlen(comm, RW_COMM_LEN)));
 }
 
 static std::optional<double> ns_to_ms(uint64_t ns)
@@ -141,7 +195,7 @@ static OomEvent decode_oom(const rw_oom_record &r, const DecodeContext &ctx)
         const uint32_t levels = std::min<uint32_t>(r.cgroup_levels, RW_CGROUP_LEVELS);
         std::string path = (r.flags & RW_OOM_CGROUP_TRUNCATED) ? "/..." : "";
         for (uint32_t i = levels; i-- > 0;)
-            path += "/" + std::string(r.cgroup_names[i], strnlen(r.cgroup_names[i], RW_CGROUP_NAME_LEN));
+            path += "/" + printable_name({r.cgroup_names[i], strnlen(r.cgroup_names[i], RW_CGROUP_NAME_LEN)});
         e.cgroup = path;
     }
     return e;

@@ -6,6 +6,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "records.h"
 
@@ -24,6 +25,13 @@ struct DecodeResult {
 };
 
 DecodeResult decode_record(std::span<const uint8_t> bytes, const DecodeContext &ctx);
+
+// A process or cgroup name as text that is safe to print and to put in
+// JSON. The kernel hands over bytes: any user can name a process "\xff" or
+// "\x1b[2J". Well-formed UTF-8 is kept; control characters (C0, DEL, C1),
+// bytes that are not well-formed UTF-8, and the backslash itself become
+// "\xNN", so the mapping stays one-to-one and readable.
+std::string printable_name(std::string_view bytes);
 
 // "addr:port" / "[addr]:port" from raw network-order address bytes.
 std::string format_endpoint(bool ipv6, const uint8_t *addr, uint16_t port);

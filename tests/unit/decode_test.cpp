@@ -214,6 +214,35 @@ TEST(DecodeReset, FullLengthCommIsNotOverread)
     EXPECT_EQ(e.comm, "0123456789abcdef");
 }
 
+// Any user can name a process with bytes that are not text: the agent once
+// aborted on "\xff" (nlohmann's dump() threw), and a name with "\x1b[" could
+// drive the operator's terminal.
+TEST(PrintableName, KeepsTextAndEscapesWhatIsNot)
+{
+    EXPECT_EQ(printable_name("nginx: worker process"), "nginx: worker process");
+    EXPECT_EQ(printable_name("caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80"), "caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80");
+    EXPECT_EQ(printable_name("bad\xff\xfe"), "bad\\xff\\xfe");
+    EXPECT_EQ(printable_name("a\nb\tc\x7f"), "a\\x0ab\\x09c\\x7f");
+    EXPECT_EQ(printable_name("\x1b[31mred"), "\\x1b[31mred");
+    EXPECT_EQ(printable_name("C:\\x41"), "C:\\x5cx41") << "a backslash is escaped, so nothing reads as an escape it was not";
+    EXPECT_EQ(printable_name("\xc2\x85next"), "\\xc2\\x85next") << "C1 control";
+    EXPECT_EQ(printable_name("\xc0\xaf"), "\\xc0\\xaf") << "overlong '/'";
+    EXPECT_EQ(printable_name("\xed\xa0\x80"), "\\xed\\xa0\\x80") << "surrogate";
+    EXPECT_EQ(printable_name("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80") << "past U+10FFFF";
+    EXPECT_EQ(printable_name("cut\xe6\x97"), "cut\\xe6\\x97") << "a sequence cut short by the 16-byte limit";
+    EXPECT_EQ(printable_name(std::string_view("nul\0x", 5)), "nul\\x00x");
+}
+
+TEST(DecodeReset, ANameThatIsNotTextIsEscaped)
+{
+    rw_reset_record r = ipv4_reset();
+    set_comm(r.owner_comm, "bad\xff\n");
+    set_comm(r.current_comm, "\x1b[2J");
+    ResetEvent e = decode_reset_ok(r);
+    EXPECT_EQ(e.comm, "bad\\xff\\x0a");
+    EXPECT_EQ(e.current_comm, "\\x1b[2J");
+}
+
 TEST(DecodeOom, RssIsTheSumOfItsParts)
 {
     rw_oom_record r{};
