@@ -157,7 +157,7 @@ int run_agent(const RunSettings &settings)
     AttributionTables tables;
     Reporter reporter(settings);
     Metrics metrics;
-    uint64_t decode_errors = 0;
+    uint64_t consumer_errors = 0;  // records undecodable, or events that could not be reported
 
     // What could refuse a second agent (socket, store) comes first, before
     // anything attaches.
@@ -228,23 +228,30 @@ int run_agent(const RunSettings &settings)
             if (const auto *reset = std::get_if<ResetEvent>(&event); reset && !reset->owner_known &&
                                                                        !settings.filter.all)
                 continue;
-            tables.add(event);
-            metrics.add(event);
-            // Serialised once for the output and the store: in a reset storm
-            // building JSON is most of the agent's work.
-            std::string json;
-            if (writer || reporter.wants_json())
-                json = to_json(event).dump();
-            reporter.event(event, json);
-            if (writer)
-                writer->push(make_store_row(event, std::move(json)));  // never blocks; a full queue is counted
+            // One event that cannot be shown (a bug, memory) is counted
+            // with the undecodable ones; the agent and what it holds go on.
+            try {
+                tables.add(event);
+                metrics.add(event);
+                // Serialised once for the output and the store: in a reset storm
+                // building JSON is most of the agent's work.
+                std::string json;
+                if (writer || reporter.wants_json())
+                    json = to_json(event).dump();
+                reporter.event(event, json);
+                if (writer)
+                    writer->push(make_store_row(event, std::move(json)));  // never blocks; a full queue is counted
+            } catch (const std::exception &e) {
+                if (consumer_errors++ == 0)
+                    spdlog::error("cannot report an event: {}", e.what());
+            }
         }
     };
 
     auto on_record = [&](std::span<const uint8_t> bytes) {
         DecodeResult decoded = decode_record(bytes, decode_ctx);
         if (!decoded.event) {
-            if (decode_errors++ == 0)
+            if (consumer_errors++ == 0)
                 spdlog::error("undecodable record from BPF: {}", decoded.error);
             return;
         }
@@ -295,7 +302,7 @@ int run_agent(const RunSettings &settings)
     auto last_lost_log = clock::now();
     auto publish_lost = [&] {
         BpfCounters bpf = session.counters();
-        LostTotals lost{bpf.records_lost, decode_errors, writer ? writer->stats().lost() : 0, bpf.owners_unresolved,
+        LostTotals lost{bpf.records_lost, consumer_errors, writer ? writer->stats().lost() : 0, bpf.owners_unresolved,
                         bpf.endpoints_dropped};
         metrics.set_lost(lost);
         set_lost_of(tables);
@@ -303,7 +310,7 @@ int run_agent(const RunSettings &settings)
                     lost.store > logged_lost.store || lost.owners > logged_lost.owners ||
                     lost.endpoints > logged_lost.endpoints;
         if (grew && clock::now() - last_lost_log >= std::chrono::seconds(10)) {
-            spdlog::warn("lost events so far: ring buffer full {} (raise --ring-buffer-kb), undecodable {}, "
+            spdlog::warn("lost events so far: ring buffer full {} (raise --ring-buffer-kb), undecodable or unreportable {}, "
                          "not stored {}; resets whose owner no longer held their socket's credentials {}; "
                          "listeners not recorded (table full) {}",
                          lost.ring_buffer, lost.consumer, lost.store, lost.owners, lost.endpoints);

@@ -10,6 +10,7 @@
 #include <cstdarg>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "errors.h"
 #include "kernel_features.h"
@@ -211,22 +212,40 @@ BpfSession::~BpfSession() = default;
 int BpfSession::on_record(void *ctx, void *data, size_t size)
 {
     auto *self = static_cast<BpfSession *>(ctx);
-    self->handler_(std::span<const uint8_t>(static_cast<const uint8_t *>(data), size));
+    try {
+        self->handler_(std::span<const uint8_t>(static_cast<const uint8_t *>(data), size));
+    } catch (...) {
+        self->handler_failure_ = std::current_exception();
+        return -ECANCELED;  // libbpf stops consuming and returns this
+    }
     return 0;
+}
+
+void BpfSession::rethrow_handler_failure()
+{
+    if (handler_failure_)
+        std::rethrow_exception(std::exchange(handler_failure_, nullptr));
 }
 
 int BpfSession::poll(int timeout_ms)
 {
     int woken = ring_buffer__poll(ring_.get(), timeout_ms);
+    rethrow_handler_failure();
     if (woken < 0)
         return woken;
     // The BPF side wakes us only when the ring fills up (see wakeup_flags()),
     // so after every wait take what was written quietly too.
     int quiet = ring_buffer__consume(ring_.get());
+    rethrow_handler_failure();
     return quiet < 0 ? quiet : woken + quiet;
 }
 
-int BpfSession::drain() { return ring_buffer__consume(ring_.get()); }
+int BpfSession::drain()
+{
+    int n = ring_buffer__consume(ring_.get());
+    rethrow_handler_failure();
+    return n;
+}
 
 void BpfSession::learn_cred_holders()
 {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <span>
@@ -72,10 +73,14 @@ public:
 
 private:
     static int on_record(void *ctx, void *data, size_t size);
+    void rethrow_handler_failure();
 
     std::unique_ptr<struct ::rstwatch_bpf, void (*)(struct ::rstwatch_bpf *)> skel_;
     std::unique_ptr<struct ::ring_buffer, void (*)(struct ::ring_buffer *)> ring_;
     RecordHandler handler_;
+    // An exception must not unwind through libbpf's C frames: on_record keeps
+    // it here, stops the consumer, and poll()/drain() rethrow it.
+    std::exception_ptr handler_failure_;
     std::vector<std::string> attached_;
     std::vector<std::string> disabled_;
 };

@@ -439,6 +439,28 @@ uint64_t walks_during(Collector &collector, const std::function<void()> &resets)
     return collector.session().counters().owner_scans - before;
 }
 
+// A handler that throws must not unwind through libbpf's C frames (that
+// aborted the agent): poll() stops at that record and rethrows, and the
+// records after it are still there for the next poll.
+TEST(BpfSession, AHandlerExceptionComesOutOfPollAndTheRestIsKept)
+{
+    REQUIRE_ROOT();
+    LoaderOptions options;
+    options.filter = Collector::self_filter();
+    options.emit_peer_resets = false;
+    size_t handled = 0;
+    BpfSession session(options, running_kernel(), [&](std::span<const uint8_t>) {
+        if (handled++ == 0)
+            throw std::runtime_error("first record refused");
+    });
+    reset_own_connections(3);
+    EXPECT_THROW(session.poll(200), std::runtime_error);
+    EXPECT_EQ(handled, 1u) << "the consumer stops at the record that threw";
+    session.poll(0);
+    // Each connection gives two records: the reset sent and the one received.
+    EXPECT_EQ(handled, 6u) << "the other records were left in the ring, not lost";
+}
+
 // The owners of processes running at attach are learnt then, by the task
 // iterator in the agent's context: no reset program walks the task list.
 TEST(BpfSession, OwnersRunningAtAttachAreKnownWithoutAWalk)
