@@ -107,7 +107,7 @@ public:
 
     bool wants_json() const { return settings_.json; }
 
-    // `json`: the event's to_json().dump(), which the caller has made for
+    // `json`: the event's to_json_line(), which the caller has made for
     // the store too; required with --json.
     void event(const Event &e, const std::string &json)
     {
@@ -237,7 +237,7 @@ int run_agent(const RunSettings &settings)
                 // building JSON is most of the agent's work.
                 std::string json;
                 if (writer || reporter.wants_json())
-                    json = to_json(event).dump();
+                    json = to_json_line(event);
                 reporter.event(event, json);
                 if (writer)
                     writer->push(make_store_row(event, std::move(json)));  // never blocks; a full queue is counted

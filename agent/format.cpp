@@ -4,6 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <string_view>
+#include <vector>
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 namespace rstwatch {
 
@@ -29,14 +34,6 @@ SplitTime split_time(int64_t realtime_ns)
     gmtime_r(&t, &out.tm);
     out.micros = rem_ns / 1000;
     return out;
-}
-
-template <typename T>
-nlohmann::json value_or_null(const std::optional<T> &v)
-{
-    if (!v)
-        return nullptr;
-    return *v;
 }
 
 std::string reason_name(const ResetEvent &e)
@@ -148,82 +145,187 @@ std::string format_bytes(uint64_t bytes)
     return buf;
 }
 
+static double round_ms(double ms) { return std::round(ms * 1000.0) / 1000.0; }
+
 nlohmann::json ms_to_json(std::optional<double> ms)
 {
     if (!ms)
         return nullptr;
-    return std::round(*ms * 1000.0) / 1000.0;
+    return round_ms(*ms);
 }
 
-nlohmann::json to_json(const ResetEvent &e)
+namespace {
+
+// One event's JSON, written as it goes. Member by member through RapidJSON's
+// streaming Writer, not as an nlohmann tree: in a reset storm building and
+// dumping a tree per event was three quarters of the consumer's CPU. The
+// event's strings are printable UTF-8 already (decode.h, printable_name).
+class EventJsonWriter {
+public:
+    EventJsonWriter() : writer_(buffer_) { writer_.StartObject(); }
+
+    std::string finish()
+    {
+        writer_.EndObject();
+        return std::string(buffer_.GetString(), buffer_.GetSize());
+    }
+
+    void string(const char *key, std::string_view value)
+    {
+        this->key(key);
+        writer_.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+    }
+    // A name from to_string(), or null.
+    void name_or_null(const char *key, const char *name)
+    {
+        if (name)
+            string(key, name);
+        else
+            null(key);
+    }
+    void string_or_null(const char *key, const std::string &value)
+    {
+        if (value.empty())
+            null(key);
+        else
+            string(key, value);
+    }
+    void unsigned_number(const char *key, uint64_t value)
+    {
+        this->key(key);
+        writer_.Uint64(value);
+    }
+    void signed_number(const char *key, int64_t value)
+    {
+        this->key(key);
+        writer_.Int64(value);
+    }
+    void unsigned_or_null(const char *key, std::optional<uint64_t> value)
+    {
+        if (value)
+            unsigned_number(key, *value);
+        else
+            null(key);
+    }
+    // Milliseconds rounded to 0.001 ms; unknown is null.
+    void ms(const char *key, std::optional<double> value)
+    {
+        this->key(key);
+        if (value && std::isfinite(*value))
+            writer_.Double(round_ms(*value));
+        else
+            writer_.Null();
+    }
+    void boolean(const char *key, bool value)
+    {
+        this->key(key);
+        writer_.Bool(value);
+    }
+    void null(const char *key)
+    {
+        this->key(key);
+        writer_.Null();
+    }
+    void strings(const char *key, const std::vector<std::string> &values)
+    {
+        this->key(key);
+        writer_.StartArray();
+        for (const auto &v : values)
+            writer_.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+        writer_.EndArray();
+    }
+    void begin_object(const char *key)
+    {
+        this->key(key);
+        writer_.StartObject();
+    }
+    void end_object() { writer_.EndObject(); }
+
+private:
+    void key(const char *k) { writer_.Key(k); }
+
+    rapidjson::StringBuffer buffer_;
+    rapidjson::Writer<rapidjson::StringBuffer> writer_;
+};
+
+std::string json_line(const ResetEvent &e)
 {
-    nlohmann::json j;
-    j["type"] = "rst";
-    j["time"] = format_rfc3339_us(e.time_ns);
-    j["direction"] = to_string(e.direction);
+    EventJsonWriter j;
+    j.string("type", "rst");
+    j.string("time", format_rfc3339_us(e.time_ns));
+    j.string("direction", to_string(e.direction));
     // pid 0 would read as a real process: an unknown owner is null.
-    j["pid"] = e.owner_known ? nlohmann::json(e.pid) : nlohmann::json(nullptr);
-    j["comm"] = e.owner_known ? nlohmann::json(e.comm) : nlohmann::json(nullptr);
-    if (e.owner_known)
-        j["owner_via"] = e.owner_listener ? "listener" : e.owner_holder ? "holder" : "file";
-    j["role"] = to_string(e.role);
-    j["family"] = e.ipv6 ? "ipv6" : "ipv4";
-    j["local"] = e.local;
-    j["remote"] = e.remote;
-    j["state"] = tcp_state_name(e.state);
-    const std::string reason = reason_name(e);
-    j["reason"] = reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(reason);
-    j["idle_ms"] = ms_to_json(e.idle_ms);
-    j["pool_idle_ms"] = ms_to_json(e.pool_idle_ms);
-    j["since_request_ms"] = ms_to_json(e.since_request_ms);
-    j["bytes_sent"] = value_or_null(e.bytes_sent);
-    j["bytes_received"] = value_or_null(e.bytes_received);
-    j["reused"] = e.reused;
-    j["on_cpu"] = {{"pid", e.current_pid},
-                   {"comm", e.current_comm},
-                   {"exiting", e.current_exiting},
-                   {"exit_signal", e.current_exit_signal}};
-    j["sock_cookie"] = e.sock_cookie;
-    j["retransmits"] = e.total_retrans;
-    j["packets_out"] = e.packets_out;
-    j["mss"] = e.mss;
-    j["in_request"] = e.in_request;
-    j["data_ttl"] = e.data_ttl ? nlohmann::json(e.data_ttl) : nlohmann::json(nullptr);
-    j["rst_ttl"] = e.rst_ttl ? nlohmann::json(e.rst_ttl) : nlohmann::json(nullptr);
-    j["no_socket"] = e.no_socket;
-    j["stalled_retransmits"] = e.stalled_retrans;
+    if (e.owner_known) {
+        j.unsigned_number("pid", e.pid);
+        j.string("comm", e.comm);
+        j.string("owner_via", e.owner_listener ? "listener" : e.owner_holder ? "holder" : "file");
+    } else {
+        j.null("pid");
+        j.null("comm");
+    }
+    j.string("role", to_string(e.role));
+    j.string("family", e.ipv6 ? "ipv6" : "ipv4");
+    j.string("local", e.local);
+    j.string("remote", e.remote);
+    j.string("state", tcp_state_name(e.state));
+    j.string_or_null("reason", reason_name(e));
+    j.ms("idle_ms", e.idle_ms);
+    j.ms("pool_idle_ms", e.pool_idle_ms);
+    j.ms("since_request_ms", e.since_request_ms);
+    j.unsigned_or_null("bytes_sent", e.bytes_sent);
+    j.unsigned_or_null("bytes_received", e.bytes_received);
+    j.boolean("reused", e.reused);
+    j.begin_object("on_cpu");
+    j.unsigned_number("pid", e.current_pid);
+    j.string("comm", e.current_comm);
+    j.boolean("exiting", e.current_exiting);
+    j.signed_number("exit_signal", e.current_exit_signal);
+    j.end_object();
+    j.unsigned_number("sock_cookie", e.sock_cookie);
+    j.unsigned_number("retransmits", e.total_retrans);
+    j.unsigned_number("packets_out", e.packets_out);
+    j.unsigned_number("mss", e.mss);
+    j.boolean("in_request", e.in_request);
+    j.unsigned_or_null("data_ttl", e.data_ttl ? std::optional<uint64_t>(e.data_ttl) : std::nullopt);
+    j.unsigned_or_null("rst_ttl", e.rst_ttl ? std::optional<uint64_t>(e.rst_ttl) : std::nullopt);
+    j.boolean("no_socket", e.no_socket);
+    j.unsigned_number("stalled_retransmits", e.stalled_retrans);
     if (e.diagnosis) {
-        j["cause"] = to_string(e.diagnosis->cause);
-        j["confidence"] = to_string(e.diagnosis->confidence);
-        j["evidence"] = e.diagnosis->evidence;
-        j["hint"] = e.diagnosis->hint.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.diagnosis->hint);
+        j.string("cause", to_string(e.diagnosis->cause));
+        j.string("confidence", to_string(e.diagnosis->confidence));
+        j.strings("evidence", e.diagnosis->evidence);
+        j.string_or_null("hint", e.diagnosis->hint);
     } else {
         // No owner, so no diagnosis: the far side of a flow, shown with --all.
-        j["cause"] = nullptr;
-        j["confidence"] = nullptr;
-        j["evidence"] = nlohmann::json::array();
-        j["hint"] = nullptr;
+        j.null("cause");
+        j.null("confidence");
+        j.strings("evidence", {});
+        j.null("hint");
     }
-    return j;
+    return j.finish();
 }
 
-nlohmann::json to_json(const OomEvent &e)
+std::string json_line(const OomEvent &e)
 {
-    nlohmann::json j;
-    j["type"] = "oom";
-    j["time"] = format_rfc3339_us(e.time_ns);
-    j["pid"] = e.pid;
-    j["comm"] = e.comm;
-    j["rss_kb"] = value_or_null(e.rss_kb);
-    j["total_vm_kb"] = value_or_null(e.total_vm_kb);
-    j["cgroup"] = e.cgroup.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.cgroup);
-    return j;
+    EventJsonWriter j;
+    j.string("type", "oom");
+    j.string("time", format_rfc3339_us(e.time_ns));
+    j.unsigned_number("pid", e.pid);
+    j.string("comm", e.comm);
+    j.unsigned_or_null("rss_kb", e.rss_kb);
+    j.unsigned_or_null("total_vm_kb", e.total_vm_kb);
+    j.string_or_null("cgroup", e.cgroup);
+    return j.finish();
 }
 
-nlohmann::json to_json(const Event &e)
+}  // namespace
+
+std::string to_json_line(const Event &e)
 {
-    return std::visit([](const auto &ev) { return to_json(ev); }, e);
+    return std::visit([](const auto &ev) { return json_line(ev); }, e);
 }
+
+nlohmann::json to_json(const Event &e) { return nlohmann::json::parse(to_json_line(e)); }
 
 std::string format_text(const Event &e)
 {

@@ -17,9 +17,11 @@ std::string format_rfc3339_us(int64_t realtime_ns);
 // "02:30:00.123456": the time-of-day part of the above (UTC, like the JSON).
 std::string format_time_of_day_us(int64_t realtime_ns);
 
-// Millisecond figures are rounded to 0.001 ms; unknown values are null.
-nlohmann::json to_json(const ResetEvent &e);
-nlohmann::json to_json(const OomEvent &e);
+// The event as one line of JSON (no newline): what --json prints and the
+// store keeps. Millisecond figures are rounded to 0.001 ms; unknown values
+// are null. Members in a fixed order, "type" and "time" first.
+std::string to_json_line(const Event &e);
+// The same, parsed: for readers and tests, not for the hot path.
 nlohmann::json to_json(const Event &e);
 
 // One line, no trailing newline, e.g.
