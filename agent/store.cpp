@@ -45,9 +45,16 @@ CREATE TABLE records (
     json         TEXT NOT NULL
 );
 CREATE INDEX records_time ON records (time_ns);
-CREATE INDEX records_remote ON records (remote, time_ns);
 CREATE INDEX records_cause ON records (cause, time_ns);
 )sql";
+
+// Stores made before it was dropped have an index on (remote, time_ns).
+// Remotes of client-side resets are client ports: every insert landed on a
+// random leaf, and in a reset storm that index was two thirds of the
+// writer's time per row (18.8 against 6.3 us; docs/BENCHMARKS.md). Queries
+// are by time first, and records_time serves "this upstream, since then".
+// The tables are unchanged, so the schema version is too.
+constexpr const char *kDropRetiredIndexes = "DROP INDEX IF EXISTS records_remote";
 
 const char kSqliteMagic[16] = {'S', 'Q', 'L', 'i', 't', 'e', ' ', 'f', 'o', 'r', 'm', 'a', 't', ' ', '3', '\0'};
 
@@ -249,6 +256,8 @@ std::unique_ptr<Store> Store::open_for_writing(const std::string &path)
                 throw FatalError("cannot create the store schema in " + path + ": " + err);
         } else if (std::string err = exec(db, "PRAGMA journal_mode = WAL"); !err.empty()) {
             throw FatalError("cannot use store " + path + ": " + err);
+        } else if (std::string err = exec(db, kDropRetiredIndexes); !err.empty()) {
+            throw FatalError("cannot use store " + path + ": " + err);
         }
         // WAL + NORMAL: a commit survives a crash of the agent (SIGKILL);
         // only a power cut may lose the last commits.
@@ -261,7 +270,45 @@ std::unique_ptr<Store> Store::open_for_writing(const std::string &path)
         close(fd);
         throw;
     }
-    return std::unique_ptr<Store>(new Store(path, db, fd));
+    auto store = std::unique_ptr<Store>(new Store(path, db, fd));
+    // Replaces SQLite's auto-checkpoint, which ran on the committing thread.
+    sqlite3_wal_hook(db, &Store::on_wal_commit, store.get());
+    return store;
+}
+
+int Store::on_wal_commit(void *self, sqlite3 *, const char *, int pages)
+{
+    static_cast<Store *>(self)->wal_pages_ = pages;
+    return SQLITE_OK;
+}
+
+std::string Store::checkpoint(const std::string &path)
+{
+    // No SQLITE_OPEN_CREATE: after a rename (logrotate) and before the
+    // writer reopens, there is nothing to checkpoint at `path`.
+    sqlite3 *db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+        std::string err = db ? sqlite3_errmsg(db) : "cannot open";
+        sqlite3_close(db);
+        return err;
+    }
+    sqlite3_busy_timeout(db, 2000);
+    // A new connection learns that the file is in WAL mode only when it
+    // first reads it; until then a checkpoint does nothing, successfully.
+    std::string err = exec(db, "PRAGMA journal_mode = WAL");
+    if (err.empty() && sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) != SQLITE_OK)
+        err = sqlite3_errmsg(db);
+    // Another connection (the writer's) stays open, so closing this one
+    // neither checkpoints again nor removes the WAL.
+    sqlite3_close(db);
+    return err;
+}
+
+std::string Store::checkpoint_and_restart_wal()
+{
+    if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, nullptr, nullptr) != SQLITE_OK)
+        return sqlite3_errmsg(db_);
+    return {};
 }
 
 std::unique_ptr<Store> Store::open_read_only(const std::string &path)
@@ -316,7 +363,7 @@ StoreRow make_store_row(const Event &event, std::string json)
     return row;
 }
 
-StoreRow make_store_row(const Event &event) { return make_store_row(event, to_json(event).dump()); }
+StoreRow make_store_row(const Event &event) { return make_store_row(event, to_json_line(event)); }
 
 std::string Store::append(const std::vector<Event> &events)
 {
@@ -441,6 +488,7 @@ StoreWriter::StoreWriter(Opener opener, Options options)
     path_ = store_->path();
     retention(/*log_always=*/false);
     thread_ = std::thread([this] { loop(); });
+    checkpoint_thread_ = std::thread([this] { checkpoint_loop(); });
 }
 
 StoreWriter::~StoreWriter() { stop(); }
@@ -485,8 +533,10 @@ void StoreWriter::stop()
             return;
         stopping_ = true;
         wake_.notify_one();
+        checkpoint_wake_.notify_one();
     }
     thread_.join();
+    checkpoint_thread_.join();
 }
 
 StoreWriterStats StoreWriter::stats() const
@@ -520,6 +570,14 @@ void StoreWriter::loop()
             queued_bytes_ = 0;
         }
         write_batch(batch);
+        if (store_ && store_->wal_pages() >= options_.wal_limit_pages) {
+            if (std::string err = store_->checkpoint_and_restart_wal(); !err.empty())
+                spdlog::debug("store {}: checkpoint by the writer: {}", path_, err);
+        } else if (store_ && store_->wal_pages() >= options_.checkpoint_pages) {
+            std::lock_guard lock(mu_);
+            checkpoint_wanted_ = true;
+            checkpoint_wake_.notify_one();
+        }
         if (reopen) {
             // Close first: the lock is ours, and the new open takes it again.
             store_.reset();
@@ -547,6 +605,36 @@ void StoreWriter::loop()
     std::lock_guard lock(mu_);
     flush_done_ = flush_requested_;
     flushed_.notify_all();
+}
+
+// A checkpoint is asked for after a commit that left the WAL past
+// checkpoint_pages; until it is done, the writer goes on appending. With
+// SQLite's default (auto-checkpoint on the committing thread) the writer
+// sat in fsync for 5-45 ms now and then, and a storm filled the queue
+// meanwhile (docs/BENCHMARKS.md). A PASSIVE checkpoint never waits for the
+// writer, and the WAL starts over only when a commit finds all of it
+// copied: a writer that never pauses would grow it without end. So past
+// wal_limit_pages the writer checkpoints itself, in RESTART mode, between
+// two transactions: what is left to copy is what the last passive
+// checkpoint missed.
+void StoreWriter::checkpoint_loop()
+{
+    std::chrono::steady_clock::time_point last_error_log{};
+    for (;;) {
+        {
+            std::unique_lock lock(mu_);
+            checkpoint_wake_.wait(lock, [&] { return stopping_ || checkpoint_wanted_; });
+            if (stopping_)
+                return;  // the writer's connection checkpoints as it closes
+            checkpoint_wanted_ = false;
+        }
+        std::string err = Store::checkpoint(path_);
+        auto now = std::chrono::steady_clock::now();
+        if (!err.empty() && now - last_error_log >= std::chrono::seconds(60)) {
+            last_error_log = now;
+            spdlog::warn("store {}: checkpoint failed: {} (the WAL grows until one succeeds)", path_, err);
+        }
+    }
 }
 
 void StoreWriter::write_batch(std::vector<StoreRow> &batch)

@@ -212,6 +212,45 @@ TEST_F(StoreTest, RecordsSurviveClosingAndAreQueryableWithSql)
     sqlite3_close(db);
 }
 
+namespace {
+
+std::vector<std::string> index_names(const std::string &path)
+{
+    sqlite3 *db = nullptr;
+    std::vector<std::string> names;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+        sqlite3_stmt *st = nullptr;
+        sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'records_%' ORDER BY name",
+                           -1, &st, nullptr);
+        while (st && sqlite3_step(st) == SQLITE_ROW)
+            names.emplace_back(reinterpret_cast<const char *>(sqlite3_column_text(st, 0)));
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return names;
+}
+
+}  // namespace
+
+// The index on (remote, time_ns) made every insert of a client-side reset
+// land on a random page; stores made with it lose it when an agent opens
+// them, and keep their records.
+TEST_F(StoreTest, TheRetiredRemoteIndexIsDroppedFromAnOlderStore)
+{
+    Store::open_for_writing(path_)->append({reset(1, "10.0.0.1:80")});
+    EXPECT_EQ(index_names(path_), (std::vector<std::string>{"records_cause", "records_time"}));
+    sqlite3 *db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "CREATE INDEX records_remote ON records (remote, time_ns)", nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+    ASSERT_EQ(index_names(path_).size(), 3u);
+
+    Store::open_for_writing(path_)->append({reset(2, "10.0.0.2:80")});
+    EXPECT_EQ(index_names(path_), (std::vector<std::string>{"records_cause", "records_time"}));
+    EXPECT_EQ(read_all().size(), 2u);
+}
+
 TEST_F(StoreTest, SinceSelectsRecentRecords)
 {
     Store::open_for_writing(path_)->append({reset(1, "a:1", kT0), reset(2, "b:1", kT0 + 10 * kDayNs)});
@@ -351,6 +390,30 @@ TEST_F(StoreTest, WriterCountsWhatItCannotWriteAndGoesOn)
     writer.flush();
     EXPECT_EQ(writer.stats().written, 11u);
     EXPECT_EQ(writer.stats().lost(), 6u);
+}
+
+// Checkpoints run on a thread of their own, and the WAL does not grow with
+// what is written: without them it would hold all 30000 records (~30 MB).
+TEST_F(StoreTest, WriterKeepsTheWalBoundedWhileItWrites)
+{
+    StoreWriter::Options options;
+    options.checkpoint_pages = 20;
+    options.wal_limit_pages = 100;
+    StoreWriter writer([&] { return Store::open_for_writing(path_); }, options);
+    const fs::path wal = path_ + "-wal";
+    uintmax_t largest_wal = 0;
+    for (int batch = 0; batch < 300; ++batch) {
+        for (int i = 0; i < 100; ++i)
+            ASSERT_TRUE(writer.push(reset(i, "10.0.0." + std::to_string(i) + ":80")));
+        writer.flush();
+        std::error_code ec;
+        largest_wal = std::max(largest_wal, fs::file_size(wal, ec));
+    }
+    EXPECT_EQ(writer.stats().written, 30000u);
+    EXPECT_LT(largest_wal, 4u << 20) << "the WAL grew with the data: checkpoints did not keep up";
+    EXPECT_GT(fs::file_size(path_), 20u << 20) << "the records reached the database file while the writer ran";
+    writer.stop();
+    EXPECT_EQ(Store::open_read_only(path_)->count(), 30000u);
 }
 
 TEST_F(StoreTest, WriterReopens)
