@@ -133,7 +133,10 @@ public:
         // where 2 MiB dropped up to 1% while the writer waited for a CPU.
         size_t queue_capacity_bytes = 4u << 20;
         std::chrono::milliseconds commit_interval{250};  // well inside the one-second promise
-        size_t batch_size = 4096;  // commit early when this many wait, or a quarter of the bytes
+        // Commit before the interval is up when this many rows, or this
+        // many bytes (a quarter of the queue), wait.
+        size_t batch_size = 4096;
+        size_t batch_bytes = 1u << 20;
         std::chrono::seconds retention_interval{60};
         // A checkpoint on the checkpoint thread after a commit that leaves
         // this many pages in the WAL (SQLite's own auto-checkpoint
@@ -171,7 +174,7 @@ private:
     // Under mu_: enough waits to commit before the interval is up.
     bool batch_ready() const
     {
-        return queue_.size() >= options_.batch_size || queued_bytes_ >= options_.queue_capacity_bytes / 4;
+        return queue_.size() >= options_.batch_size || queued_bytes_ >= options_.batch_bytes;
     }
     void retention(bool log_always);
     void checkpoint_loop();

@@ -366,8 +366,11 @@ TEST_F(StoreTest, WriterCountsWhatItCannotWriteAndGoesOn)
     // Room for ten rows (the queue is bounded in bytes).
     const size_t row_bytes = make_store_row(reset(0, "a:1")).footprint();
     options.queue_capacity_bytes = 10 * row_bytes + row_bytes / 2;
+    // Nothing commits until flush(): the writer must not empty the queue
+    // while the rows are pushed (it did, now and then, at a quarter full).
     options.commit_interval = std::chrono::milliseconds(60000);
     options.batch_size = 1000;
+    options.batch_bytes = options.queue_capacity_bytes + 1;
     StoreWriter writer([&] { return Store::open_for_writing(path_); }, options);
     for (int i = 0; i < 15; ++i)
         writer.push(reset(i, "a:1"));
