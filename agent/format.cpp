@@ -175,14 +175,6 @@ public:
         this->key(key);
         writer_.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
     }
-    // A name from to_string(), or null.
-    void name_or_null(const char *key, const char *name)
-    {
-        if (name)
-            string(key, name);
-        else
-            null(key);
-    }
     void string_or_null(const char *key, const std::string &value)
     {
         if (value.empty())

@@ -298,8 +298,9 @@ std::string Store::checkpoint(const std::string &path)
     std::string err = exec(db, "PRAGMA journal_mode = WAL");
     if (err.empty() && sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) != SQLITE_OK)
         err = sqlite3_errmsg(db);
-    // Another connection (the writer's) stays open, so closing this one
-    // neither checkpoints again nor removes the WAL.
+    // While the writer's connection is open, closing this one neither
+    // checkpoints again nor removes the WAL; during a reopen it may be the
+    // last, and then closing it checkpoints the rest, as the writer's would.
     sqlite3_close(db);
     return err;
 }
