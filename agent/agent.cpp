@@ -277,7 +277,7 @@ int run_agent(const RunSettings &settings)
     if (!ring_fill.ok())
         spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");
 
-    SeedReport seed = seed_listeners(session.listeners_map_fd(), settings.filter);
+    SeedReport seed = seed_listeners(session.listeners_map_fd(), session.listened_ports(), settings.filter);
     for (const auto &problem : seed.problems)
         spdlog::warn("seeding: {}", problem);
     std::string what = settings.filter.all ? std::string("every process") : std::string();

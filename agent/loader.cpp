@@ -287,6 +287,8 @@ BpfCounters BpfSession::counters() const
 
 int BpfSession::listeners_map_fd() const { return bpf_map__fd(skel_->maps.listeners); }
 
+__u64 *BpfSession::listened_ports() const { return skel_->bss->listened_ports; }
+
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }
 
 }  // namespace rstwatch

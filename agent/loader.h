@@ -3,6 +3,8 @@
 // ring buffer. Errors here are fatal and carry a hint.
 #pragma once
 
+#include <linux/types.h>
+
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -66,6 +68,9 @@ public:
     BpfCounters counters() const;
     // The listeners map, which seeding fills and the sweep prunes.
     int listeners_map_fd() const;
+    // Its ports, one bit each (RW_PORT_WORDS words), which the reset
+    // programs check before it: the BPF object's .bss, mapped here.
+    __u64 *listened_ports() const;
     // The ring buffer map (for its fill level, ring_fill.h).
     int records_map_fd() const;
     const std::vector<std::string> &attached_programs() const { return attached_; }

@@ -5,6 +5,8 @@
 // which bind() recorded before the agent was there.
 #pragma once
 
+#include <linux/types.h>
+
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -22,10 +24,11 @@ struct SeedReport {
 // For every process the filter tracks, duplicates its TCP sockets with
 // pidfd_getfd(2) and writes each listening one into the listeners map
 // (BpfSession::listeners_map_fd()), owned by the top of the process family
-// holding it (nginx's master, not the workers that inherited it). Call
+// holding it (nginx's master, not the workers that inherited it), and its
+// port into the map's port bits (BpfSession::listened_ports()). Call
 // after attaching, so that nothing bound in between is missed; a bind()
 // since attach keeps its entry.
-SeedReport seed_listeners(int listeners_fd, const TrackingFilter &filter);
+SeedReport seed_listeners(int listeners_fd, __u64 *listened_ports, const TrackingFilter &filter);
 
 // Removes the listeners whose process is gone (stopped or restarted nginx):
 // their endpoint may be another process's next. Returns how many went.

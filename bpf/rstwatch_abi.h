@@ -59,6 +59,17 @@ struct rw_flow {
 };
 
 /*
+ * Every port that has ever had an entry in the listeners table, one bit
+ * each, in the BPF object's .bss (which user space maps): a reset whose
+ * local port has no bit skips both listener lookups. Bits are set with an
+ * atomic OR, by bind() and by seeding, and never cleared, so a clear bit
+ * always means no listener there.
+ */
+#define RW_PORT_WORDS 1024 /* 65536 ports / 64 */
+#define RW_PORT_WORD(port) (((port) >> 6) & (RW_PORT_WORDS - 1))
+#define RW_PORT_BIT(port) (1ULL << ((port) & 63))
+
+/*
  * A socket a tracked process bound a port for (to listen on), keyed by its
  * rw_endpoint as bound (a wildcard address is all zeros): connections with
  * that local end were accepted (downstream). Once the worker that accepted

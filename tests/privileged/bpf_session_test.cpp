@@ -579,7 +579,8 @@ void expect_client_reset_owned(Acceptor acceptor, bool listener_before_attach = 
     int listener = listener_before_attach ? rwtest::listen_on_loopback(true) : -1;
     Collector collector;
     if (listener_before_attach) {
-        SeedReport seed = seed_listeners(collector.session().listeners_map_fd(), Collector::self_filter());
+        SeedReport seed = seed_listeners(collector.session().listeners_map_fd(), collector.session().listened_ports(),
+                                         Collector::self_filter());
         EXPECT_EQ(seed.listeners, 1u);
         EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
     } else {
