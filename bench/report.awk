@@ -85,7 +85,7 @@ function prog_table(w, tl,    n, i, t, nm, ml, j, tp, hits, ns, fl, c1, c2, c3, 
     V[w, t, m, r] = v
     if (r > RMAX) RMAX = r
     if (!((w, t) in SEEN)) { SEEN[w, t] = 1; TOOLS[w] = TOOLS[w] " " t }
-    if ((w == "kernel" || w == "resets") && !((w, t, m) in KSEEN)) { KSEEN[w, t, m] = 1; KM[w, t] = KM[w, t] " " m }
+    if ((w == "kernel" || w ~ /^resets/) && !((w, t, m) in KSEEN)) { KSEEN[w, t, m] = 1; KM[w, t] = KM[w, t] " " m }
     if (m == "rss_kb" && t == "rstwatch" && v + 0 > RSS_MAX) RSS_MAX = v + 0
 }
 
@@ -239,8 +239,17 @@ END {
         print "## Cost per reset: ns per invocation while a tracked generator resets 100000 loopback connections"
         print ""
         print "Warm: programs run back to back, where under churn a handful of resets each pay first-use costs. Floor as above; medians over rounds, (min–max)."
+        print "The tracked client resets each connection: its `tcp_send_reset` reports it (one record); the acceptor, untracked, receives it and its `tcp_receive_reset` filters it out."
         print ""
         prog_table("resets", rl)
+        print ""
+    }
+    if ("resets-received" in TOOLS) {
+        print "## Cost per reset received: the same, with the untracked acceptor resetting and the tracked client receiving (nginx's 502, backend on this host)"
+        print ""
+        print "`tcp_receive_reset` reports the client's side (one record); `tcp_send_reset`, traced after the reset went out, adds the acceptor's side as evidence (a second record)."
+        print ""
+        prog_table("resets-received", rl)
         print ""
     }
 

@@ -1,11 +1,16 @@
 // rstwatch-bench-resetgen: a bounded reset storm on loopback.
 //
-//   rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal] [--graceful]
+//   rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal]
+//                           [--graceful | --backend-resets]
 //
 // T client threads connect to a listener on 127.0.0.1 and close each
 // connection at once with SO_LINGER 0, which sends a RST from an ESTABLISHED
 // socket: one reset per connection, as fast as the machine allows, until S
 // seconds passed or N resets were sent (both bounded).
+//
+// With --backend-resets the acceptor resets each connection instead, and
+// the client reads until the reset arrives: the tracked end receives it, as
+// nginx does on an upstream connection whose backend (on this host) aborts.
 //
 // With --graceful the connections close with a FIN instead: no resets, only
 // connection churn, to measure what the per-connection hooks cost. The CPU
@@ -60,10 +65,12 @@ uint64_t process_cpu_ns()
     return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
 }
 
-// The grandchild: listens, reports its address, accepts and closes until
-// `stop` reads EOF, then reports the CPU time it used on `cpu_out`.
-[[noreturn]] void run_acceptor(int stop, int port_out, int cpu_out)
+// The grandchild: listens, reports its address, accepts and closes (with a
+// reset if `reset`) until `stop` reads EOF, then reports the CPU time it
+// used on `cpu_out`.
+[[noreturn]] void run_acceptor(int stop, int port_out, int cpu_out, bool reset)
 {
+    const linger abort = {1, 0};
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -86,8 +93,11 @@ uint64_t process_cpu_ns()
             _exit(write(cpu_out, &cpu, sizeof(cpu)) == static_cast<ssize_t>(sizeof(cpu)) ? 0 : 1);
         }
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd >= 0)
-            close(fd);
+        if (fd < 0)
+            continue;
+        if (reset)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+        close(fd);
     }
 }
 
@@ -95,8 +105,9 @@ uint64_t process_cpu_ns()
 {
     std::fprintf(status ? stderr : stdout,
                  "usage: rstwatch-bench-resetgen [--duration S] [--max-resets N] [--threads T] [--wait-signal] "
-                 "[--graceful]\n"
+                 "[--graceful | --backend-resets]\n"
                  "Loopback only: connects to its own listener and resets each connection (SO_LINGER 0),\n"
+                 "or with --backend-resets has the listener's side reset it and reads until it does,\n"
                  "or with --graceful closes it (FIN) and reports the CPU time per connection.\n"
                  "example: rstwatch-bench-resetgen --duration 5 --max-resets 1000000 --threads 2\n");
     std::exit(status);
@@ -111,6 +122,7 @@ int main(int argc, char **argv)
     int threads = 1;
     bool wait_signal = false;
     bool graceful = false;
+    bool backend_resets = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -128,6 +140,8 @@ int main(int argc, char **argv)
             wait_signal = true;
         else if (a == "--graceful")
             graceful = true;
+        else if (a == "--backend-resets")
+            backend_resets = true;
         else if (a == "-h" || a == "--help")
             usage(0);
         else
@@ -135,8 +149,9 @@ int main(int argc, char **argv)
     }
     // Bounded whatever the caller asks.
     if (duration_s <= 0 || duration_s > 300 || max_resets <= 0 || max_resets > 100'000'000 || threads < 1 ||
-        threads > 16) {
-        std::fprintf(stderr, "resetgen: --duration must be in (0, 300], --max-resets in (0, 1e8], --threads in [1, 16]\n");
+        threads > 16 || (graceful && backend_resets)) {
+        std::fprintf(stderr, "resetgen: --duration must be in (0, 300], --max-resets in (0, 1e8], --threads in [1, 16];\n"
+                     "--graceful and --backend-resets exclude each other\n");
         return 2;
     }
 
@@ -154,7 +169,7 @@ int main(int argc, char **argv)
         close(port_pipe[0]);
         close(cpu_pipe[0]);
         if (fork() == 0)
-            run_acceptor(stop[0], port_pipe[1], cpu_pipe[1]);
+            run_acceptor(stop[0], port_pipe[1], cpu_pipe[1], backend_resets);
         _exit(0);
     }
     close(stop[0]);
@@ -211,9 +226,9 @@ int main(int argc, char **argv)
                         break;
                     continue;
                 }
-                if (graceful) {
+                if (graceful || backend_resets) {
                     char byte;
-                    while (read(fd, &byte, 1) > 0) {  // until the acceptor's FIN
+                    while (read(fd, &byte, 1) > 0) {  // until the acceptor's FIN or reset
                     }
                 } else {
                     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
