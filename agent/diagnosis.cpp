@@ -89,6 +89,12 @@ std::optional<Cause> cause_from_string(const std::string &name)
 
 bool is_upstream_failure(Cause c) { return c != Cause::ClientSide && c != Cause::Unknown; }
 
+// One key per direction of a flow: "local remote" (addresses have no spaces).
+static std::string flow_key(const std::string &local, const std::string &remote)
+{
+    return local + ' ' + remote;
+}
+
 static uint64_t mono_of(const Event &e)
 {
     return std::visit([](const auto &v) { return v.mono_ns; }, e);
@@ -106,12 +112,25 @@ void Diagnoser::add(Event event)
         // A sent reset may be the far end of a tracked connection, unless it
         // left a connection its owner made itself (nginx's own upstream ones).
         recent_peers_.push_back(reset);
+        peers_by_flow_.emplace(flow_key(reset.local, reset.remote), &recent_peers_.back());
     }
     // Keep what a held event or one yet to come may still need.
     while (!recent_peers_.empty() && (recent_peers_.size() > kMaxRecentPeers ||
                                       now > recent_peers_.front().mono_ns + kPeerWindowNs + kHoldBackNs))
-        recent_peers_.pop_front();
+        forget_oldest_peer();
     held_.push_back(std::move(event));
+}
+
+void Diagnoser::forget_oldest_peer()
+{
+    const ResetEvent *oldest = &recent_peers_.front();
+    auto [first, last] = peers_by_flow_.equal_range(flow_key(oldest->local, oldest->remote));
+    for (auto it = first; it != last; ++it)
+        if (it->second == oldest) {
+            peers_by_flow_.erase(it);
+            break;
+        }
+    recent_peers_.pop_front();
 }
 
 std::vector<Event> Diagnoser::take_ready(uint64_t now_mono_ns)
@@ -303,9 +322,9 @@ const ResetEvent *Diagnoser::backend_side_of(const ResetEvent &r) const
     // listener. The socket's reset says why; the listener's only echoes it.
     const ResetEvent *best = nullptr, *best_socket = nullptr;
     uint64_t best_gap = UINT64_MAX, best_socket_gap = UINT64_MAX;
-    for (const auto &peer : recent_peers_) {
-        if (peer.local != r.remote || peer.remote != r.local)
-            continue;
+    auto [first, last] = peers_by_flow_.equal_range(flow_key(r.remote, r.local));
+    for (auto it = first; it != last; ++it) {
+        const ResetEvent &peer = *it->second;
         const bool after = peer.mono_ns > r.mono_ns;
         const uint64_t gap = after ? peer.mono_ns - r.mono_ns : r.mono_ns - peer.mono_ns;
         if (gap > (after ? kHoldBackNs : kPeerWindowNs))

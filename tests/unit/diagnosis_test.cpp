@@ -369,3 +369,35 @@ TEST(Diagnosis, SynRetransmissionsAloneAreNoBlackHole)
     auto result = diagnose_with(d, {}, r, {peer});
     EXPECT_EQ(result.cause, Cause::StaleReuse);
 }
+
+// The backend's side is found by flow among the last kMaxRecentPeers sent
+// resets; the oldest beyond that bound are forgotten, index and all.
+TEST(Diagnosis, BackendSideIsFoundAmongManyAndTheOldestAreForgotten)
+{
+    Diagnoser d;
+    const size_t n = Diagnoser::kMaxRecentPeers + 10;
+    auto peer_on_port = [](size_t port) {
+        ResetEvent p = backend_sent(100, "TCP_ABORT_ON_CLOSE");
+        p.remote = "198.18.0.1:" + std::to_string(port);
+        return p;
+    };
+    for (size_t i = 0; i < n; i++)
+        d.add(peer_on_port(10000 + i));
+    ResetEvent newest = nginx_received(100), oldest = nginx_received(100);
+    newest.local = "198.18.0.1:" + std::to_string(10000 + n - 1);
+    oldest.local = "198.18.0.1:10000";
+    d.add(newest);
+    d.add(oldest);
+    size_t with_backend_side = 0, without = 0;
+    for (const Event &e : d.take_all()) {
+        const auto *r = std::get_if<ResetEvent>(&e);
+        if (!r || !r->owner_known)
+            continue;
+        bool found = false;
+        for (const auto &line : r->diagnosis->evidence)
+            found |= line.find("the backend's side is on this host") != std::string::npos;
+        (r->local == newest.local ? with_backend_side : without) += found;
+    }
+    EXPECT_EQ(with_backend_side, 1u) << "the newest sent reset of the flow is found";
+    EXPECT_EQ(without, 0u) << "the oldest was forgotten past the bound";
+}
