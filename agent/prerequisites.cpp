@@ -20,7 +20,7 @@ const std::vector<std::string> kRequiredTracepoints = {
 
 // The owner of a socket is found at the reset by walking the processes
 // (Linux 6.7) and checked against the one cached (Linux 6.2).
-const std::vector<std::string> kRequiredKfuncs = {"bpf_iter_task_new", "bpf_task_from_pid"};
+const std::vector<std::string> kRequiredKfuncs = {"bpf_iter_task_new", "bpf_rdonly_cast"};
 
 std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
 {
@@ -45,7 +45,7 @@ std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
     for (const auto &kfunc : kRequiredKfuncs)
         if (!kernel.has_kfunc(kfunc))
             missing.push_back("the kernel lacks the BPF kfunc " + kfunc +
-                              ": rstwatch finds a socket's owner with the task iterator kfuncs of Linux 6.7+");
+                              ": rstwatch finds a socket's owner with kfuncs of Linux 6.7+ (the task iterator, bpf_rdonly_cast)");
     return missing;
 }
 

@@ -563,6 +563,67 @@ TEST(BpfSession, SocketOpenedBeforeSetuidHasNoOwnerAndIsCounted)
     close(listener);
 }
 
+// The cache names a holder through its task_struct, read without a
+// reference: a holder that has exited must not pass for alive. Its socket,
+// inherited by its child, still carries its credentials (the file holds
+// them), so the cache has an entry for them; the owner is unknown.
+TEST(BpfSession, AnExitedHoldersSocketLeftToItsChildNamesNobody)
+{
+    REQUIRE_ROOT();
+    Collector collector(1u << 20, /*peer_resets=*/false);
+    int listener = rwtest::listen_on_loopback(false);
+    ASSERT_GE(listener, 0);
+    // ready: the child's pid, then its child's. go: the child may exit.
+    // hold: the grandchild keeps the socket until the write end closes,
+    // which this process's exit does too, should the test fail first.
+    int ready[2], go[2], hold[2];
+    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(hold, O_CLOEXEC), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int client = rwtest::connect_to(false, rwtest::port_of(listener));
+        if (client < 0)
+            _exit(1);
+        close(hold[1]);
+        pid_t grandchild = fork();
+        if (grandchild == 0) {
+            char x;
+            (void)!read(hold[0], &x, 1);
+            _exit(0);
+        }
+        char x;
+        if (grandchild < 0 || write(ready[1], &grandchild, sizeof grandchild) != sizeof grandchild ||
+            read(go[0], &x, 1) != 1)
+            _exit(1);
+        _exit(0);
+    }
+    ASSERT_GT(child, 0);
+    close(hold[0]);
+    pid_t grandchild = -1;
+    ASSERT_EQ(read(ready[0], &grandchild, sizeof grandchild), static_cast<ssize_t>(sizeof grandchild));
+    collector.session().learn_cred_holders();  // the child's credentials, cached with its task
+    ASSERT_EQ(write(go[1], "x", 1), 1);
+    int status = -1;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_EQ(status, 0);
+    std::this_thread::sleep_for(200ms);  // its task_struct is freed after an RCU grace period
+
+    int accepted = accept(listener, nullptr, nullptr);
+    ASSERT_GE(accepted, 0);
+    const std::string inherited_end = rwtest::endpoint_of(accepted, true);
+    rwtest::close_with_reset(accepted);
+    collector.collect_for(300ms);
+    close(hold[1]);  // the grandchild exits; it is not ours to wait for (reparented)
+    EXPECT_EQ(collector.count([&](const ResetEvent &e) {
+        return e.direction == Direction::Received && e.local == inherited_end;
+    }), 0u) << "the exited child must not be named; seen:" << collector.describe();
+    EXPECT_GE(collector.session().counters().owners_unresolved, 1u);
+    for (int fd : {ready[0], ready[1], go[0], go[1], listener})
+        close(fd);
+}
+
 // How a client connection's owner is found when the client resets it.
 enum class Acceptor {
     Self,          // this process accepted it and still has it open: its file names us

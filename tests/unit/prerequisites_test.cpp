@@ -15,7 +15,7 @@ struct FakeKernel : KernelFeatures {
     bool root = true;
     std::set<int> caps;
     std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset"};
-    std::set<std::string> kfuncs = {"bpf_iter_task_new", "bpf_task_from_pid"};
+    std::set<std::string> kfuncs = {"bpf_iter_task_new", "bpf_rdonly_cast"};
     std::string cgroup2 = "/sys/fs/cgroup";
 
     bool has_vmlinux_btf() const override { return btf; }
@@ -108,7 +108,7 @@ TEST(Prerequisites, EachMissingTracepointIsNamed)
 TEST(Prerequisites, AKernelWithoutTheTaskIteratorIsNamed)
 {
     FakeKernel k;
-    k.kfuncs = {"bpf_task_from_pid"};  // Linux 6.2 to 6.6
+    k.kfuncs = {"bpf_rdonly_cast"};  // Linux 6.2 to 6.6
     auto missing = missing_prerequisites(k);
     ASSERT_EQ(missing.size(), 1u) << joined(missing);
     EXPECT_NE(missing[0].find("bpf_iter_task_new"), std::string::npos);
