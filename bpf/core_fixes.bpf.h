@@ -7,8 +7,9 @@
  * Differences handled in user space instead (program autoload switched off,
  * see agent/loader.cpp): oom:mark_victim, tcp:tcp_probe. The cgroup socket
  * hooks (Linux 4.17+) need the cgroup v2 hierarchy mounted somewhere, and
- * finding a socket's owner needs the task iterator kfuncs (Linux 6.7+):
- * agent/prerequisites.cpp checks both before loading.
+ * finding a socket's owner needs the task iterator kfuncs (Linux 6.7+) and
+ * bpf_rdonly_cast (6.2+):
+ * agent/prerequisites.cpp checks them all before loading.
  */
 #ifndef RSTWATCH_CORE_FIXES_BPF_H
 #define RSTWATCH_CORE_FIXES_BPF_H
