@@ -312,6 +312,12 @@ std::string Store::checkpoint_and_restart_wal()
     return {};
 }
 
+void Store::limit_wal_file(int pages)
+{
+    int64_t bytes = int64_t{pages} * query_int(db_, "PRAGMA page_size", 4096);
+    exec(db_, ("PRAGMA journal_size_limit = " + std::to_string(bytes)).c_str());
+}
+
 std::unique_ptr<Store> Store::open_read_only(const std::string &path)
 {
     std::error_code ec;
@@ -487,6 +493,7 @@ StoreWriter::StoreWriter(Opener opener, Options options)
     : opener_(std::move(opener)), options_(options), store_(opener_())
 {
     path_ = store_->path();
+    store_->limit_wal_file(options_.checkpoint_pages);
     retention(/*log_always=*/false);
     thread_ = std::thread([this] { loop(); });
     checkpoint_thread_ = std::thread([this] { checkpoint_loop(); });
@@ -584,6 +591,7 @@ void StoreWriter::loop()
             store_.reset();
             try {
                 store_ = opener_();
+                store_->limit_wal_file(options_.checkpoint_pages);
                 spdlog::info("store {} reopened", path_);
             } catch (const FatalError &e) {
                 spdlog::error("cannot reopen the store: {} (records are counted as lost until the next SIGHUP)",

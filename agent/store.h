@@ -102,6 +102,12 @@ public:
     // On the writing connection, between transactions: copies the rest of
     // the WAL and makes the next commit start it over (RESTART).
     std::string checkpoint_and_restart_wal();
+    // SQLite reuses its WAL file rather than shrinking it, so one storm
+    // would leave it at its high-water mark (up to wal_limit_pages, 32 MiB)
+    // for as long as the agent runs. With this limit the first commit after
+    // the WAL starts over truncates the file to `pages` pages (SQLite's
+    // journal_size_limit).
+    void limit_wal_file(int pages);
 
 private:
     Store(std::string path, sqlite3 *db, int lock_fd);

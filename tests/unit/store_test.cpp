@@ -419,6 +419,40 @@ TEST_F(StoreTest, WriterKeepsTheWalBoundedWhileItWrites)
     EXPECT_EQ(Store::open_read_only(path_)->count(), 30000u);
 }
 
+// One burst grows the WAL past the checkpoint threshold; once it has been
+// copied and starts over, the file shrinks back instead of staying at its
+// high-water mark for the agent's lifetime.
+TEST_F(StoreTest, WriterShrinksTheWalFileAfterABurst)
+{
+    StoreWriter::Options options;
+    options.checkpoint_pages = 20;
+    options.wal_limit_pages = 100;
+    // Nothing committed before the flush, so the burst is one transaction.
+    options.batch_size = 100000;
+    options.batch_bytes = options.queue_capacity_bytes = 64u << 20;
+    options.commit_interval = std::chrono::minutes(10);
+    StoreWriter writer([&] { return Store::open_for_writing(path_); }, options);
+    const fs::path wal = path_ + "-wal";
+    for (int i = 0; i < 2000; ++i)
+        ASSERT_TRUE(writer.push(reset(i, "10.0.0.1:80")));
+    writer.flush();  // one transaction: the WAL holds all of it
+    std::error_code ec;
+    const uintmax_t after_burst = fs::file_size(wal, ec);
+    ASSERT_GT(after_burst, 1u << 19) << "the burst did not grow the WAL; the test proves nothing";
+    const uintmax_t limit = 20 * 4096;
+    uintmax_t now = after_burst;
+    int quiet = 0;
+    // A few quiet commits: a checkpoint, the WAL restarting, a truncation.
+    while (quiet < 50 && now > limit) {
+        writer.push(reset(5000 + quiet++, "10.0.0.2:80"));
+        writer.flush();
+        now = fs::file_size(wal, ec);
+    }
+    EXPECT_LE(now, limit) << "the WAL file stayed at " << after_burst << " bytes after the burst";
+    writer.stop();
+    EXPECT_EQ(Store::open_read_only(path_)->count(), 2000u + quiet);
+}
+
 TEST_F(StoreTest, WriterReopens)
 {
     StoreWriter writer([&] { return Store::open_for_writing(path_); }, {});
