@@ -126,6 +126,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     for (size_t i = 0; i < filter.comms.size(); i++)
         comm_words(filter.comms[i], ro->tracked_comms[i]);
 
+    ro->ring_wakeup_bytes = options.ring_buffer_bytes / 8;
     if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
         throw FatalError("cannot size the ring buffer: " + errno_text(err));
     // Probe before load and switch off what the kernel cannot attach,

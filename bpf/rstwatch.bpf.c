@@ -56,6 +56,8 @@ const volatile __u32 tracked_pids[RW_MAX_PIDS] = {};
 const volatile __u32 tracked_comm_count = 0;
 /* Each name as two little 8-byte words, so a match is two compares. */
 const volatile __u64 tracked_comms[RW_MAX_COMMS][2] = {};
+/* An eighth of the ring's size (which the agent sets): see wakeup_flags(). */
+const volatile __u64 ring_wakeup_bytes = 1;
 
 extern const unsigned int CONFIG_HZ __kconfig __weak;
 
@@ -234,13 +236,12 @@ static __always_inline void init_header(struct rw_record_header *hdr, __u32 size
  * Asking the ring reads the consumer's position, a line the agent writes
  * from another CPU (150 ns per record in a storm); counting records per
  * CPU instead saved that, and lost records at 43k resets/s (run 18).
+ * The ring's size is known at load time: a constant, not a second query.
  */
 static __always_inline __u64 wakeup_flags(void)
 {
-	__u64 waiting = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA);
-
-	return waiting >= bpf_ringbuf_query(&records, BPF_RB_RING_SIZE) / 8 ? BPF_RB_FORCE_WAKEUP
-									     : BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										 : BPF_RB_NO_WAKEUP;
 }
 
 /*
