@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "logging.h"
 #include "metrics.h"
 #include "metrics_server.h"
+#include "output.h"
 #include "procfs.h"
 #include "reset_reasons.h"
 #include "ring_fill.h"
@@ -95,40 +97,56 @@ int64_t realtime_minus_monotonic_ns()
     return (rt.tv_sec - mono.tv_sec) * 1'000'000'000LL + (rt.tv_nsec - mono.tv_nsec);
 }
 
-// Writes event lines and tables to stdout, flushed once per batch.
+// Event lines and tables, to stdout through an OutputWriter: a reader
+// that stops reading costs lines on stdout, never the consumer's pace.
 class Reporter {
 public:
-    Reporter(const RunSettings &settings) : settings_(settings)
-    {
-        // Flushed after every batch anyway: a larger buffer only saves
-        // write()s in a storm (one per 4 KiB was 8% of the consumer there).
-        std::setvbuf(stdout, nullptr, _IOFBF, 1 << 16);
-    }
+    explicit Reporter(const RunSettings &settings) : settings_(settings), out_(STDOUT_FILENO, {}) {}
 
     bool wants_json() const { return settings_.json; }
 
     // `json`: the event's to_json_line(), which the caller has made for
     // the store too; required with --json.
-    void event(const Event &e, const std::string &json)
+    void event(const Event &e, std::string json)
     {
-        const std::string text = settings_.json ? std::string() : format_text(e);
-        const std::string &line = settings_.json ? json : text;
-        std::fwrite(line.data(), 1, line.size(), stdout);
-        std::fputc('\n', stdout);
+        std::string line = settings_.json ? std::move(json) : format_text(e);
+        line += '\n';
+        out_.push(std::move(line));
     }
 
     void tables(const AttributionTables &t)
     {
-        std::string text = settings_.table_format == TableFormat::Json ? t.to_json().dump() + "\n"
-                                                                        : t.render_text();
-        std::fwrite(text.data(), 1, text.size(), stdout);
-        flush();
+        out_.push(settings_.table_format == TableFormat::Json ? t.to_json().dump() + "\n" : t.render_text());
     }
 
-    void flush() { std::fflush(stdout); }
+    // Says (at most every 10 s) that lines were not printed, and why.
+    void log_not_printed(bool final_report)
+    {
+        OutputStats s = out_.stats();
+        auto now = std::chrono::steady_clock::now();
+        if (s.lines_dropped == logged_dropped_ || (!final_report && now - last_log_ < std::chrono::seconds(10)))
+            return;
+        logged_dropped_ = s.lines_dropped;
+        last_log_ = now;
+        spdlog::warn("{} lines not printed {}: {} (every event is still in the tables{})", s.lines_dropped,
+                     final_report ? "in all" : "so far",
+                     s.broken_errno ? "stdout failed (" + std::string(std::strerror(s.broken_errno)) + ")"
+                                    : std::string("stdout is not being read fast enough, or at all"),
+                     settings_.store_path.empty() ? "" : " and the store");
+    }
+
+    // The last lines get a bounded time to go out; the agent never hangs on stdout.
+    void stop()
+    {
+        out_.stop();
+        log_not_printed(true);
+    }
 
 private:
     const RunSettings &settings_;
+    OutputWriter out_;
+    uint64_t logged_dropped_ = 0;
+    std::chrono::steady_clock::time_point last_log_{};
 };
 
 }  // namespace
@@ -238,9 +256,11 @@ int run_agent(const RunSettings &settings)
                 std::string json;
                 if (writer || reporter.wants_json())
                     json = to_json_line(event);
-                reporter.event(event, json);
+                // Neither push blocks; a full queue is counted. One copy of
+                // the line when both take it, as fwrite() made before.
                 if (writer)
-                    writer->push(make_store_row(event, std::move(json)));  // never blocks; a full queue is counted
+                    writer->push(make_store_row(event, reporter.wants_json() ? json : std::move(json)));
+                reporter.event(event, std::move(json));
             } catch (const std::exception &e) {
                 if (consumer_errors++ == 0)
                     spdlog::error("cannot report an event: {}", e.what());
@@ -351,8 +371,8 @@ int run_agent(const RunSettings &settings)
         }
         metrics.set_ring_buffer_fill(ring_fill.ratio());
         report(diagnoser.take_ready(monotonic_ns()));
-        reporter.flush();
         publish_lost();
+        reporter.log_not_printed(false);
         if (clock::now() - last_sweep >= kListenerSweepEvery) {
             if (size_t gone = sweep_listeners(session.listeners_map_fd()))
                 spdlog::debug("{} listeners whose process is gone forgotten", gone);
@@ -384,6 +404,7 @@ int run_agent(const RunSettings &settings)
         writer->stop();
     complete_tables();
     reporter.tables(tables);
+    reporter.stop();
     BpfCounters counters = session.counters();
     if (counters.records_lost)
         spdlog::warn("{} records lost: the ring buffer was full (raise --ring-buffer-kb)", counters.records_lost);

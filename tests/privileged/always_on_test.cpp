@@ -7,6 +7,7 @@
 // connecting socket (role upstream) receives the reset. Every agent gets
 // its own socket and store in a temp directory.
 #include <bpf/bpf.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
@@ -307,6 +308,46 @@ TEST(AlwaysOn, DumpFromARunningAgent)
     CliResult none = run_cli({"dump", "--socket", sock});
     EXPECT_EQ(none.status, 1);
     EXPECT_NE(none.err.find("no rstwatch agent is running"), std::string::npos) << none.err;
+}
+
+// `rstwatch run | less`, paused: nothing reads the agent's stdout. The
+// records still reach the live tables (dump) and the store, SIGTERM still
+// ends the agent, and the lines that never went out are counted in its
+// log. (With stdout written on the consumer's thread, the consumer sat in
+// write(): dump timed out and SIGTERM hung in the last write.)
+TEST(AlwaysOn, AStdoutNobodyReadsHoldsUpNothing)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    const std::string fifo = dir / "stdout.fifo";
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    // Opened for reading, never read: the agent's open finds a reader and
+    // its writes fill the FIFO's 64 KiB.
+    int never_read = open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    ASSERT_GE(never_read, 0);
+    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" >" + fifo, RSTWATCH_BIN, "run"};
+    for (const auto &arg : agent_args(dir))
+        argv.push_back(arg);
+    argv.insert(argv.end(), {"--duration", "300"});
+    ChildProcess agent(argv);
+    ASSERT_TRUE(agent.wait_for_output("; tracking ", 30s, ChildProcess::Stream::Stderr)) << agent.stderr_text();
+
+    // Both ends are this process, so two lines per reset: ~2 MB of JSON.
+    const int resets = 1500;
+    ResetSource source;
+    for (int i = 0; i < resets; ++i)
+        ASSERT_TRUE(source.reset_once());
+    const std::string sock = dir / "rstwatch.sock";
+    EXPECT_TRUE(wait_live_received(sock, source.endpoint(), resets, 10s)) << agent.stderr_text();
+
+    agent.signal(SIGTERM);
+    auto status = agent.wait(15s);
+    close(never_read);
+    ASSERT_TRUE(status) << "SIGTERM did not end an agent whose stdout nobody reads";
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ChildProcess::describe_status(*status);
+    EXPECT_EQ(sql_int(dir / "rstwatch.db", stored_upstream_resets(source.endpoint())), resets);
+    EXPECT_NE(agent.stderr_text().find("lines not printed in all: stdout is not being read"), std::string::npos)
+        << agent.stderr_text();
 }
 
 TEST(AlwaysOn, SocketRefusesNonRootClients)
