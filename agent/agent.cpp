@@ -97,32 +97,39 @@ int64_t realtime_minus_monotonic_ns()
     return (rt.tv_sec - mono.tv_sec) * 1'000'000'000LL + (rt.tv_nsec - mono.tv_nsec);
 }
 
-// Event lines and tables, to stdout through an OutputWriter: a reader
+// Event lines and tables, to stdout through a NonBlockingOutput: a reader
 // that stops reading costs lines on stdout, never the consumer's pace.
 class Reporter {
 public:
     explicit Reporter(const RunSettings &settings) : settings_(settings), out_(STDOUT_FILENO, {}) {}
 
+    // After a batch of events, as stdio's fflush() was: one write per batch.
+    void flush() { out_.flush(); }
+    // The reader has not taken everything: the consumer comes back soon.
+    bool pending() const { return out_.pending(); }
+
     bool wants_json() const { return settings_.json; }
 
     // `json`: the event's to_json_line(), which the caller has made for
     // the store too; required with --json.
-    void event(const Event &e, std::string json)
+    void event(const Event &e, const std::string &json)
     {
-        std::string line = settings_.json ? std::move(json) : format_text(e);
-        line += '\n';
-        out_.push(std::move(line));
+        if (settings_.json)
+            out_.push_line(json);  // no copy but the one into the buffer
+        else
+            out_.push_line(format_text(e));
     }
 
     void tables(const AttributionTables &t)
     {
         out_.push(settings_.table_format == TableFormat::Json ? t.to_json().dump() + "\n" : t.render_text());
+        out_.flush();
     }
 
     // Says (at most every 10 s) that lines were not printed, and why.
     void log_not_printed(bool final_report)
     {
-        OutputStats s = out_.stats();
+        const OutputStats &s = out_.stats();
         auto now = std::chrono::steady_clock::now();
         if (s.lines_dropped == logged_dropped_ || (!final_report && now - last_log_ < std::chrono::seconds(10)))
             return;
@@ -144,7 +151,7 @@ public:
 
 private:
     const RunSettings &settings_;
-    OutputWriter out_;
+    NonBlockingOutput out_;
     uint64_t logged_dropped_ = 0;
     std::chrono::steady_clock::time_point last_log_{};
 };
@@ -256,11 +263,10 @@ int run_agent(const RunSettings &settings)
                 std::string json;
                 if (writer || reporter.wants_json())
                     json = to_json_line(event);
-                // Neither push blocks; a full queue is counted. One copy of
-                // the line when both take it, as fwrite() made before.
+                // Neither blocks; a full queue is counted.
+                reporter.event(event, json);
                 if (writer)
-                    writer->push(make_store_row(event, reporter.wants_json() ? json : std::move(json)));
-                reporter.event(event, std::move(json));
+                    writer->push(make_store_row(event, std::move(json)));
             } catch (const std::exception &e) {
                 if (consumer_errors++ == 0)
                     spdlog::error("cannot report an event: {}", e.what());
@@ -358,8 +364,9 @@ int run_agent(const RunSettings &settings)
     auto last_sweep = clock::now();
     while (!g_stop && clock::now() < deadline) {
         // Idle, the agent wakes twice a second (signals, control requests and
-        // metrics gauges); while events wait for their hold-back, sooner.
-        int timeout_ms = diagnoser.holding() ? 60 : 500;
+        // metrics gauges); while events wait for their hold-back, or lines
+        // for stdout's reader, sooner.
+        int timeout_ms = diagnoser.holding() || reporter.pending() ? 60 : 500;
         if (deadline != clock::time_point::max())
             timeout_ms = static_cast<int>(std::clamp<int64_t>(
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count() + 1, 0,
@@ -371,6 +378,7 @@ int run_agent(const RunSettings &settings)
         }
         metrics.set_ring_buffer_fill(ring_fill.ratio());
         report(diagnoser.take_ready(monotonic_ns()));
+        reporter.flush();
         publish_lost();
         reporter.log_not_printed(false);
         if (clock::now() - last_sweep >= kListenerSweepEvery) {

@@ -1,11 +1,10 @@
 #include "output.h"
 
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,172 +16,122 @@ namespace rstwatch {
 
 namespace {
 
-// How often a writer waiting for room looks at stop()'s deadline.
-constexpr int kPollStepMs = 100;
-// Larger writes than stdio's 64 KiB buffer made, fewer of them in a storm.
-constexpr size_t kChunkBytes = 256u << 10;
+// push() writes once this much is buffered, as stdio's buffer did; the
+// agent flush()es after every batch of events as well.
+constexpr size_t kWriteAtBytes = 64u << 10;
+// While stop() waits for a reader, how often it looks at the clock.
+constexpr int kDrainPollMs = 100;
 
-uint64_t count_lines(const char *data, size_t size) { return std::count(data, data + size, '\n'); }
+uint64_t count_lines(std::string_view text) { return std::count(text.begin(), text.end(), '\n'); }
 
 }  // namespace
 
-OutputWriter::OutputWriter(int fd, Options options) : fd_(fd), options_(options)
+NonBlockingOutput::NonBlockingOutput(int fd, Options options) : fd_(fd), options_(options)
 {
+    signal(SIGPIPE, SIG_IGN);
     struct stat st{};
     if (fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-        mode_ = Mode::Blocking;  // no reader to wait for
+        mode_ = Mode::Blocking;
+    } else if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        mode_ = Mode::Socket;
     } else {
-        // O_NONBLOCK on fd itself would change the file description the
-        // shell (or whoever shares the pipe or terminal) writes through.
-        // Sockets cannot be opened this way (ENXIO).
         std::string self = "/proc/self/fd/" + std::to_string(fd);
         own_fd_ = open(self.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
         if (own_fd_ >= 0) {
             fd_ = own_fd_;
             mode_ = Mode::NonBlocking;
         } else {
-            mode_ = Mode::PollFirst;
+            // A FIFO without a reader (ENXIO), or fd not open: the first
+            // write says which, and output ends there.
+            mode_ = Mode::Blocking;
         }
     }
-    thread_ = std::thread([this] {
-        // A reader that left makes write() fail with EPIPE here, instead of
-        // SIGPIPE ending the agent and the store with it.
-        sigset_t pipe_only;
-        sigemptyset(&pipe_only);
-        sigaddset(&pipe_only, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &pipe_only, nullptr);
-        loop();
-    });
+    buffer_.reserve(kWriteAtBytes * 2);
+    write_at_ = kWriteAtBytes;
 }
 
-OutputWriter::~OutputWriter()
+NonBlockingOutput::~NonBlockingOutput()
 {
     stop();
     if (own_fd_ >= 0)
         close(own_fd_);
 }
 
-bool OutputWriter::push(std::string text)
+bool NonBlockingOutput::push(std::string_view text) { return append(text, ""); }
+
+bool NonBlockingOutput::push_line(std::string_view line) { return append(line, "\n"); }
+
+bool NonBlockingOutput::append(std::string_view text, std::string_view end)
 {
-    std::lock_guard lock(mu_);
-    if (stopping_ || stats_.broken_errno || queued_bytes_ + text.size() > options_.queue_capacity_bytes) {
-        stats_.lines_dropped += count_lines(text.data(), text.size());
+    if (stopped_ || stats_.broken_errno || buffer_.size() - written_ + text.size() + end.size() > options_.buffer_bytes) {
+        stats_.lines_dropped += count_lines(text) + count_lines(end);
         return false;
     }
-    queued_bytes_ += text.size();
-    queue_.push_back(std::move(text));
-    if (queue_.size() == 1)
-        wake_.notify_one();
+    // Written bytes leave the front only now, when a line is added: one
+    // move per batch, not per partial write.
+    if (written_) {
+        buffer_.erase(0, written_);
+        write_at_ -= std::min(write_at_, written_);
+        written_ = 0;
+    }
+    buffer_.append(text);
+    buffer_.append(end);
+    if (buffer_.size() >= write_at_)
+        write_some();
     return true;
 }
 
-void OutputWriter::stop()
+void NonBlockingOutput::flush()
 {
-    {
-        std::lock_guard lock(mu_);
-        if (!stopping_) {
-            stopping_ = true;
-            deadline_ = std::chrono::steady_clock::now() + options_.drain_timeout;
-        }
-    }
-    wake_.notify_one();
-    if (thread_.joinable())
-        thread_.join();
+    if (!buffer_.empty())
+        write_some();
 }
 
-OutputStats OutputWriter::stats() const
+bool NonBlockingOutput::write_some()
 {
-    std::lock_guard lock(mu_);
-    return stats_;
-}
-
-bool OutputWriter::past_deadline() const
-{
-    std::lock_guard lock(mu_);
-    return stopping_ && std::chrono::steady_clock::now() >= deadline_;
-}
-
-void OutputWriter::loop()
-{
-    std::string chunk;
-    for (;;) {
-        {
-            std::unique_lock lock(mu_);
-            wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty() || give_up_)
-                break;
-            // What is queued, in one write where the file takes it; at
-            // most kChunkBytes, which is all the memory the chunk keeps.
-            chunk.clear();
-            while (!queue_.empty() && (chunk.empty() || chunk.size() + queue_.front().size() <= kChunkBytes)) {
-                chunk += queue_.front();
-                queue_.pop_front();
-            }
-        }
-        size_t written = write_chunk(chunk);
-        std::lock_guard lock(mu_);
-        queued_bytes_ -= chunk.size();
-        stats_.lines_written += count_lines(chunk.data(), written);
-        // A line cut short by a failed write counts as dropped.
-        stats_.lines_dropped += count_lines(chunk.data() + written, chunk.size() - written);
-        if (give_up_)
-            break;
-    }
-    // Stopped, past the deadline, or output ended: what is left is dropped.
-    std::lock_guard lock(mu_);
-    for (const auto &text : queue_)
-        stats_.lines_dropped += count_lines(text.data(), text.size());
-    queue_.clear();
-    queued_bytes_ = 0;
-}
-
-size_t OutputWriter::write_chunk(const std::string &chunk)
-{
-    size_t off = 0;
-    while (off < chunk.size()) {
-        size_t want = chunk.size() - off;
-        if (mode_ == Mode::PollFirst) {
-            pollfd p{fd_, POLLOUT, 0};
-            int ready = poll(&p, 1, kPollStepMs);
-            if (ready == 0 || (ready < 0 && errno == EINTR)) {
-                if (past_deadline()) {
-                    give_up_ = true;
-                    return off;
-                }
-                continue;
-            }
-            // POLLOUT promises room for PIPE_BUF bytes (a pipe slot, a
-            // quarter of a socket's buffer): no more, so that the write
-            // cannot block.
-            want = std::min<size_t>(want, PIPE_BUF);
-        }
-        ssize_t n = write(fd_, chunk.data() + off, want);
+    while (written_ < buffer_.size()) {
+        const char *data = buffer_.data() + written_;
+        const size_t size = buffer_.size() - written_;
+        ssize_t n = mode_ == Mode::Socket ? send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL) : write(fd_, data, size);
         if (n > 0) {
-            off += static_cast<size_t>(n);
+            stats_.lines_written += count_lines({data, static_cast<size_t>(n)});
+            written_ += static_cast<size_t>(n);
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN && mode_ == Mode::NonBlocking) {
-            if (past_deadline()) {
-                give_up_ = true;
-                return off;
-            }
-            pollfd p{fd_, POLLOUT, 0};
-            poll(&p, 1, kPollStepMs);
-            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            write_at_ = size + written_ + kWriteAtBytes;  // no write per line while it is stuck
+            return true;  // the reader has not taken the rest yet
         }
-        int err = n < 0 ? errno : EIO;
-        {
-            std::lock_guard lock(mu_);
-            stats_.broken_errno = err;
-        }
-        spdlog::warn("stdout: {}; events are no longer printed (the store, the tables and dump go on)",
-                     std::strerror(err));
-        give_up_ = true;
-        return off;
+        stats_.broken_errno = n < 0 ? errno : EIO;
+        stats_.lines_dropped += count_lines({data, size});
+        buffer_.clear();
+        written_ = 0;
+        spdlog::warn("stdout: {}; events are no longer printed (the tables, the store and dump go on)",
+                     std::strerror(stats_.broken_errno));
+        return false;
     }
-    return off;
+    buffer_.clear();
+    written_ = 0;
+    write_at_ = kWriteAtBytes;
+    return true;
+}
+
+void NonBlockingOutput::stop()
+{
+    if (stopped_)
+        return;
+    stopped_ = true;
+    const auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+    while (write_some() && !buffer_.empty() && std::chrono::steady_clock::now() < deadline) {
+        pollfd p{fd_, POLLOUT, 0};
+        poll(&p, 1, kDrainPollMs);
+    }
+    // A line the reader took part of is counted as dropped.
+    stats_.lines_dropped += count_lines(std::string_view(buffer_).substr(written_));
+    buffer_.clear();
+    written_ = 0;
 }
 
 }  // namespace rstwatch

@@ -1,86 +1,90 @@
-// The agent's stdout (event lines, tables), written from a thread of its own.
+// The agent's stdout (event lines, tables), written without ever blocking.
 //
 // stdout is a view. The records also go to the tables, the store and the
 // control socket, all fed by the ring-buffer consumer, so a reader that
 // stops reading (`rstwatch run | less`, paused; a stuck terminal; a full
-// journal socket) must not stall that consumer: with blocking writes on the
-// consumer's thread it did, `dump` timed out, the ring buffer filled, and
-// SIGTERM hung in the last write. So lines wait in a bounded queue, past
-// which they are dropped and counted, and the writer never sleeps in
-// write(): it waits for room with poll(), in steps it can give up between,
-// and stop() gives what is queued a bounded time to go out.
+// journal socket) must not stall that consumer: with blocking writes (stdio)
+// it did, `dump` timed out, the ring buffer filled, and SIGTERM hung in the
+// last write. So lines wait in a bounded buffer, past which they are
+// dropped and counted, and writes that would block are not made: what the
+// reader does not take now is tried again after the next batch of events.
+//
+// The consumer's own thread writes, as stdio did: a writer thread of its
+// own was tried and, on two busy cores, woke too late to keep up with a
+// reset storm's 27 MB/s of JSON (up to half the lines dropped with a
+// 256 KiB buffer, 6 MiB more peak RSS with 2 MiB; docs/BENCHMARKS.md).
 #pragma once
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
-#include <mutex>
 #include <string>
-#include <thread>
+#include <string_view>
 
 namespace rstwatch {
 
 struct OutputStats {
     uint64_t lines_written = 0;
-    // Queue full (the reader is slower than the records), the reader gone
-    // (EPIPE), or still queued when stop() gave up.
+    // Buffer full (the reader is slower than the records, or stopped),
+    // the reader gone (EPIPE), or still buffered when stop() gave up.
     uint64_t lines_dropped = 0;
     // errno of the write that ended output for good (EPIPE, EIO, ...), or 0.
     int broken_errno = 0;
 };
 
-class OutputWriter {
+class NonBlockingOutput {
 public:
     struct Options {
-        // About 6000 JSON lines; a bound in bytes, like the store's queue.
-        size_t queue_capacity_bytes = 4u << 20;
-        // How long stop() waits for what is queued to be written.
+        // Lines the reader has not taken yet: about 3000 JSON lines.
+        size_t buffer_bytes = 2u << 20;
+        // How long stop() waits for the reader to take what is buffered.
         std::chrono::milliseconds drain_timeout{2000};
     };
 
-    // Does not own `fd`. A regular file is written with plain write()s; a
-    // pipe or terminal through a non-blocking file description of its own
-    // (opened on /proc/self/fd/N, so the shell's stays as it was); anything
-    // else (a socket) in writes of at most PIPE_BUF after poll() says there
-    // is room, which then cannot block.
-    OutputWriter(int fd, Options options);
-    ~OutputWriter();  // stop()
-    OutputWriter(const OutputWriter &) = delete;
-    OutputWriter &operator=(const OutputWriter &) = delete;
+    // Does not own `fd`. A regular file is written with plain write()s
+    // (there is no reader to wait for); a pipe or terminal through a
+    // non-blocking file description of its own, opened on /proc/self/fd/N
+    // (O_NONBLOCK on fd itself would change the description the shell
+    // shares); a socket with MSG_DONTWAIT. Makes the process ignore
+    // SIGPIPE: a reader that left ends output (EPIPE), not the agent.
+    NonBlockingOutput(int fd, Options options);
+    ~NonBlockingOutput();  // stop()
+    NonBlockingOutput(const NonBlockingOutput &) = delete;
+    NonBlockingOutput &operator=(const NonBlockingOutput &) = delete;
 
-    // `text`: whole lines, each ending in '\n'. Never blocks; false (and the
-    // lines counted as dropped) when the queue has no room or output ended.
-    bool push(std::string text);
-    // Writes what is queued, up to drain_timeout; the rest is dropped and
-    // counted. Then ends the thread. Idempotent.
+    // `text`: whole lines, each ending in '\n'. false (and the lines counted
+    // as dropped) when the buffer has no room or output has ended. Writes
+    // once a batch's worth is buffered.
+    bool push(std::string_view text);
+    // One line, without its '\n', which this adds.
+    bool push_line(std::string_view line);
+    // Writes what the reader takes now.
+    void flush();
+    // Something is buffered that the reader has not taken: flush() again soon.
+    bool pending() const { return !buffer_.empty(); }
+    // flush()es for up to drain_timeout, then drops and counts the rest.
+    // Idempotent; push() drops after it.
     void stop();
-    OutputStats stats() const;
+    const OutputStats &stats() const { return stats_; }
 
 private:
-    enum class Mode { Blocking, NonBlocking, PollFirst };
+    enum class Mode { Blocking, NonBlocking, Socket };
 
-    void loop();
-    // Writes all of `chunk` unless output ends or stop()'s deadline passes;
-    // returns the bytes written.
-    size_t write_chunk(const std::string &chunk);
-    bool past_deadline() const;
+    bool append(std::string_view text, std::string_view end);
+    // Writes from the front of buffer_ until it is empty or the next write
+    // would block; false when output ended for good.
+    bool write_some();
 
     int fd_ = -1;
     int own_fd_ = -1;  // the non-blocking reopen, closed by the destructor
     Mode mode_ = Mode::Blocking;
     Options options_;
-
-    mutable std::mutex mu_;
-    std::condition_variable wake_;
-    std::deque<std::string> queue_;
-    size_t queued_bytes_ = 0;  // queue_ plus the chunk being written
-    bool stopping_ = false;
-    std::chrono::steady_clock::time_point deadline_{};
+    std::string buffer_;
+    size_t written_ = 0;  // bytes at the front of buffer_ already written
+    // push() writes when this much is unwritten: after a write the reader
+    // did not take, not again until a batch more is buffered.
+    size_t write_at_ = 0;
+    bool stopped_ = false;
     OutputStats stats_;
-    std::atomic<bool> give_up_{false};
-    std::thread thread_;
 };
 
 }  // namespace rstwatch

@@ -1,7 +1,7 @@
-// OutputWriter: stdout as a view that never holds up the agent. Real
-// pipes, sockets and files; a reader that keeps up gets every line in
-// order, one that stops reading or leaves costs lines (counted), not a
-// stalled writer or a SIGPIPE.
+// NonBlockingOutput: stdout as a view that never holds up the agent. Real
+// pipes, sockets and files; a reader that reads gets every line in order,
+// one that stops reading or leaves costs lines (counted), not a blocked
+// writer or a SIGPIPE.
 #include "output.h"
 
 #include <fcntl.h>
@@ -15,7 +15,7 @@
 #include <thread>
 
 using rstwatch::OutputStats;
-using rstwatch::OutputWriter;
+using rstwatch::NonBlockingOutput;
 
 namespace {
 
@@ -65,9 +65,9 @@ void expect_every_line_in_order(int write_fd, int read_fd, int n)
     std::thread reader([&] { got = read_all(read_fd); });
     OutputStats stats;
     {
-        OutputWriter out(write_fd, {});
-        // Fewer bytes than the queue holds: none may be dropped, however
-        // far behind the reader is.
+        NonBlockingOutput out(write_fd, {});
+        // Fewer bytes than the buffer holds: none may be dropped, however
+        // far behind the reader is; stop() waits for it.
         for (int i = 0; i < n; ++i)
             EXPECT_TRUE(out.push(line(i))) << "line " << i << " dropped with a reader that reads";
         out.stop();
@@ -83,28 +83,28 @@ void expect_every_line_in_order(int write_fd, int read_fd, int n)
 
 }  // namespace
 
-TEST(OutputWriter, APipeThatIsReadGetsEveryLineInOrder)
+TEST(NonBlockingOutput, APipeThatIsReadGetsEveryLineInOrder)
 {
     int p[2];
     ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
-    expect_every_line_in_order(p[1], p[0], 5000);
+    expect_every_line_in_order(p[1], p[0], 3000);
     close(p[0]);
 }
 
-TEST(OutputWriter, ASocketThatIsReadGetsEveryLineInOrder)
+TEST(NonBlockingOutput, ASocketThatIsReadGetsEveryLineInOrder)
 {
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    expect_every_line_in_order(sv[0], sv[1], 5000);
+    expect_every_line_in_order(sv[0], sv[1], 3000);
     close(sv[1]);
 }
 
-TEST(OutputWriter, AFileGetsEveryLineInOrder)
+TEST(NonBlockingOutput, AFileGetsEveryLineInOrder)
 {
     FILE *f = std::tmpfile();
     ASSERT_NE(f, nullptr);
     {
-        OutputWriter out(fileno(f), {});
+        NonBlockingOutput out(fileno(f), {});
         for (int i = 0; i < 3000; ++i)
             ASSERT_TRUE(out.push(line(i)));
         out.stop();
@@ -115,23 +115,24 @@ TEST(OutputWriter, AFileGetsEveryLineInOrder)
     std::fclose(f);
 }
 
-// `rstwatch run | less`, paused: the pipe fills, then the queue, and then
+// `rstwatch run | less`, paused: the pipe fills, then the buffer, and then
 // lines are dropped without blocking push(); stop() gives up after its
-// drain time. What did reach the pipe is whole lines, in order.
-TEST(OutputWriter, APipeNobodyReadsCostsLinesNotAStall)
+// drain time. What did reach the pipe is whole lines, in order (and
+// perhaps the start of one more).
+TEST(NonBlockingOutput, APipeNobodyReadsCostsLinesNotAStall)
 {
     int p[2];
     ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
-    OutputWriter::Options options;
-    options.queue_capacity_bytes = 64 << 10;
+    NonBlockingOutput::Options options;
+    options.buffer_bytes = 256 << 10;
     options.drain_timeout = std::chrono::milliseconds(200);
     OutputStats stats;
     {
-        OutputWriter out(p[1], options);
+        NonBlockingOutput out(p[1], options);
         int refused = 0;
         for (int i = 0; i < 2000; ++i)
             refused += !out.push(line(i));
-        EXPECT_GT(refused, 0) << "a pipe of 64 KiB and a queue of 64 KiB took 1.2 MB";
+        EXPECT_GT(refused, 0) << "a pipe of 64 KiB and a buffer of 256 KiB took 1.2 MB";
         out.stop();
         stats = out.stats();
     }
@@ -139,8 +140,6 @@ TEST(OutputWriter, APipeNobodyReadsCostsLinesNotAStall)
     EXPECT_GT(stats.lines_written, 0u);
     EXPECT_EQ(stats.broken_errno, 0);
     std::string got = read_available(p[0]);
-    // Lines are dropped whole at push(); only a write cut off at stop()'s
-    // deadline can leave part of one.
     const size_t whole = got.rfind('\n') + 1;
     EXPECT_TRUE(got.substr(0, whole) == lines(0, static_cast<int>(stats.lines_written)));
     EXPECT_LT(got.size() - whole, line(0).size());
@@ -148,16 +147,16 @@ TEST(OutputWriter, APipeNobodyReadsCostsLinesNotAStall)
     close(p[1]);
 }
 
-TEST(OutputWriter, ASocketNobodyReadsCostsLinesNotAStall)
+TEST(NonBlockingOutput, ASocketNobodyReadsCostsLinesNotAStall)
 {
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    OutputWriter::Options options;
-    options.queue_capacity_bytes = 64 << 10;
+    NonBlockingOutput::Options options;
+    options.buffer_bytes = 256 << 10;
     options.drain_timeout = std::chrono::milliseconds(200);
     OutputStats stats;
     {
-        OutputWriter out(sv[0], options);
+        NonBlockingOutput out(sv[0], options);
         for (int i = 0; i < 2000; ++i)
             out.push(line(i));
         out.stop();
@@ -171,14 +170,14 @@ TEST(OutputWriter, ASocketNobodyReadsCostsLinesNotAStall)
 
 // `rstwatch run | head`: the reader leaves. No SIGPIPE (which would end
 // the agent, the store and the tables with it); output ends, counted.
-TEST(OutputWriter, AReaderThatLeftEndsOutputWithoutSigpipe)
+TEST(NonBlockingOutput, AReaderThatLeftEndsOutputWithoutSigpipe)
 {
     int p[2];
     ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
     close(p[0]);
     OutputStats stats;
     {
-        OutputWriter out(p[1], {});
+        NonBlockingOutput out(p[1], {});
         for (int i = 0; i < 100; ++i)
             out.push(line(i));
         out.stop();
