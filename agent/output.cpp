@@ -41,8 +41,9 @@ NonBlockingOutput::NonBlockingOutput(int fd, Options options) : fd_(fd), options
             fd_ = own_fd_;
             mode_ = Mode::NonBlocking;
         } else {
-            // A FIFO without a reader (ENXIO), or fd not open: the first
-            // write says which, and output ends there.
+            // A FIFO without a reader (ENXIO) or fd not open: the first
+            // write says which, and output ends there. Without /proc,
+            // writes block as stdio's did.
             mode_ = Mode::Blocking;
         }
     }
