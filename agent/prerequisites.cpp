@@ -2,12 +2,15 @@
 // the KernelFeatures interface so that tests can stand in a lesser kernel.
 #include "kernel_features.h"
 
+#include <utility>
+
 namespace rstwatch {
 
 namespace {
 
 // CAP_BPF and CAP_PERFMON arrived in Linux 5.8; older headers lack them.
 constexpr int kCapNetAdmin = 12;
+constexpr int kCapSysAdmin = 21;
 constexpr int kCapPerfmon = 38;
 constexpr int kCapBpf = 39;
 
@@ -25,11 +28,20 @@ const std::vector<std::string> kRequiredKfuncs = {"bpf_iter_task_new", "bpf_rdon
 std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
 {
     std::vector<std::string> missing;
-    if (!kernel.is_root() && !(kernel.has_capability(kCapBpf) && kernel.has_capability(kCapPerfmon) &&
-                               kernel.has_capability(kCapNetAdmin)))
-        missing.push_back("missing privileges: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN "
-                          "(the bind() hooks are cgroup socket programs), plus CAP_SYS_PTRACE to find the "
-                          "listening sockets opened before the agent");
+    // The effective capabilities, not the uid: root in a container, or under
+    // a unit's CapabilityBoundingSet, may lack them, and then loading fails
+    // with a bare EPERM. The kernel takes CAP_SYS_ADMIN for any of the three.
+    std::string lacking;
+    for (auto [cap, name] : {std::pair{kCapBpf, "CAP_BPF"}, {kCapPerfmon, "CAP_PERFMON"}, {kCapNetAdmin, "CAP_NET_ADMIN"}})
+        if (!kernel.has_capability(cap) && !kernel.has_capability(kCapSysAdmin))
+            lacking += std::string(lacking.empty() ? "" : ", ") + name;
+    if (!lacking.empty())
+        missing.push_back("missing privileges: " + lacking +
+                          (kernel.is_root() ? " (root, but without them: a container's or a unit's capability "
+                                              "bounding set?)"
+                                            : " (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)") +
+                          "; the bind() hooks are cgroup socket programs (CAP_NET_ADMIN), and CAP_SYS_PTRACE finds "
+                          "the listening sockets opened before the agent");
     if (kernel.cgroup2_mount().empty())
         missing.push_back("no cgroup v2 hierarchy is mounted: rstwatch attaches its bind() "
                           "hooks to its root; mount it, e.g. mount -t cgroup2 none /sys/fs/cgroup/unified");

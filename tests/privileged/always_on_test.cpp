@@ -17,6 +17,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -348,6 +350,110 @@ TEST(AlwaysOn, AStdoutNobodyReadsHoldsUpNothing)
     EXPECT_EQ(sql_int(dir / "rstwatch.db", stored_upstream_resets(source.endpoint())), resets);
     EXPECT_NE(agent.stderr_text().find("lines not printed in all: stdout is not being read"), std::string::npos)
         << agent.stderr_text();
+}
+
+// deploy/rstwatch.service runs the agent as root with nothing but its
+// CapabilityBoundingSet, and NoNewPrivileges. Without systemd as init here,
+// setpriv(1) gives the agent the same. With that, against an nginx started
+// before it (its listeners seeded from /proc, its workers another user's),
+// the agent must attach, pin a 502's reset on the worker that logged it,
+// store it and serve metrics, without a warning. And systemd-analyze must
+// take the unit as written.
+TEST(AlwaysOn, TheSystemdUnitsCapabilitiesAreEnough)
+{
+    REQUIRE_ROOT();
+    const std::string unit_path = std::string(RSTWATCH_SOURCE_DIR) + "/deploy/rstwatch.service";
+    std::ifstream unit_file(unit_path);
+    ASSERT_TRUE(unit_file) << unit_path;
+    const std::string unit((std::istreambuf_iterator<char>(unit_file)), std::istreambuf_iterator<char>());
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(unit, m, std::regex(R"(\nCapabilityBoundingSet=([^\n]*))"))) << unit_path;
+    EXPECT_NE(unit.find("\nNoNewPrivileges=yes"), std::string::npos);
+    std::string bounding = "-all";
+    std::istringstream caps(m[1].str());
+    for (std::string cap; caps >> cap;) {
+        ASSERT_EQ(cap.rfind("CAP_", 0), 0u) << cap;
+        std::string name = cap.substr(4);
+        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+        bounding += ",+" + name;
+    }
+
+    ChildProcess backend({RSTWATCH_TEST_BACKEND_BIN, "--listen", "127.0.0.1:0", "--mode", "reset"});
+    ASSERT_TRUE(backend.wait_for_output("\n", 5s, ChildProcess::Stream::Stdout));
+    const std::string out = backend.stdout_text();
+    const auto at = out.find("listening ");
+    ASSERT_NE(at, std::string::npos) << out;
+    const std::string upstream = out.substr(at + 10, out.find('\n', at) - at - 10);
+    rstwatch::testlab::NginxLabOptions options;
+    options.upstreams = {upstream};
+    rstwatch::testlab::NginxLab lab(options);
+
+    TempDir dir;
+    std::vector<std::string> argv = {"/usr/bin/setpriv", "--bounding-set=" + bounding, "--no-new-privs", "--",
+                                     RSTWATCH_BIN, "run", "--pid", std::to_string(lab.master_pid()), "--json",
+                                     "--socket", dir / "rstwatch.sock", "--store", dir / "rstwatch.db",
+                                     "--metrics", "127.0.0.1:0", "--duration", "300"};
+    ChildProcess agent(argv);
+    ASSERT_TRUE(agent.wait_for_output("; tracking ", 30s, ChildProcess::Stream::Stderr)) << agent.stderr_text();
+    EXPECT_NE(agent.stderr_text().find(" 1 listening sockets of "), std::string::npos)
+        << "nginx's listener not seeded:\n" << agent.stderr_text();
+    // The agent runs with the unit's set, not root's full one: without
+    // CAP_SYS_MODULE (16), say.
+    std::ifstream status_file("/proc/" + std::to_string(agent.pid()) + "/status");
+    uint64_t bounding_mask = ~0ULL;
+    for (std::string line; std::getline(status_file, line);)
+        if (line.rfind("CapBnd:", 0) == 0)
+            bounding_mask = std::stoull(line.substr(7), nullptr, 16);
+    EXPECT_EQ(bounding_mask & (1ULL << 16), 0u) << "setpriv did not narrow the bounding set";
+
+    EXPECT_EQ(rstwatch::testlab::http_request(lab.listen_port(), "POST", "/orders", std::string(100, 'x')), 502);
+    auto lines = lab.wait_for_error_log_resets(1, 5s);
+    ASSERT_FALSE(lines.empty()) << lab.error_log();
+    const pid_t logged = lines.back().pid;
+    EXPECT_TRUE(wait_live_received(dir / "rstwatch.sock", upstream, 1)) << agent.stderr_text();
+    const uint16_t port = metrics_port_of(agent);
+    ASSERT_NE(port, 0) << agent.stderr_text();
+    EXPECT_EQ(sum_matching(scrape(port), "rstwatch_resets_total{",
+                           R"(direction="received",role="upstream",upstream=")" + upstream + "\""),
+              1);
+    agent.signal(SIGTERM);
+    auto status = agent.wait(10s);
+    ASSERT_TRUE(status);
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ChildProcess::describe_status(*status);
+    EXPECT_EQ(sql_int(dir / "rstwatch.db", stored_upstream_resets(upstream) + " AND pid = " + std::to_string(logged)),
+              1)
+        << "the stored reset does not name worker " << logged << ", which logged the 502";
+    EXPECT_EQ(agent.stderr_text().find("[warning]"), std::string::npos) << agent.stderr_text();
+
+    // Less CAP_NET_ADMIN: refused at once, by name, rather than with a bare
+    // EPERM from loading (root's uid alone used to pass the check).
+    std::string less = bounding;
+    ASSERT_NE(less.find(",+net_admin"), std::string::npos) << less;
+    less.erase(less.find(",+net_admin"), std::string(",+net_admin").size());
+    ChildProcess refused({"/usr/bin/setpriv", "--bounding-set=" + less, "--no-new-privs", "--", RSTWATCH_BIN, "run",
+                          "--store", "none", "--socket", "none", "--duration", "30"});
+    auto refused_status = refused.wait(30s);
+    refused.wait_output_closed(5s);
+    ASSERT_TRUE(refused_status);
+    EXPECT_TRUE(WIFEXITED(*refused_status) && WEXITSTATUS(*refused_status) == 1)
+        << ChildProcess::describe_status(*refused_status);
+    EXPECT_NE(refused.stderr_text().find("missing privileges: CAP_NET_ADMIN (root, but without them"),
+              std::string::npos)
+        << refused.stderr_text();
+
+    // The unit as written, with ExecStart on this build's binary (verify
+    // wants an executable there).
+    std::string copy = unit;
+    const std::string installed = "/usr/local/sbin/rstwatch";
+    ASSERT_NE(copy.find("ExecStart=" + installed), std::string::npos);
+    copy.replace(copy.find("ExecStart=" + installed) + 10, installed.size(), RSTWATCH_BIN);
+    std::ofstream(dir / "rstwatch.service") << copy;
+    ChildProcess verify({"/usr/bin/systemd-analyze", "verify", dir / "rstwatch.service"});
+    auto verified = verify.wait(30s);
+    verify.wait_output_closed(5s);
+    ASSERT_TRUE(verified);
+    EXPECT_TRUE(WIFEXITED(*verified) && WEXITSTATUS(*verified) == 0) << verify.stderr_text();
+    EXPECT_EQ(verify.stderr_text() + verify.stdout_text(), "") << "systemd-analyze warns about the unit";
 }
 
 TEST(AlwaysOn, SocketRefusesNonRootClients)

@@ -13,7 +13,7 @@ namespace {
 struct FakeKernel : KernelFeatures {
     bool btf = true;
     bool root = true;
-    std::set<int> caps;
+    std::set<int> caps = {12, 21, 38, 39};  // root's: CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF
     std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset"};
     std::set<std::string> kfuncs = {"bpf_iter_task_new", "bpf_rdonly_cast"};
     std::string cgroup2 = "/sys/fs/cgroup";
@@ -49,6 +49,7 @@ TEST(Prerequisites, WithoutRootNamesRootAndTheCapabilities)
 {
     FakeKernel k;
     k.root = false;
+    k.caps.clear();
     auto missing = missing_prerequisites(k);
     ASSERT_EQ(missing.size(), 1u);
     EXPECT_NE(missing[0].find("root"), std::string::npos);
@@ -60,6 +61,7 @@ TEST(Prerequisites, WithoutRootNamesCapNetAdminForTheCgroupHooks)
 {
     FakeKernel k;
     k.root = false;
+    k.caps.clear();
     EXPECT_NE(joined(missing_prerequisites(k)).find("CAP_NET_ADMIN"), std::string::npos);
 }
 
@@ -67,12 +69,34 @@ TEST(Prerequisites, CapBpfCapPerfmonAndCapNetAdminAreEnoughWithoutRoot)
 {
     FakeKernel k;
     k.root = false;
+    k.caps.clear();
     k.caps = {12, 38, 39};
     EXPECT_TRUE(missing_prerequisites(k).empty());
     k.caps = {38, 39};
     EXPECT_EQ(missing_prerequisites(k).size(), 1u) << "cgroup socket hooks need CAP_NET_ADMIN";
     k.caps = {39};
     EXPECT_EQ(missing_prerequisites(k).size(), 1u) << "CAP_BPF alone cannot attach tracing programs";
+}
+
+// Root under a narrowed bounding set (a container, a systemd unit) is
+// told which capability it lacks, rather than failing with EPERM later.
+TEST(Prerequisites, RootWithoutTheCapabilitiesIsToldWhichOnes)
+{
+    FakeKernel k;
+    k.caps = {38, 39};
+    auto missing = missing_prerequisites(k);
+    ASSERT_EQ(missing.size(), 1u);
+    EXPECT_NE(missing[0].find("missing privileges: CAP_NET_ADMIN (root, but without them"), std::string::npos)
+        << missing[0];
+    EXPECT_EQ(missing[0].find("CAP_BPF,"), std::string::npos) << missing[0];
+}
+
+TEST(Prerequisites, CapSysAdminStandsInForTheOthers)
+{
+    FakeKernel k;
+    k.root = false;
+    k.caps = {21};
+    EXPECT_TRUE(missing_prerequisites(k).empty());
 }
 
 TEST(Prerequisites, MissingCgroupV2IsNamedWithTheMountCommand)
