@@ -39,7 +39,7 @@ std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
         missing.push_back("missing privileges: " + lacking +
                           (kernel.is_root() ? " (root, but without them: a container's or a unit's capability "
                                               "bounding set?)"
-                                            : " (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)") +
+                                            : " (run as root, or grant them)") +
                           "; the bind() hooks are cgroup socket programs (CAP_NET_ADMIN), and CAP_SYS_PTRACE finds "
                           "the listening sockets opened before the agent");
     if (kernel.cgroup2_mount().empty())

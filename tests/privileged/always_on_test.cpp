@@ -232,6 +232,18 @@ double sum_matching(const std::map<std::string, double> &samples, const std::str
     return total;
 }
 
+// The "listening ADDR:PORT" a test backend prints first; "" if it did not.
+std::string listening_endpoint(ChildProcess &backend)
+{
+    if (!backend.wait_for_output("\n", 5s, ChildProcess::Stream::Stdout))
+        return "";
+    const std::string out = backend.stdout_text();
+    const auto at = out.find("listening ");
+    if (at == std::string::npos)
+        return "";
+    return out.substr(at + 10, out.find('\n', at) - at - 10);
+}
+
 }  // namespace
 
 TEST(AlwaysOn, DumpFromARunningAgent)
@@ -379,11 +391,8 @@ TEST(AlwaysOn, TheSystemdUnitsCapabilitiesAreEnough)
     }
 
     ChildProcess backend({RSTWATCH_TEST_BACKEND_BIN, "--listen", "127.0.0.1:0", "--mode", "reset"});
-    ASSERT_TRUE(backend.wait_for_output("\n", 5s, ChildProcess::Stream::Stdout));
-    const std::string out = backend.stdout_text();
-    const auto at = out.find("listening ");
-    ASSERT_NE(at, std::string::npos) << out;
-    const std::string upstream = out.substr(at + 10, out.find('\n', at) - at - 10);
+    const std::string upstream = listening_endpoint(backend);
+    ASSERT_FALSE(upstream.empty()) << backend.stdout_text();
     rstwatch::testlab::NginxLabOptions options;
     options.upstreams = {upstream};
     rstwatch::testlab::NginxLab lab(options);
@@ -668,11 +677,8 @@ TEST(AlwaysOn, ReloadedNginxWorkersAreTracked)
     REQUIRE_ROOT();
     TempDir dir;
     ChildProcess backend({RSTWATCH_TEST_BACKEND_BIN, "--listen", "127.0.0.1:0", "--mode", "reset"});
-    ASSERT_TRUE(backend.wait_for_output("\n", 5s, ChildProcess::Stream::Stdout));
-    std::string out = backend.stdout_text();
-    auto at = out.find("listening ");
-    ASSERT_NE(at, std::string::npos) << out;
-    std::string upstream = out.substr(at + 10, out.find('\n', at) - at - 10);
+    const std::string upstream = listening_endpoint(backend);
+    ASSERT_FALSE(upstream.empty()) << backend.stdout_text();
 
     rstwatch::testlab::NginxLabOptions options;
     options.upstreams = {upstream};
