@@ -422,8 +422,10 @@ int run_agent(const RunSettings &settings)
         spdlog::warn("{} listeners were not recorded: their BPF table was full", counters.endpoints_dropped);
     if (writer) {
         StoreWriterStats s = writer->stats();
-        spdlog::info("store {}: {} records written{}", writer->path(), s.written,
-                     s.lost() ? ", " + std::to_string(s.lost()) + " not written" : std::string());
+        spdlog::info("store {}: {} records written{}; queue peak {} of {} KiB, longest write {} ms", writer->path(),
+                     s.written, s.lost() ? ", " + std::to_string(s.lost()) + " not written" : std::string(),
+                     s.queue_peak_bytes >> 10, writer->options().queue_capacity_bytes >> 10,
+                     s.longest_write.count() / 1000);
     }
     spdlog::info("detached after {} records; owners found by walking the task list {} times",
                  counters.records_emitted, counters.owner_scans);

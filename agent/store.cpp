@@ -510,6 +510,7 @@ bool StoreWriter::push(StoreRow row)
         return false;
     }
     queued_bytes_ += bytes;
+    stats_.queue_peak_bytes = std::max<uint64_t>(stats_.queue_peak_bytes, queued_bytes_);
     queue_.push_back(std::move(row));
     if (batch_ready())
         wake_.notify_one();
@@ -650,8 +651,11 @@ void StoreWriter::write_batch(std::vector<StoreRow> &batch)
 {
     if (batch.empty())
         return;
+    const auto start = std::chrono::steady_clock::now();
     std::string err = store_ ? store_->append(batch) : std::string("the store is not open");
+    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
     std::lock_guard lock(mu_);
+    stats_.longest_write = std::max(stats_.longest_write, took);
     if (err.empty()) {
         stats_.written += batch.size();
     } else {

@@ -125,6 +125,11 @@ struct StoreWriterStats {
     uint64_t failed = 0;              // batches SQLite refused (disk full, ...)
     uint64_t pending = 0;
     uint64_t deleted_by_retention = 0;
+    // The storm margin: the most the queue held (of queue_capacity_bytes)
+    // and the longest time one batch took to write; a queue that peaks near
+    // its capacity drops the next time the writer waits a little longer.
+    uint64_t queue_peak_bytes = 0;
+    std::chrono::microseconds longest_write{0};
 
     uint64_t lost() const { return dropped_queue_full + failed; }
 };
@@ -173,6 +178,7 @@ public:
     void stop();
     StoreWriterStats stats() const;
     const std::string &path() const { return path_; }
+    const Options &options() const { return options_; }
 
 private:
     void loop();

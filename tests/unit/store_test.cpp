@@ -375,8 +375,12 @@ TEST_F(StoreTest, WriterCountsWhatItCannotWriteAndGoesOn)
     for (int i = 0; i < 15; ++i)
         writer.push(reset(i, "a:1"));
     EXPECT_EQ(writer.stats().dropped_queue_full, 5u);
+    // The margin left, as the agent logs it: the queue was as good as full.
+    EXPECT_GE(writer.stats().queue_peak_bytes, 9 * row_bytes);
+    EXPECT_LE(writer.stats().queue_peak_bytes, options.queue_capacity_bytes);
     writer.flush();
     EXPECT_EQ(writer.stats().written, 10u);
+    EXPECT_GT(writer.stats().longest_write.count(), 0);
 
     // A failing write (here: the table is gone, as good as a full disk for
     // the writer) is counted, and the writer carries on.
