@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include <unistd.h>
@@ -245,6 +246,23 @@ int run_agent(const RunSettings &settings)
             spdlog::warn("metrics served on {}, not loopback: anyone who can reach it sees upstream names", host);
     }
 
+    // The store's queue fills only while its writer is behind (a reset
+    // storm, a slow disk). The ring buffer is then its overflow: its memory
+    // is paid for anyway, and it holds an event in under 200 bytes where a
+    // queued row takes about 1 KiB. So the consumer waits for room while
+    // the ring is less than half full; past that it drops the row (counted,
+    // "not stored") rather than let the ring overflow, since an event lost
+    // there is lost to the output and the tables too.
+    std::optional<RingFill> ring_fill;  // once the ring exists
+    constexpr auto kStoreWaitForRoom = std::chrono::milliseconds(100);
+    auto store_wait = [&] {
+        bool ring_has_room = ring_fill && ring_fill->ok() && ring_fill->ratio() < 0.5;
+        return ring_has_room ? kStoreWaitForRoom : std::chrono::milliseconds(0);
+    };
+    // How close the ring came to losing events, as the consumer found it
+    // on taking each record (two loads): logged at exit.
+    double ring_peak_fill = 0;
+
     auto report = [&](std::vector<Event> events) {
         for (const Event &event : events) {
             // A reset with no tracked owner is the far side of a flow: the
@@ -265,7 +283,7 @@ int run_agent(const RunSettings &settings)
                 // Neither blocks; a full queue is counted.
                 reporter.event(event, json);
                 if (writer)
-                    writer->push(make_store_row(event, std::move(json)));
+                    writer->push(make_store_row(event, std::move(json)), store_wait());
             } catch (const std::exception &e) {
                 if (consumer_errors++ == 0)
                     spdlog::error("cannot report an event: {}", e.what());
@@ -274,6 +292,8 @@ int run_agent(const RunSettings &settings)
     };
 
     auto on_record = [&](std::span<const uint8_t> bytes) {
+        if (ring_fill)
+            ring_peak_fill = std::max(ring_peak_fill, ring_fill->ratio());
         DecodeResult decoded = decode_record(bytes, decode_ctx);
         if (!decoded.event) {
             if (consumer_errors++ == 0)
@@ -298,8 +318,8 @@ int run_agent(const RunSettings &settings)
     options.ttl_evidence = settings.ttl_evidence;
     install_signal_handlers();
     BpfSession session(options, kernel, on_record);
-    RingFill ring_fill(session.records_map_fd(), options.ring_buffer_bytes);
-    if (!ring_fill.ok())
+    ring_fill.emplace(session.records_map_fd(), options.ring_buffer_bytes);
+    if (!ring_fill->ok())
         spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");
 
     SeedReport seed = seed_listeners(session.listeners_map_fd(), session.listened_ports(), settings.filter);
@@ -375,7 +395,7 @@ int run_agent(const RunSettings &settings)
             spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
             break;
         }
-        metrics.set_ring_buffer_fill(ring_fill.ratio());
+        metrics.set_ring_buffer_fill(ring_fill->ratio());
         report(diagnoser.take_ready(monotonic_ns()));
         reporter.flush();
         publish_lost();
@@ -426,9 +446,14 @@ int run_agent(const RunSettings &settings)
                      s.written, s.lost() ? ", " + std::to_string(s.lost()) + " not written" : std::string(),
                      s.queue_peak_bytes >> 10, writer->options().queue_capacity_bytes >> 10,
                      s.longest_write.count() / 1000);
+        if (s.waits_for_room)
+            spdlog::info("store: the ring buffer held events while the store's queue was full: {} waits, {} ms in "
+                         "all",
+                         s.waits_for_room, s.waited_for_room.count() / 1000);
     }
-    spdlog::info("detached after {} records; owners found by walking the task list {} times",
-                 counters.records_emitted, counters.owner_scans);
+    spdlog::info("detached after {} records (ring buffer peak fill {:.1f}%); owners found by walking the task list {} "
+                 "times",
+                 counters.records_emitted, ring_peak_fill * 100, counters.owner_scans);
     return 0;
 }
 

@@ -501,11 +501,20 @@ StoreWriter::StoreWriter(Opener opener, Options options)
 
 StoreWriter::~StoreWriter() { stop(); }
 
-bool StoreWriter::push(StoreRow row)
+bool StoreWriter::push(StoreRow row, std::chrono::milliseconds wait_for_room)
 {
     const size_t bytes = row.footprint();
-    std::lock_guard lock(mu_);
-    if (queued_bytes_ + bytes > options_.queue_capacity_bytes) {
+    std::unique_lock lock(mu_);
+    auto fits = [&] { return queued_bytes_ + bytes <= options_.queue_capacity_bytes; };
+    if (!fits() && wait_for_room.count() > 0 && !wait_ran_out_ && !stopping_) {
+        const auto start = std::chrono::steady_clock::now();
+        bool room = room_.wait_for(lock, wait_for_room, [&] { return fits() || stopping_; }) && fits();
+        ++stats_.waits_for_room;
+        stats_.waited_for_room +=
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+        wait_ran_out_ = !room;
+    }
+    if (!fits()) {
         ++stats_.dropped_queue_full;
         return false;
     }
@@ -542,6 +551,7 @@ void StoreWriter::stop()
             return;
         stopping_ = true;
         wake_.notify_one();
+        room_.notify_all();
         checkpoint_wake_.notify_one();
     }
     thread_.join();
@@ -577,7 +587,9 @@ void StoreWriter::loop()
             batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
             queue_.clear();
             queued_bytes_ = 0;
+            wait_ran_out_ = false;
         }
+        room_.notify_all();
         write_batch(batch);
         if (store_ && store_->wal_pages() >= options_.wal_limit_pages) {
             if (std::string err = store_->checkpoint_and_restart_wal(); !err.empty())

@@ -177,8 +177,8 @@ END {
     if ("storm" in TOOLS) {
         print "## Reset storm (rstwatch-bench-resetgen, loopback, SO_LINGER 0)"
         print ""
-        print "| tool | generator resets/s | events delivered/s | delivered / generated | lost (max of rounds) | not stored (max of rounds) | store queue peak, of its capacity | longest store write ms | tool peak RSS MiB |"
-        print "|---|---|---|---|---|---|---|---|---|"
+        print "| tool | generator resets/s | events delivered/s | delivered / generated | lost (max of rounds) | ring buffer peak fill % | not stored (max of rounds) | store queue peak, of its capacity | longest store write ms | tool peak RSS MiB |"
+        print "|---|---|---|---|---|---|---|---|---|---|"
         n = split(TOOLS["storm"], tl, " ")
         for (i = 1; i <= n; i++) {
             t = tl[i]
@@ -193,11 +193,12 @@ END {
                 c6 = fmt(MAX, 0)
                 if (t == "rstwatch") STORM_NOT_STORED = MAX
             }
-            c7 = "-"; c8 = "-"
+            c7 = "-"; c8 = "-"; c9 = "-"
+            if (stats("storm" SUBSEP t SUBSEP "ring_peak_pct")) c9 = spread(1)
             if (stats("storm" SUBSEP t SUBSEP "queue_peak_frac")) c7 = spread(3)
             if (stats("storm" SUBSEP t SUBSEP "longest_write_ms")) c8 = spread(0)
             stats("storm" SUBSEP t SUBSEP "rss_kb"); c5 = (t == "off") ? "-" : fmt(MAX / 1024, 1)
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", t, c1, c2, c3, c4, c6, c7, c8, c5
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", t, c1, c2, c3, c4, c9, c6, c7, c8, c5
         }
         print ""
     }

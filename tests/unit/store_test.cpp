@@ -399,6 +399,50 @@ TEST_F(StoreTest, WriterCountsWhatItCannotWriteAndGoesOn)
     EXPECT_EQ(writer.stats().lost(), 6u);
 }
 
+// A full queue can wait for the writer instead of dropping (the agent does,
+// while its ring buffer has room). A writer that does not come within the
+// wait costs one wait, not one per row, until it takes a batch again.
+TEST_F(StoreTest, WriterLetsAPushWaitForRoomOnce)
+{
+    StoreWriter::Options options;
+    const size_t row_bytes = make_store_row(reset(0, "a:1")).footprint();
+    options.queue_capacity_bytes = 10 * row_bytes + row_bytes / 2;
+    options.commit_interval = std::chrono::milliseconds(60000);  // only flush() takes the queue
+    options.batch_size = 1000;
+    options.batch_bytes = options.queue_capacity_bytes + 1;
+    StoreWriter writer([&] { return Store::open_for_writing(path_); }, options);
+    for (int i = 0; i < 10; ++i)
+        ASSERT_TRUE(writer.push(reset(i, "a:1")));
+
+    using namespace std::chrono;
+    auto t0 = steady_clock::now();
+    EXPECT_FALSE(writer.push(make_store_row(reset(10, "a:1")), milliseconds(200)));
+    EXPECT_GE(steady_clock::now() - t0, milliseconds(190));
+    t0 = steady_clock::now();
+    EXPECT_FALSE(writer.push(make_store_row(reset(11, "a:1")), milliseconds(5000))) << "the writer has not moved: no second wait";
+    EXPECT_LT(steady_clock::now() - t0, milliseconds(1000));
+    EXPECT_EQ(writer.stats().waits_for_room, 1u);
+    EXPECT_EQ(writer.stats().dropped_queue_full, 2u);
+
+    // Once the writer takes the queue, pushes may wait again; one that it
+    // empties meanwhile gets in.
+    writer.flush();
+    for (int i = 12; i < 22; ++i)
+        ASSERT_TRUE(writer.push(reset(i, "a:1")));
+    std::thread flusher([&] {
+        std::this_thread::sleep_for(milliseconds(300));
+        writer.flush();
+    });
+    t0 = steady_clock::now();
+    EXPECT_TRUE(writer.push(make_store_row(reset(22, "a:1")), milliseconds(10000)));
+    EXPECT_GE(steady_clock::now() - t0, milliseconds(250));
+    flusher.join();
+    writer.flush();
+    EXPECT_EQ(writer.stats().waits_for_room, 2u);
+    EXPECT_EQ(writer.stats().written, 21u);
+    EXPECT_EQ(writer.stats().dropped_queue_full, 2u);
+}
+
 // Checkpoints run on a thread of their own, and the WAL does not grow with
 // what is written: without them it would hold all 30000 records (~30 MB).
 TEST_F(StoreTest, WriterKeepsTheWalBoundedWhileItWrites)
