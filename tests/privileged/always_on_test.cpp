@@ -337,8 +337,8 @@ TEST(AlwaysOn, AStdoutNobodyReadsHoldsUpNothing)
     ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
     // Opened for reading, never read: the agent's open finds a reader and
     // its writes fill the FIFO's 64 KiB.
-    int never_read = open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    ASSERT_GE(never_read, 0);
+    rwtest::Fd never_read(open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    ASSERT_TRUE(never_read.valid());
     std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" >" + fifo, RSTWATCH_BIN, "run"};
     for (const auto &arg : agent_args(dir))
         argv.push_back(arg);
@@ -356,7 +356,7 @@ TEST(AlwaysOn, AStdoutNobodyReadsHoldsUpNothing)
 
     agent.signal(SIGTERM);
     auto status = agent.wait(15s);
-    close(never_read);
+    never_read.reset();
     ASSERT_TRUE(status) << "SIGTERM did not end an agent whose stdout nobody reads";
     EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ChildProcess::describe_status(*status);
     EXPECT_EQ(sql_int(dir / "rstwatch.db", stored_upstream_resets(source.endpoint())), resets);

@@ -212,12 +212,12 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
         EXPECT_EQ(std::count(attached.begin(), attached.end(), per_connection), 0)
             << per_connection << ": nothing runs per connection";
     ResettingServer server(v6);
-    int client = rwtest::connect_to(v6, server.port());
-    ASSERT_GE(client, 0);
-    const std::string local = rwtest::endpoint_of(client, false);
-    const std::string remote = rwtest::endpoint_of(client, true);
+    rwtest::Fd client(rwtest::connect_to(v6, server.port()));
+    ASSERT_TRUE(client.valid());
+    const std::string local = rwtest::endpoint_of(client.get(), false);
+    const std::string remote = rwtest::endpoint_of(client.get(), true);
 
-    const Exchange exchange = request_response(client);
+    const Exchange exchange = request_response(client.get());
     std::this_thread::sleep_for(300ms);
     server.reset_now();
 
@@ -264,7 +264,6 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
     EXPECT_EQ(sent->local, remote);
     EXPECT_FALSE(sent->reason.empty());
     EXPECT_EQ(collector.decode_errors(), 0u);
-    close(client);
 }
 
 }  // namespace
@@ -293,10 +292,10 @@ TEST(BpfSession, ConnectionOpenedBeforeAttachIsPinnedOnItsOwner)
 {
     REQUIRE_ROOT();
     ResettingServer server(false);
-    int client = rwtest::connect_to(false, server.port());
-    ASSERT_GE(client, 0);
-    const std::string local = rwtest::endpoint_of(client, false);
-    const Exchange exchange = request_response(client);
+    rwtest::Fd client(rwtest::connect_to(false, server.port()));
+    ASSERT_TRUE(client.valid());
+    const std::string local = rwtest::endpoint_of(client.get(), false);
+    const Exchange exchange = request_response(client.get());
 
     // The agent attaches while the connection sits idle, as in an nginx
     // keepalive pool that filled up before anyone started watching.
@@ -313,7 +312,6 @@ TEST(BpfSession, ConnectionOpenedBeforeAttachIsPinnedOnItsOwner)
     // Idle comes from the socket's own kernel timestamps, so it covers the
     // time before the agent attached.
     expect_idle_since(received->idle_ms, received->mono_ns, exchange);
-    close(client);
 }
 
 TEST(BpfSession, RingBufferOverflowIsCountedNotSilent)
@@ -323,17 +321,16 @@ TEST(BpfSession, RingBufferOverflowIsCountedNotSilent)
     // Only this process's own sockets, so that other resets on the host
     // cannot change the counts.
     Collector collector(4096, /*peer_resets=*/false);
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
+    rwtest::Fd listener(rwtest::listen_on_loopback(false));
+    ASSERT_TRUE(listener.valid());
     const int resets = 200;
     for (int i = 0; i < resets; i++) {
-        int client = rwtest::connect_to(false, rwtest::port_of(listener));
-        ASSERT_GE(client, 0);
-        int accepted = accept(listener, nullptr, nullptr);
-        rwtest::close_with_reset(client);
-        close(accepted);
+        rwtest::Fd client(rwtest::connect_to(false, rwtest::port_of(listener.get())));
+        ASSERT_TRUE(client.valid());
+        rwtest::Fd accepted(accept(listener.get(), nullptr, nullptr));
+        rwtest::close_with_reset(client.release());
     }
-    close(listener);
+    listener.reset();
 
     BpfCounters counters = collector.session().counters();
     EXPECT_GT(counters.records_lost, 0u);
@@ -346,35 +343,35 @@ TEST(BpfSession, ReusedConnectionReportsPoolIdleAndTheOpenRequest)
 {
     REQUIRE_ROOT();
     Collector collector;
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
-    const uint16_t port = rwtest::port_of(listener);
+    rwtest::Fd listener(rwtest::listen_on_loopback(false));
+    ASSERT_TRUE(listener.valid());
+    const uint16_t port = rwtest::port_of(listener.get());
     // A backend that answers the first request and resets the connection
     // when the second arrives on it, as a backend that dropped it would.
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int conn = accept(listener, nullptr, nullptr);
+        int conn = accept(listener.get(), nullptr, nullptr);
         char buf[64];
         if (conn >= 0 && read(conn, buf, sizeof(buf)) > 0 && write(conn, "resp", 4) == 4 &&
             read(conn, buf, sizeof(buf)) > 0)
             rwtest::close_with_reset(conn);
         _exit(0);
     }
-    close(listener);
-    int client = rwtest::connect_to(false, port);
-    ASSERT_GE(client, 0);
-    const std::string local = rwtest::endpoint_of(client, false);
-    const uint64_t first_response = request_response(client).read_ns;
+    std::optional<rwtest::KilledOnExit> child_guard(child);
+    listener.reset();
+    rwtest::Fd client(rwtest::connect_to(false, port));
+    ASSERT_TRUE(client.valid());
+    const std::string local = rwtest::endpoint_of(client.get(), false);
+    const uint64_t first_response = request_response(client.get()).read_ns;
     std::this_thread::sleep_for(200ms);
     const uint64_t second_request = rwtest::monotonic_ns();
-    ASSERT_EQ(write(client, "GET", 3), 3);
+    ASSERT_EQ(write(client.get(), "GET", 3), 3);
 
     auto received = collector.wait_for_reset([&](const ResetEvent &e) {
         return e.direction == Direction::Received && e.local == local;
     });
-    kill(child, SIGKILL);
-    waitpid(child, nullptr, 0);
+    child_guard.reset();
     ASSERT_TRUE(received) << "seen:" << collector.describe();
     EXPECT_TRUE(received->reused);
     EXPECT_TRUE(received->in_request);
@@ -382,7 +379,6 @@ TEST(BpfSession, ReusedConnectionReportsPoolIdleAndTheOpenRequest)
     EXPECT_NEAR(*received->pool_idle_ms, (second_request - first_response) / 1e6, 10.0);
     ASSERT_TRUE(received->since_request_ms);
     EXPECT_LT(*received->since_request_ms, 50.0);
-    close(client);
 }
 
 TEST(BpfSession, ResetsOfUntrackedFlowsStayOutOfTheRingBuffer)
@@ -416,17 +412,15 @@ TEST(BpfSession, ResetsOfUntrackedFlowsStayOutOfTheRingBuffer)
 // received by a socket whose file carries this process's credentials.
 void reset_own_connections(int count)
 {
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
+    rwtest::Fd listener(rwtest::listen_on_loopback(false));
+    ASSERT_TRUE(listener.valid());
     for (int i = 0; i < count; i++) {
-        int client = rwtest::connect_to(false, rwtest::port_of(listener));
-        ASSERT_GE(client, 0);
-        int accepted = accept(listener, nullptr, nullptr);
-        ASSERT_GE(accepted, 0);
-        rwtest::close_with_reset(accepted);  // the client, still open, receives it
-        close(client);
+        rwtest::Fd client(rwtest::connect_to(false, rwtest::port_of(listener.get())));
+        ASSERT_TRUE(client.valid());
+        rwtest::Fd accepted(accept(listener.get(), nullptr, nullptr));
+        ASSERT_TRUE(accepted.valid());
+        rwtest::close_with_reset(accepted.release());  // the client, still open, receives it
     }
-    close(listener);
 }
 
 // Task-list walks counted across `resets`, run in a window of milliseconds
@@ -506,19 +500,17 @@ TEST(BpfSession, AProcessStartedLaterIsWalkedForOnceUntilTheSweepLearnsIt)
     EXPECT_GE(walks, 1u);
     EXPECT_LE(walks, 2u) << "one walk for the child, not one per reset";
 
-    int go[2];
-    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
-    pid_t child = child_resets(resets, go[0]);
+    rwtest::Pipe go;
+    ASSERT_TRUE(go.open());
+    pid_t child = child_resets(resets, go.read_end.get());
     collector.session().learn_cred_holders();  // the sweep, with the child already there
     walks = walks_during(collector, [&] {
-        ASSERT_EQ(write(go[1], "x", 1), 1);
+        ASSERT_EQ(write(go.write_end.get(), "x", 1), 1);
         int status = -1;
         waitpid(child, &status, 0);
         EXPECT_EQ(status, 0);
     });
     EXPECT_EQ(walks, 0u);
-    close(go[0]);
-    close(go[1]);
     collector.collect_for(300ms);
     EXPECT_EQ(collector.count([](const ResetEvent &e) {
         return e.direction == Direction::Received && e.pid != static_cast<uint32_t>(getpid());
@@ -532,35 +524,31 @@ TEST(BpfSession, SocketOpenedBeforeSetuidHasNoOwnerAndIsCounted)
 {
     REQUIRE_ROOT();
     Collector collector(1u << 20, /*peer_resets=*/false);
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
-    int ready[2];
-    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    rwtest::Fd listener(rwtest::listen_on_loopback(false));
+    ASSERT_TRUE(listener.valid());
+    rwtest::Pipe ready;
+    ASSERT_TRUE(ready.open());
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int client = rwtest::connect_to(false, rwtest::port_of(listener));
+        int client = rwtest::connect_to(false, rwtest::port_of(listener.get()));
         // Same uid, new struct cred: what a worker dropping privileges does.
-        if (client >= 0 && setuid(getuid()) == 0 && write(ready[1], "x", 1) == 1)
+        if (client >= 0 && setuid(getuid()) == 0 && write(ready.write_end.get(), "x", 1) == 1)
             pause();
         _exit(1);
     }
+    rwtest::KilledOnExit kill_child(child);
     char x;
-    ASSERT_EQ(read(ready[0], &x, 1), 1);
-    int accepted = accept(listener, nullptr, nullptr);
-    ASSERT_GE(accepted, 0);
-    const std::string child_end = rwtest::endpoint_of(accepted, true);
-    rwtest::close_with_reset(accepted);
+    ASSERT_EQ(read(ready.read_end.get(), &x, 1), 1);
+    rwtest::Fd accepted(accept(listener.get(), nullptr, nullptr));
+    ASSERT_TRUE(accepted.valid());
+    const std::string child_end = rwtest::endpoint_of(accepted.get(), true);
+    rwtest::close_with_reset(accepted.release());
     collector.collect_for(300ms);
-    kill(child, SIGKILL);
-    waitpid(child, nullptr, 0);
     EXPECT_EQ(collector.count([&](const ResetEvent &e) {
         return e.direction == Direction::Received && e.local == child_end;
     }), 0u) << "seen:" << collector.describe();
     EXPECT_GE(collector.session().counters().owners_unresolved, 1u);
-    close(ready[0]);
-    close(ready[1]);
-    close(listener);
 }
 
 // The cache names a holder through its task_struct, read without a
@@ -571,57 +559,53 @@ TEST(BpfSession, AnExitedHoldersSocketLeftToItsChildNamesNobody)
 {
     REQUIRE_ROOT();
     Collector collector(1u << 20, /*peer_resets=*/false);
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
+    rwtest::Fd listener(rwtest::listen_on_loopback(false));
+    ASSERT_TRUE(listener.valid());
     // ready: the child's pid, then its child's. go: the child may exit.
     // hold: the grandchild keeps the socket until the write end closes,
-    // which this process's exit does too, should the test fail first.
-    int ready[2], go[2], hold[2];
-    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
-    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
-    ASSERT_EQ(pipe2(hold, O_CLOEXEC), 0);
+    // which the end of the test does, however it ends.
+    rwtest::Pipe ready, go, hold;
+    ASSERT_TRUE(ready.open() && go.open() && hold.open());
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int client = rwtest::connect_to(false, rwtest::port_of(listener));
+        int client = rwtest::connect_to(false, rwtest::port_of(listener.get()));
         if (client < 0)
             _exit(1);
-        close(hold[1]);
+        close(hold.write_end.get());
         pid_t grandchild = fork();
         if (grandchild == 0) {
             char x;
-            (void)!read(hold[0], &x, 1);
+            (void)!read(hold.read_end.get(), &x, 1);
             _exit(0);
         }
         char x;
-        if (grandchild < 0 || write(ready[1], &grandchild, sizeof grandchild) != sizeof grandchild ||
-            read(go[0], &x, 1) != 1)
+        if (grandchild < 0 ||
+            write(ready.write_end.get(), &grandchild, sizeof grandchild) != sizeof grandchild ||
+            read(go.read_end.get(), &x, 1) != 1)
             _exit(1);
         _exit(0);
     }
     ASSERT_GT(child, 0);
-    close(hold[0]);
+    rwtest::KilledOnExit child_guard(child);
+    hold.read_end.reset();
     pid_t grandchild = -1;
-    ASSERT_EQ(read(ready[0], &grandchild, sizeof grandchild), static_cast<ssize_t>(sizeof grandchild));
+    ASSERT_EQ(read(ready.read_end.get(), &grandchild, sizeof grandchild), static_cast<ssize_t>(sizeof grandchild));
     collector.session().learn_cred_holders();  // the child's credentials, cached with its task
-    ASSERT_EQ(write(go[1], "x", 1), 1);
-    int status = -1;
-    ASSERT_EQ(waitpid(child, &status, 0), child);
-    EXPECT_EQ(status, 0);
+    ASSERT_EQ(write(go.write_end.get(), "x", 1), 1);
+    EXPECT_EQ(child_guard.reap(), 0);
     std::this_thread::sleep_for(200ms);  // its task_struct is freed after an RCU grace period
 
-    int accepted = accept(listener, nullptr, nullptr);
-    ASSERT_GE(accepted, 0);
-    const std::string inherited_end = rwtest::endpoint_of(accepted, true);
-    rwtest::close_with_reset(accepted);
+    rwtest::Fd accepted(accept(listener.get(), nullptr, nullptr));
+    ASSERT_TRUE(accepted.valid());
+    const std::string inherited_end = rwtest::endpoint_of(accepted.get(), true);
+    rwtest::close_with_reset(accepted.release());
     collector.collect_for(300ms);
-    close(hold[1]);  // the grandchild exits; it is not ours to wait for (reparented)
+    hold.write_end.reset();  // the grandchild exits; it is not ours to wait for (reparented)
     EXPECT_EQ(collector.count([&](const ResetEvent &e) {
         return e.direction == Direction::Received && e.local == inherited_end;
     }), 0u) << "the exited child must not be named; seen:" << collector.describe();
     EXPECT_GE(collector.session().counters().owners_unresolved, 1u);
-    for (int fd : {ready[0], ready[1], go[0], go[1], listener})
-        close(fd);
 }
 
 // How a client connection's owner is found when the client resets it.
@@ -637,7 +621,9 @@ enum class Acceptor {
 void expect_client_reset_owned(Acceptor acceptor, bool listener_before_attach = false)
 {
     REQUIRE_ROOT();
-    int listener = listener_before_attach ? rwtest::listen_on_loopback(true) : -1;
+    rwtest::Fd listener;
+    if (listener_before_attach)
+        listener = rwtest::Fd(rwtest::listen_on_loopback(true));
     Collector collector;
     if (listener_before_attach) {
         SeedReport seed = seed_listeners(collector.session().listeners_map_fd(), collector.session().listened_ports(),
@@ -645,78 +631,70 @@ void expect_client_reset_owned(Acceptor acceptor, bool listener_before_attach = 
         EXPECT_EQ(seed.listeners, 1u);
         EXPECT_TRUE(seed.problems.empty()) << seed.problems.front();
     } else {
-        listener = rwtest::listen_on_loopback(true);
+        listener = rwtest::Fd(rwtest::listen_on_loopback(true));
     }
-    ASSERT_GE(listener, 0);
-    const uint16_t port = rwtest::port_of(listener);
-    int go[2];
-    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    ASSERT_TRUE(listener.valid());
+    const uint16_t port = rwtest::port_of(listener.get());
+    rwtest::Pipe go;
+    ASSERT_TRUE(go.open());
     pid_t client_pid = fork();
     if (client_pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int client = rwtest::connect_to(true, port);
         char buf[4];
-        if (client >= 0 && write(client, "GET", 3) == 3 && read(go[0], buf, 1) == 1)
+        if (client >= 0 && write(client, "GET", 3) == 3 && read(go.read_end.get(), buf, 1) == 1)
             rwtest::close_with_reset(client);
         _exit(0);
     }
+    rwtest::KilledOnExit client_guard(client_pid);
     // The acceptor reads the request and answers; the client resets when told.
     auto serve = [&](int accepted) {
         char buf[4];
         return read(accepted, buf, sizeof(buf)) == 3 && write(accepted, "r", 1) == 1;
     };
     pid_t worker = -1;
-    int accepted = -1;
+    std::optional<rwtest::KilledOnExit> worker_guard;
+    rwtest::Fd accepted;
     std::string local;
     if (acceptor == Acceptor::Worker) {
-        int ready[2];
-        ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+        rwtest::Pipe ready;
+        ASSERT_TRUE(ready.open());
         worker = fork();
         if (worker == 0) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int conn = accept(listener, nullptr, nullptr);
+            int conn = accept(listener.get(), nullptr, nullptr);
             if (conn >= 0 && serve(conn)) {
                 const std::string ep = rwtest::endpoint_of(conn, false);
-                if (write(ready[1], ep.data(), ep.size()) == static_cast<ssize_t>(ep.size()))
+                if (write(ready.write_end.get(), ep.data(), ep.size()) == static_cast<ssize_t>(ep.size()))
                     pause();  // holds the connection until killed
             }
             _exit(1);
         }
-        close(ready[1]);
+        worker_guard.emplace(worker);
+        ready.write_end.reset();
         char ep[128] = {};
-        ASSERT_GT(read(ready[0], ep, sizeof(ep) - 1), 0);
-        close(ready[0]);
+        ASSERT_GT(read(ready.read_end.get(), ep, sizeof(ep) - 1), 0);
         local = ep;
     } else {
-        accepted = accept(listener, nullptr, nullptr);
-        ASSERT_GE(accepted, 0);
-        local = rwtest::endpoint_of(accepted, false);
-        ASSERT_TRUE(serve(accepted));
-        if (acceptor == Acceptor::ClosedAlready) {
-            close(accepted);  // FIN_WAIT: the socket lingers without a file
-            accepted = -1;
-        }
+        accepted = rwtest::Fd(accept(listener.get(), nullptr, nullptr));
+        ASSERT_TRUE(accepted.valid());
+        local = rwtest::endpoint_of(accepted.get(), false);
+        ASSERT_TRUE(serve(accepted.get()));
+        if (acceptor == Acceptor::ClosedAlready)
+            accepted.reset();  // FIN_WAIT: the socket lingers without a file
     }
-    ASSERT_EQ(write(go[1], "x", 1), 1);
+    ASSERT_EQ(write(go.write_end.get(), "x", 1), 1);
     auto received = collector.wait_for_reset([&](const ResetEvent &e) {
         return e.direction == Direction::Received && e.local == local;
     });
-    waitpid(client_pid, nullptr, 0);
-    if (worker > 0) {
-        kill(worker, SIGKILL);
-        waitpid(worker, nullptr, 0);
-    }
-    close(go[0]);
-    close(go[1]);
+    client_guard.reap();
+    worker_guard.reset();
     ASSERT_TRUE(received) << "seen:" << collector.describe();
     EXPECT_TRUE(received->owner_known);
     EXPECT_EQ(received->pid, static_cast<uint32_t>(acceptor == Acceptor::Worker ? worker : getpid()));
     EXPECT_EQ(received->role, Role::Downstream);
     EXPECT_EQ(received->owner_listener, acceptor == Acceptor::ClosedAlready);
     EXPECT_FALSE(received->owner_holder) << "nobody held the socket when the reset came";
-    if (accepted >= 0)
-        close(accepted);
-    close(listener);
 }
 
 TEST(BpfSession, ClientResetNamesTheProcessThatAcceptedIt)
@@ -746,10 +724,10 @@ TEST(BpfSession, BackendSideOfAReceivedResetComesWithIt)
 {
     REQUIRE_ROOT();
     Collector collector;
-    int listen_ready[2], go[2];
-    ASSERT_EQ(pipe2(listen_ready, O_CLOEXEC), 0);
-    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
-    // The backend is a grandchild: untracked (only a tracked pid's children are).
+    rwtest::Pipe listen_ready, go;
+    ASSERT_TRUE(listen_ready.open() && go.open());
+    // The backend is a grandchild: untracked (only a tracked pid's children
+    // are). Should the test end early, it sees EOF on `go` and leaves.
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -757,31 +735,32 @@ TEST(BpfSession, BackendSideOfAReceivedResetComesWithIt)
         if (backend == 0) {
             int listener = rwtest::listen_on_loopback(false);
             uint16_t port = listener >= 0 ? rwtest::port_of(listener) : 0;
-            if (write(listen_ready[1], &port, sizeof(port)) != sizeof(port))
+            if (write(listen_ready.write_end.get(), &port, sizeof(port)) != sizeof(port))
                 _exit(1);
             int conn = accept(listener, nullptr, nullptr);
             char buf[4];
-            if (conn >= 0 && read(go[0], buf, 1) == 1)
+            if (conn >= 0 && read(go.read_end.get(), buf, 1) == 1)
                 rwtest::close_with_reset(conn);
             _exit(0);
         }
         waitpid(backend, nullptr, 0);
         _exit(0);
     }
+    rwtest::KilledOnExit child_guard(child);
     uint16_t port = 0;
-    ASSERT_EQ(read(listen_ready[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+    ASSERT_EQ(read(listen_ready.read_end.get(), &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
     ASSERT_NE(port, 0);
-    int client = rwtest::connect_to(false, port);
-    ASSERT_GE(client, 0);
-    const std::string local = rwtest::endpoint_of(client, false);
-    ASSERT_EQ(write(go[1], "x", 1), 1);
+    rwtest::Fd client(rwtest::connect_to(false, port));
+    ASSERT_TRUE(client.valid());
+    const std::string local = rwtest::endpoint_of(client.get(), false);
+    ASSERT_EQ(write(go.write_end.get(), "x", 1), 1);
     auto received = collector.wait_for_reset([&](const ResetEvent &e) {
         return e.direction == Direction::Received && e.local == local;
     });
     auto sent = collector.wait_for_reset([&](const ResetEvent &e) {
         return e.direction == Direction::Sent && e.remote == local;
     });
-    waitpid(child, nullptr, 0);
+    child_guard.reap();
     ASSERT_TRUE(received) << "seen:" << collector.describe();
     ASSERT_TRUE(sent) << "the backend's side is missing; seen:" << collector.describe();
     EXPECT_FALSE(sent->owner_known) << "the backend is not tracked";
@@ -791,9 +770,6 @@ TEST(BpfSession, BackendSideOfAReceivedResetComesWithIt)
     EXPECT_LT(std::max(sent->mono_ns, received->mono_ns) - std::min(sent->mono_ns, received->mono_ns), 1000000000u);
     EXPECT_EQ(collector.count([](const ResetEvent &e) { return e.direction == Direction::Sent; }), 1u)
         << "seen:" << collector.describe();
-    close(client);
-    for (int fd : {listen_ready[0], listen_ready[1], go[0], go[1]})
-        close(fd);
 }
 
 namespace {
@@ -844,35 +820,33 @@ TEST(BpfSession, APortBoundToConnectFromIsNoListener)
     REQUIRE_ROOT();
     Collector collector;
     const size_t before = listener_entries(collector.session());
-    int listener = rwtest::listen_on_loopback(false);
-    ASSERT_GE(listener, 0);
+    rwtest::Fd listener(rwtest::listen_on_loopback(false));
+    ASSERT_TRUE(listener.valid());
     EXPECT_EQ(listener_entries(collector.session()), before + 1) << "bind() of the listener";
 
     sockaddr_in server{};
     server.sin_family = AF_INET;
     server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    server.sin_port = htons(rwtest::port_of(listener));
+    server.sin_port = htons(rwtest::port_of(listener.get()));
     for (bool no_port : {false, true}) {
-        int client = no_port ? bound_loopback_socket(0, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT)
-                             : bound_loopback_socket(0);
-        ASSERT_GE(client, 0);
+        rwtest::Fd client(no_port ? bound_loopback_socket(0, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT)
+                                  : bound_loopback_socket(0));
+        ASSERT_TRUE(client.valid());
         // The port bound in the first round stays recorded (this process lives on).
         EXPECT_EQ(listener_entries(collector.session()), before + 2)
             << (no_port ? "a bind() without a port yet records nothing" : "a bind() records the endpoint");
-        ASSERT_EQ(connect(client, reinterpret_cast<sockaddr *>(&server), sizeof(server)), 0);
-        const std::string local = rwtest::endpoint_of(client, false);
-        int accepted = accept(listener, nullptr, nullptr);
-        ASSERT_GE(accepted, 0);
-        rwtest::close_with_reset(accepted);
+        ASSERT_EQ(connect(client.get(), reinterpret_cast<sockaddr *>(&server), sizeof(server)), 0);
+        const std::string local = rwtest::endpoint_of(client.get(), false);
+        rwtest::Fd accepted(accept(listener.get(), nullptr, nullptr));
+        ASSERT_TRUE(accepted.valid());
+        rwtest::close_with_reset(accepted.release());
         auto received = collector.wait_for_reset([&](const ResetEvent &e) {
             return e.direction == Direction::Received && e.local == local;
         });
         ASSERT_TRUE(received) << "seen:" << collector.describe();
         EXPECT_EQ(received->role, Role::Upstream) << (no_port ? "port chosen at connect()" : "port bound first");
         EXPECT_FALSE(received->owner_listener);
-        close(client);
     }
-    close(listener);
 }
 
 // The table of listeners holds 1024: a tracked process binding more ports
@@ -883,19 +857,17 @@ TEST(BpfSession, FullListenerTableIsCounted)
     Collector collector;
     const size_t before = listener_entries(collector.session());
     const uint32_t endpoints = 1024 - static_cast<uint32_t>(before) + 8;
-    std::vector<int> fds;
+    std::vector<rwtest::Fd> fds;
     for (uint32_t i = 0; i < endpoints; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT_GE(fd, 0);
+        rwtest::Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        ASSERT_TRUE(fd.valid());
         sockaddr_in addr{};
         addr.sin_family = AF_INET;
         addr.sin_addr.s_addr = htonl(0x7f4d0000u + i + 1);  // 127.77.0.1 and on: distinct endpoints
-        ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0) << strerror(errno);
-        fds.push_back(fd);
+        ASSERT_EQ(bind(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0) << strerror(errno);
+        fds.push_back(std::move(fd));
     }
     EXPECT_EQ(collector.session().counters().endpoints_dropped, 8u);
-    for (int fd : fds)
-        close(fd);
 }
 
 // A stopped nginx's ports must not stay its own: once the process that
@@ -905,24 +877,22 @@ TEST(BpfSession, ListenerEntryLeavesWithItsProcess)
     REQUIRE_ROOT();
     Collector collector;
     const size_t before = listener_entries(collector.session());
-    int ready[2];
-    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    rwtest::Pipe ready;
+    ASSERT_TRUE(ready.open());
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int listener = rwtest::listen_on_loopback(false);
-        if (listener >= 0 && write(ready[1], "x", 1) == 1)
+        if (listener >= 0 && write(ready.write_end.get(), "x", 1) == 1)
             pause();
         _exit(1);
     }
+    std::optional<rwtest::KilledOnExit> child_guard(child);
     char x;
-    ASSERT_EQ(read(ready[0], &x, 1), 1);
-    close(ready[0]);
-    close(ready[1]);
+    ASSERT_EQ(read(ready.read_end.get(), &x, 1), 1);
     EXPECT_EQ(listener_entries(collector.session()), before + 1);
     EXPECT_EQ(sweep_listeners(collector.session().listeners_map_fd()), 0u) << "its process is still there";
-    kill(child, SIGKILL);
-    waitpid(child, nullptr, 0);
+    child_guard.reset();  // killed and reaped
     EXPECT_EQ(sweep_listeners(collector.session().listeners_map_fd()), 1u);
     EXPECT_EQ(listener_entries(collector.session()), before);
 }

@@ -6,15 +6,19 @@
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 // Skips without root, but fails under CI=true: there a skip would hide
@@ -103,6 +107,83 @@ inline std::string endpoint_of(int fd, bool peer)
     inet_ntop(AF_INET, &s4->sin_addr, buf, sizeof(buf));
     return std::string(buf) + ":" + std::to_string(ntohs(s4->sin_port));
 }
+
+// A descriptor closed when it goes: a test that an ASSERT ends early
+// leaves no socket or pipe behind it, and a child waiting on a pipe's read
+// end sees EOF and leaves. (Children _exit(), so only the parent closes.)
+class Fd {
+public:
+    Fd() = default;
+    explicit Fd(int fd) : fd_(fd) {}
+    Fd(Fd &&other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    Fd &operator=(Fd &&other) noexcept
+    {
+        if (this != &other) {
+            reset();
+            fd_ = std::exchange(other.fd_, -1);
+        }
+        return *this;
+    }
+    Fd(const Fd &) = delete;
+    Fd &operator=(const Fd &) = delete;
+    ~Fd() { reset(); }
+
+    int get() const { return fd_; }
+    bool valid() const { return fd_ >= 0; }
+    // For a call that closes it itself (close_with_reset).
+    int release() { return std::exchange(fd_, -1); }
+    void reset()
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+struct Pipe {
+    Fd read_end, write_end;
+
+    // Both ends close-on-exec; false when pipe2() fails.
+    bool open()
+    {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) != 0)
+            return false;
+        read_end = Fd(fds[0]);
+        write_end = Fd(fds[1]);
+        return true;
+    }
+};
+
+// A forked child, killed and reaped however the test ends (an ASSERT
+// returns early); reap() when the test waits for it itself.
+class KilledOnExit {
+public:
+    explicit KilledOnExit(pid_t pid) : pid_(pid) {}
+    KilledOnExit(const KilledOnExit &) = delete;
+    KilledOnExit &operator=(const KilledOnExit &) = delete;
+    ~KilledOnExit()
+    {
+        if (pid_ > 0) {
+            kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+        }
+    }
+    // waitpid()'s status, once.
+    int reap()
+    {
+        int status = -1;
+        if (pid_ > 0 && waitpid(pid_, &status, 0) == pid_)
+            pid_ = -1;
+        return status;
+    }
+
+private:
+    pid_t pid_;
+};
 
 inline int listen_on_loopback(bool v6)
 {
