@@ -3,20 +3,28 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "errors.h"
+#include "output.h"
 
 namespace rstwatch {
 
 namespace {
 
 std::string g_file;
+bool g_stderr_never_blocks = false;
 
 std::shared_ptr<spdlog::logger> make_logger()
 {
     std::shared_ptr<spdlog::logger> logger;
     if (g_file.empty()) {
-        logger = spdlog::stderr_color_mt("rstwatch");
+        if (g_stderr_never_blocks) {
+            logger = std::make_shared<spdlog::logger>("rstwatch", std::make_shared<NonBlockingLogSink>(STDERR_FILENO));
+            spdlog::register_logger(logger);
+        } else {
+            logger = spdlog::stderr_color_mt("rstwatch");
+        }
         logger->set_pattern("rstwatch: [%l] %v");
     } else {
         try {
@@ -32,9 +40,10 @@ std::shared_ptr<spdlog::logger> make_logger()
 
 }  // namespace
 
-void setup_logging(const std::string &file, int verbosity)
+void setup_logging(const std::string &file, int verbosity, bool stderr_never_blocks)
 {
     g_file = file;
+    g_stderr_never_blocks = stderr_never_blocks;
     spdlog::drop("rstwatch");
     auto logger = make_logger();
     spdlog::set_default_logger(logger);

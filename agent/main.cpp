@@ -28,7 +28,7 @@ int main(int argc, char **argv)
             return run_dump(cli.dump);
         }
         // Events own stdout; the log goes to stderr (or --log-file).
-        setup_logging(cli.run.log_file, cli.run.verbosity);
+        setup_logging(cli.run.log_file, cli.run.verbosity, /*stderr_never_blocks=*/true);
         route_libbpf_logging(cli.run.verbosity > 0);
         return run_agent(cli.run);
     } catch (const FatalError &e) {

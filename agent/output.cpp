@@ -109,8 +109,9 @@ bool NonBlockingOutput::write_some()
         stats_.lines_dropped += count_lines({data, size});
         buffer_.clear();
         written_ = 0;
-        spdlog::warn("stdout: {}; events are no longer printed (the tables, the store and dump go on)",
-                     std::strerror(stats_.broken_errno));
+        if (options_.log_when_broken)
+            spdlog::warn("{}: {}; events are no longer printed (the tables, the store and dump go on)",
+                         options_.name, std::strerror(stats_.broken_errno));
         return false;
     }
     buffer_.clear();
@@ -119,20 +120,72 @@ bool NonBlockingOutput::write_some()
     return true;
 }
 
+bool NonBlockingOutput::drain(std::chrono::milliseconds timeout)
+{
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (write_some() && !buffer_.empty()) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0)
+            return false;
+        pollfd p{fd_, POLLOUT, 0};
+        poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), kDrainPollMs)));
+    }
+    return buffer_.empty();
+}
+
 void NonBlockingOutput::stop()
 {
     if (stopped_)
         return;
     stopped_ = true;
-    const auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
-    while (write_some() && !buffer_.empty() && std::chrono::steady_clock::now() < deadline) {
-        pollfd p{fd_, POLLOUT, 0};
-        poll(&p, 1, kDrainPollMs);
-    }
+    drain(options_.drain_timeout);
     // A line the reader took part of is counted as dropped.
     stats_.lines_dropped += count_lines(std::string_view(buffer_).substr(written_));
     buffer_.clear();
     written_ = 0;
 }
+
+namespace {
+
+NonBlockingOutput::Options log_output_options()
+{
+    NonBlockingOutput::Options o;
+    o.buffer_bytes = 64u << 10;
+    o.drain_timeout = std::chrono::milliseconds(1000);
+    o.name = "stderr";
+    o.log_when_broken = false;  // it is the log
+    return o;
+}
+
+// How long a line waits for a reader that is behind before it counts as
+// stuck.
+constexpr std::chrono::milliseconds kLogLineWait{100};
+
+}  // namespace
+
+NonBlockingLogSink::NonBlockingLogSink(int fd) : out_(fd, log_output_options()) {}
+
+void NonBlockingLogSink::sink_it_(const spdlog::details::log_msg &msg)
+{
+    spdlog::memory_buf_t text;
+    formatter_->format(msg, text);
+    out_.push({text.data(), text.size()});
+    if (stuck_) {
+        out_.flush();
+        stuck_ = out_.pending();
+    } else {
+        stuck_ = !out_.drain(kLogLineWait);
+    }
+    if (!stuck_ && out_.stats().lines_dropped > dropped_reported_) {
+        // The reader has taken everything again: say what it missed.
+        const uint64_t dropped = out_.stats().lines_dropped;
+        out_.push("rstwatch: [warning] " + std::to_string(dropped - dropped_reported_) +
+                  " log lines not written: stderr was not being read\n");
+        out_.flush();
+        dropped_reported_ = dropped;
+    }
+}
+
+void NonBlockingLogSink::flush_() { out_.flush(); }
 
 }  // namespace rstwatch

@@ -15,8 +15,11 @@
 // 256 KiB buffer, 6 MiB more peak RSS with 2 MiB; docs/BENCHMARKS.md).
 #pragma once
 
+#include <spdlog/sinks/base_sink.h>
+
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -38,6 +41,10 @@ public:
         size_t buffer_bytes = 2u << 20;
         // How long stop() waits for the reader to take what is buffered.
         std::chrono::milliseconds drain_timeout{2000};
+        // For the warning when output ends for good. The log's own output
+        // (log_when_broken false) cannot log that it broke.
+        const char *name = "stdout";
+        bool log_when_broken = true;
     };
 
     // Does not own `fd`. A regular file is written with plain write()s
@@ -59,6 +66,9 @@ public:
     bool push_line(std::string_view line);
     // Writes what the reader takes now.
     void flush();
+    // Writes, waiting up to `timeout` for the reader to take everything;
+    // true when it did.
+    bool drain(std::chrono::milliseconds timeout);
     // Something is buffered that the reader has not taken: flush() again soon.
     bool pending() const { return !buffer_.empty(); }
     // flush()es for up to drain_timeout, then drops and counts the rest.
@@ -85,6 +95,31 @@ private:
     size_t write_at_ = 0;
     bool stopped_ = false;
     OutputStats stats_;
+};
+
+// The agent's log on stderr (spdlog's sink), written as stdout is. With
+// `rstwatch run 2>&1 | less`, paused, the log goes into the same stuck pipe
+// as the events, and the first warning (lines not printed) stopped the
+// ring-buffer consumer in write() all the same.
+//
+// A reader that reads, however slowly (a terminal taking a burst of
+// libbpf's debug output), loses nothing: each line waits for it up to
+// 100 ms. One that does not take a line within that is stuck: from then on
+// lines wait in a 64 KiB buffer without anyone waiting for the reader, past
+// it they are dropped, and once it has taken everything again a line says
+// how many were lost.
+class NonBlockingLogSink final : public spdlog::sinks::base_sink<std::mutex> {
+public:
+    explicit NonBlockingLogSink(int fd);
+
+protected:
+    void sink_it_(const spdlog::details::log_msg &msg) override;
+    void flush_() override;
+
+private:
+    NonBlockingOutput out_;
+    bool stuck_ = false;
+    uint64_t dropped_reported_ = 0;
 };
 
 }  // namespace rstwatch

@@ -6,11 +6,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -188,3 +191,90 @@ TEST(NonBlockingOutput, AReaderThatLeftEndsOutputWithoutSigpipe)
     EXPECT_EQ(stats.lines_dropped, 100u);
     close(p[1]);
 }
+
+// The agent's log on stderr: a slow reader loses nothing, a stuck one
+// costs the logging thread one short wait, then lines (counted, and said
+// once it reads again).
+namespace {
+
+std::shared_ptr<spdlog::logger> log_to(int fd)
+{
+    auto logger = std::make_shared<spdlog::logger>("test", std::make_shared<rstwatch::NonBlockingLogSink>(fd));
+    logger->set_pattern("%v");
+    return logger;
+}
+
+std::string log_line(int i) { return "log line " + std::to_string(i) + " " + std::string(300, 'y'); }
+
+}  // namespace
+
+TEST(NonBlockingLogSink, ASlowReaderGetsEveryLine)
+{
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    std::string got;
+    std::thread reader([&] {
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(p[0], buf, sizeof buf)) > 0) {
+            got.append(buf, static_cast<size_t>(n));
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    });
+    {
+        auto logger = log_to(p[1]);
+        for (int i = 0; i < 600; ++i)  // ~190 KB: past the pipe and the sink's buffer together
+            logger->info(log_line(i));
+    }
+    close(p[1]);
+    reader.join();
+    close(p[0]);
+    std::string expected;
+    for (int i = 0; i < 600; ++i)
+        expected += log_line(i) + "\n";
+    EXPECT_EQ(got, expected);
+}
+
+TEST(NonBlockingLogSink, AStuckReaderCostsOneWaitThenLinesAndIsToldHowMany)
+{
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    auto logger = log_to(p[1]);
+    const int logged = 1000;  // ~310 KB, never read while logged
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < logged; ++i)
+        logger->info(log_line(i));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1000))
+        << "one 100 ms wait for a stuck reader, not one per line";
+
+    // The reader comes back: it gets what fitted, then how many did not.
+    ASSERT_EQ(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+    std::string got;
+    char buf[65536];
+    auto read_available = [&] {
+        ssize_t n;
+        while ((n = read(p[0], buf, sizeof buf)) > 0)
+            got.append(buf, static_cast<size_t>(n));
+    };
+    read_available();
+    logger->info("after");
+    read_available();
+    logger.reset();
+    close(p[1]);
+    read_available();
+    close(p[0]);
+
+    const size_t note = got.find(" log lines not written: stderr was not being read\n");
+    ASSERT_NE(note, std::string::npos) << got.substr(0, 200);
+    const size_t note_start = got.rfind("rstwatch: [warning] ", note);
+    ASSERT_NE(note_start, std::string::npos);
+    const int dropped = std::stoi(got.substr(note_start + 20, note - note_start - 20));
+    EXPECT_GT(dropped, 0);
+    int seen = 0;
+    for (int i = 0; i < logged; ++i)
+        seen += got.find(log_line(i) + "\n") != std::string::npos;
+    EXPECT_EQ(seen + dropped, logged);
+    EXPECT_NE(got.find("after\n"), std::string::npos);
+    EXPECT_EQ(got.find(log_line(0) + "\n"), 0u) << "the first lines went out, in order";
+}
+
