@@ -280,7 +280,8 @@ int run_agent(const RunSettings &settings)
                 std::string json;
                 if (writer || reporter.wants_json())
                     json = to_json_line(event);
-                // Neither blocks; a full queue is counted.
+                // stdout never blocks (lines past its buffer are counted); the
+                // store's push waits only as store_wait() allows.
                 reporter.event(event, json);
                 if (writer)
                     writer->push(make_store_row(event, std::move(json)), store_wait());
