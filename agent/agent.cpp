@@ -260,8 +260,11 @@ int run_agent(const RunSettings &settings)
         return ring_has_room ? kStoreWaitForRoom : std::chrono::milliseconds(0);
     };
     // How close the ring came to losing events, as the consumer found it
-    // on taking each record (two loads): logged at exit.
-    double ring_peak_fill = 0;
+    // on taking each record (two loads): since start, logged at exit, and
+    // over the current and the last 10 s window, for the metric. A sample
+    // after a poll would read about 0: the poll has just drained the ring.
+    double ring_peak_fill = 0, window_peak_fill = 0, last_window_peak_fill = 0;
+    constexpr auto kFillWindow = std::chrono::seconds(10);
 
     auto report = [&](std::vector<Event> events) {
         for (const Event &event : events) {
@@ -293,8 +296,11 @@ int run_agent(const RunSettings &settings)
     };
 
     auto on_record = [&](std::span<const uint8_t> bytes) {
-        if (ring_fill)
-            ring_peak_fill = std::max(ring_peak_fill, ring_fill->ratio());
+        if (ring_fill) {
+            const double fill = ring_fill->ratio();
+            ring_peak_fill = std::max(ring_peak_fill, fill);
+            window_peak_fill = std::max(window_peak_fill, fill);
+        }
         DecodeResult decoded = decode_record(bytes, decode_ctx);
         if (!decoded.event) {
             if (consumer_errors++ == 0)
@@ -382,6 +388,7 @@ int run_agent(const RunSettings &settings)
     // (a reload) have their credentials learnt then, not in softirq.
     constexpr auto kListenerSweepEvery = std::chrono::seconds(10);
     auto last_sweep = clock::now();
+    auto fill_window_start = clock::now();
     while (!g_stop && clock::now() < deadline) {
         // Idle, the agent wakes twice a second (signals, control requests and
         // metrics gauges); while events wait for their hold-back, or lines
@@ -396,7 +403,13 @@ int run_agent(const RunSettings &settings)
             spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
             break;
         }
-        metrics.set_ring_buffer_fill(ring_fill->ratio());
+        window_peak_fill = std::max(window_peak_fill, ring_fill->ratio());
+        metrics.set_ring_buffer_fill(std::max(window_peak_fill, last_window_peak_fill));
+        if (clock::now() - fill_window_start >= kFillWindow) {
+            last_window_peak_fill = window_peak_fill;
+            window_peak_fill = 0;
+            fill_window_start = clock::now();
+        }
         report(diagnoser.take_ready(monotonic_ns()));
         reporter.flush();
         publish_lost();

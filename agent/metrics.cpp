@@ -121,7 +121,8 @@ std::string Metrics::render(uint64_t rss_bytes) const
            "client connections closed by their worker on such a listener go unseen.");
     out += "rstwatch_unrecorded_endpoints_total " + std::to_string(lost_.endpoints) + "\n";
     header(out, "rstwatch_ring_buffer_fill_ratio", "gauge",
-           "Share of the BPF ring buffer holding unconsumed records, sampled at each poll.");
+           "Highest share of the BPF ring buffer holding unconsumed records that the agent found in the last "
+           "10-20 s (it wakes early at an eighth; a full ring loses events).");
     out += "rstwatch_ring_buffer_fill_ratio " + number(ring_fill_) + "\n";
     header(out, "rstwatch_agent_rss_bytes", "gauge", "Resident set size of the agent.");
     out += "rstwatch_agent_rss_bytes " + std::to_string(rss_bytes) + "\n";
