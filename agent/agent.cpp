@@ -117,7 +117,7 @@ public:
         if (settings_.json)
             out_.push_line(json);  // no copy but the one into the buffer
         else
-            out_.push_line(format_text(e));
+            out_.push(format_text(e) + '\n');  // a "why:" and a "fix:" line follow the event's
     }
 
     void tables(const AttributionTables &t)

@@ -58,14 +58,14 @@ NonBlockingOutput::~NonBlockingOutput()
         close(own_fd_);
 }
 
-bool NonBlockingOutput::push(std::string_view text) { return append(text, ""); }
+bool NonBlockingOutput::push(std::string_view text) { return append(text, "", count_lines(text)); }
 
-bool NonBlockingOutput::push_line(std::string_view line) { return append(line, "\n"); }
+bool NonBlockingOutput::push_line(std::string_view line) { return append(line, "\n", 1); }
 
-bool NonBlockingOutput::append(std::string_view text, std::string_view end)
+bool NonBlockingOutput::append(std::string_view text, std::string_view end, uint64_t lines)
 {
     if (stopped_ || stats_.broken_errno || buffer_.size() - written_ + text.size() + end.size() > options_.buffer_bytes) {
-        stats_.lines_dropped += count_lines(text) + count_lines(end);
+        stats_.lines_dropped += lines;
         return false;
     }
     // Written bytes leave the front only now, when a line is added: one
@@ -77,6 +77,7 @@ bool NonBlockingOutput::append(std::string_view text, std::string_view end)
     }
     buffer_.append(text);
     buffer_.append(end);
+    unwritten_lines_ += lines;
     if (buffer_.size() >= write_at_)
         write_some();
     return true;
@@ -95,7 +96,11 @@ bool NonBlockingOutput::write_some()
         const size_t size = buffer_.size() - written_;
         ssize_t n = mode_ == Mode::Socket ? send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL) : write(fd_, data, size);
         if (n > 0) {
-            stats_.lines_written += count_lines({data, static_cast<size_t>(n)});
+            // Only a write the reader took part of is scanned for the lines it finished.
+            const uint64_t done = static_cast<size_t>(n) == size ? unwritten_lines_
+                                                                  : count_lines({data, static_cast<size_t>(n)});
+            stats_.lines_written += done;
+            unwritten_lines_ -= done;
             written_ += static_cast<size_t>(n);
             continue;
         }
@@ -106,7 +111,8 @@ bool NonBlockingOutput::write_some()
             return true;  // the reader has not taken the rest yet
         }
         stats_.broken_errno = n < 0 ? errno : EIO;
-        stats_.lines_dropped += count_lines({data, size});
+        stats_.lines_dropped += unwritten_lines_;
+        unwritten_lines_ = 0;
         buffer_.clear();
         written_ = 0;
         if (options_.log_when_broken)
@@ -140,7 +146,8 @@ void NonBlockingOutput::stop()
     stopped_ = true;
     drain(options_.drain_timeout);
     // A line the reader took part of is counted as dropped.
-    stats_.lines_dropped += count_lines(std::string_view(buffer_).substr(written_));
+    stats_.lines_dropped += unwritten_lines_;
+    unwritten_lines_ = 0;
     buffer_.clear();
     written_ = 0;
 }

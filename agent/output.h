@@ -62,7 +62,8 @@ public:
     // as dropped) when the buffer has no room or output has ended. Writes
     // once a batch's worth is buffered.
     bool push(std::string_view text);
-    // One line, without its '\n', which this adds.
+    // One line, holding no '\n' (a JSON event), which this adds. The
+    // event stream's path: nothing scans it for line ends.
     bool push_line(std::string_view line);
     // Writes what the reader takes now.
     void flush();
@@ -79,7 +80,8 @@ public:
 private:
     enum class Mode { Blocking, NonBlocking, Socket };
 
-    bool append(std::string_view text, std::string_view end);
+    // `lines`: how many '\n' text and end hold, which the caller knows.
+    bool append(std::string_view text, std::string_view end, uint64_t lines);
     // Writes from the front of buffer_ until it is empty or the next write
     // would block; false when output ended for good.
     bool write_some();
@@ -90,6 +92,9 @@ private:
     Options options_;
     std::string buffer_;
     size_t written_ = 0;  // bytes at the front of buffer_ already written
+    // Lines in buffer_ whose '\n' is not written yet: counted as lines are
+    // added, so that a write the reader takes whole scans nothing.
+    uint64_t unwritten_lines_ = 0;
     // push() writes when this much is unwritten: after a write the reader
     // did not take, not again until a batch more is buffered.
     size_t write_at_ = 0;
