@@ -156,6 +156,54 @@ private:
     std::chrono::steady_clock::time_point last_log_{};
 };
 
+// How full the BPF ring buffer is, as the consumer finds it: for the
+// store's waits, the fill metric and the exit log. Reading it loads the
+// producers' position, a cache line they write from other CPUs, so it is
+// read at the first record after each wakeup (when the ring is fullest),
+// every kEvery records after that, and when the store's queue is full:
+// not for every record.
+class RingFillWatch {
+public:
+    void attach(int map_fd, uint64_t bytes) { ring_.emplace(map_fd, bytes); }
+    bool readable() const { return ring_ && ring_->ok(); }
+    // The fill now; it counts towards the peaks.
+    double sample()
+    {
+        const double fill = ring_ ? ring_->ratio() : 0;
+        peak_ = std::max(peak_, fill);
+        window_peak_ = std::max(window_peak_, fill);
+        return fill;
+    }
+    void woke() { countdown_ = 0; }
+    void took_record()
+    {
+        if (countdown_-- == 0) {
+            sample();
+            countdown_ = kEvery - 1;
+        }
+    }
+    // The fullest over this window and the last: what the metric shows.
+    double recent_peak(std::chrono::steady_clock::time_point now)
+    {
+        const double recent = std::max(window_peak_, last_window_peak_);
+        if (now - window_start_ >= kWindow) {
+            last_window_peak_ = window_peak_;
+            window_peak_ = 0;
+            window_start_ = now;
+        }
+        return recent;
+    }
+    double peak() const { return peak_; }
+
+private:
+    static constexpr uint32_t kEvery = 64;  // 12 KiB of records, 0.3% of the default ring
+    static constexpr std::chrono::seconds kWindow{10};
+    std::optional<RingFill> ring_;
+    uint32_t countdown_ = 0;
+    double peak_ = 0, window_peak_ = 0, last_window_peak_ = 0;
+    std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now();
+};
+
 }  // namespace
 
 int run_agent(const RunSettings &settings)
@@ -186,6 +234,7 @@ int run_agent(const RunSettings &settings)
 
     // What could refuse a second agent (socket, store) comes first, before
     // anything attaches.
+    RingFillWatch ring_fill;  // attached once the ring exists; outlives the writer, which asks it
     std::unique_ptr<StoreWriter> writer;
     MainThreadCalls main_thread;
     if (!settings.socket_path.empty())
@@ -193,6 +242,17 @@ int run_agent(const RunSettings &settings)
     if (!settings.store_path.empty()) {
         StoreWriter::Options store_options;
         store_options.limits = {settings.retain_days, settings.max_db_mb};
+        // A full queue means the writer is behind (a reset storm, a slow
+        // disk). The ring buffer is then its overflow: its memory is paid
+        // for anyway, and it holds an event in under 200 bytes where a
+        // queued row takes about 1 KiB. So the consumer waits for room while
+        // the ring is less than half full; past that it drops the row
+        // (counted, "not stored") rather than let the ring overflow, since an
+        // event lost there is lost to the output and the tables too.
+        store_options.wait_for_room = [&ring_fill] {
+            return ring_fill.readable() && ring_fill.sample() < 0.5 ? std::chrono::milliseconds(100)
+                                                                   : std::chrono::milliseconds(0);
+        };
         const std::string path = settings.store_path;
         writer = std::make_unique<StoreWriter>([path] { return Store::open_for_writing(path); }, store_options);
         // The tables start with what earlier runs saw, within retention.
@@ -246,26 +306,6 @@ int run_agent(const RunSettings &settings)
             spdlog::warn("metrics served on {}, not loopback: anyone who can reach it sees upstream names", host);
     }
 
-    // The store's queue fills only while its writer is behind (a reset
-    // storm, a slow disk). The ring buffer is then its overflow: its memory
-    // is paid for anyway, and it holds an event in under 200 bytes where a
-    // queued row takes about 1 KiB. So the consumer waits for room while
-    // the ring is less than half full; past that it drops the row (counted,
-    // "not stored") rather than let the ring overflow, since an event lost
-    // there is lost to the output and the tables too.
-    std::optional<RingFill> ring_fill;  // once the ring exists
-    constexpr auto kStoreWaitForRoom = std::chrono::milliseconds(100);
-    auto store_wait = [&] {
-        bool ring_has_room = ring_fill && ring_fill->ok() && ring_fill->ratio() < 0.5;
-        return ring_has_room ? kStoreWaitForRoom : std::chrono::milliseconds(0);
-    };
-    // How close the ring came to losing events, as the consumer found it
-    // on taking each record (two loads): since start, logged at exit, and
-    // over the current and the last 10 s window, for the metric. A sample
-    // after a poll would read about 0: the poll has just drained the ring.
-    double ring_peak_fill = 0, window_peak_fill = 0, last_window_peak_fill = 0;
-    constexpr auto kFillWindow = std::chrono::seconds(10);
-
     auto report = [&](std::vector<Event> events) {
         for (const Event &event : events) {
             // A reset with no tracked owner is the far side of a flow: the
@@ -284,10 +324,10 @@ int run_agent(const RunSettings &settings)
                 if (writer || reporter.wants_json())
                     json = to_json_line(event);
                 // stdout never blocks (lines past its buffer are counted); the
-                // store's push waits only as store_wait() allows.
+                // store's push waits only as its wait_for_room allows.
                 reporter.event(event, json);
                 if (writer)
-                    writer->push(make_store_row(event, std::move(json)), store_wait());
+                    writer->push(make_store_row(event, std::move(json)));
             } catch (const std::exception &e) {
                 if (consumer_errors++ == 0)
                     spdlog::error("cannot report an event: {}", e.what());
@@ -296,11 +336,7 @@ int run_agent(const RunSettings &settings)
     };
 
     auto on_record = [&](std::span<const uint8_t> bytes) {
-        if (ring_fill) {
-            const double fill = ring_fill->ratio();
-            ring_peak_fill = std::max(ring_peak_fill, fill);
-            window_peak_fill = std::max(window_peak_fill, fill);
-        }
+        ring_fill.took_record();
         DecodeResult decoded = decode_record(bytes, decode_ctx);
         if (!decoded.event) {
             if (consumer_errors++ == 0)
@@ -325,8 +361,8 @@ int run_agent(const RunSettings &settings)
     options.ttl_evidence = settings.ttl_evidence;
     install_signal_handlers();
     BpfSession session(options, kernel, on_record);
-    ring_fill.emplace(session.records_map_fd(), options.ring_buffer_bytes);
-    if (!ring_fill->ok())
+    ring_fill.attach(session.records_map_fd(), options.ring_buffer_bytes);
+    if (!ring_fill.readable())
         spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");
 
     SeedReport seed = seed_listeners(session.listeners_map_fd(), session.listened_ports(), settings.filter);
@@ -388,7 +424,6 @@ int run_agent(const RunSettings &settings)
     // (a reload) have their credentials learnt then, not in softirq.
     constexpr auto kListenerSweepEvery = std::chrono::seconds(10);
     auto last_sweep = clock::now();
-    auto fill_window_start = clock::now();
     while (!g_stop && clock::now() < deadline) {
         // Idle, the agent wakes twice a second (signals, control requests and
         // metrics gauges); while events wait for their hold-back, or lines
@@ -398,18 +433,14 @@ int run_agent(const RunSettings &settings)
             timeout_ms = static_cast<int>(std::clamp<int64_t>(
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count() + 1, 0,
                 timeout_ms));
+        ring_fill.woke();
         int n = session.poll(timeout_ms);
         if (n < 0 && n != -EINTR) {
             spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
             break;
         }
-        window_peak_fill = std::max(window_peak_fill, ring_fill->ratio());
-        metrics.set_ring_buffer_fill(std::max(window_peak_fill, last_window_peak_fill));
-        if (clock::now() - fill_window_start >= kFillWindow) {
-            last_window_peak_fill = window_peak_fill;
-            window_peak_fill = 0;
-            fill_window_start = clock::now();
-        }
+        // Not a sample now: the poll has just drained the ring.
+        metrics.set_ring_buffer_fill(ring_fill.recent_peak(clock::now()));
         report(diagnoser.take_ready(monotonic_ns()));
         reporter.flush();
         publish_lost();
@@ -467,7 +498,7 @@ int run_agent(const RunSettings &settings)
     }
     spdlog::info("detached after {} records (ring buffer peak fill {:.1f}%); owners found by walking the task list {} "
                  "times",
-                 counters.records_emitted, ring_peak_fill * 100, counters.owner_scans);
+                 counters.records_emitted, ring_fill.peak() * 100, counters.owner_scans);
     return 0;
 }
 

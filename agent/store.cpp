@@ -501,12 +501,15 @@ StoreWriter::StoreWriter(Opener opener, Options options)
 
 StoreWriter::~StoreWriter() { stop(); }
 
-bool StoreWriter::push(StoreRow row, std::chrono::milliseconds wait_for_room)
+bool StoreWriter::push(StoreRow row)
 {
     const size_t bytes = row.footprint();
     std::unique_lock lock(mu_);
     auto fits = [&] { return queued_bytes_ + bytes <= options_.queue_capacity_bytes; };
-    if (!fits() && wait_for_room.count() > 0 && !wait_ran_out_ && !stopping_) {
+    const auto wait_for_room = !fits() && !wait_ran_out_ && !stopping_ && options_.wait_for_room
+                                   ? options_.wait_for_room()
+                                   : std::chrono::milliseconds(0);
+    if (wait_for_room.count() > 0) {
         const auto start = std::chrono::steady_clock::now();
         bool room = room_.wait_for(lock, wait_for_room, [&] { return fits() || stopping_; }) && fits();
         ++stats_.waits_for_room;

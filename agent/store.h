@@ -164,6 +164,9 @@ public:
         // checkpoint_loop().
         int wal_limit_pages = 8192;
         StoreLimits limits;
+        // How long a push that finds the queue full may wait for the
+        // writer; asked on the pushing thread, and only then. Empty: never.
+        std::function<std::chrono::milliseconds()> wait_for_room;
     };
     using Opener = std::function<std::unique_ptr<Store>()>;
 
@@ -174,12 +177,12 @@ public:
     StoreWriter(const StoreWriter &) = delete;
     StoreWriter &operator=(const StoreWriter &) = delete;
 
-    // Never blocks on SQLite. When the queue is full, waits at most
-    // `wait_for_room` for the writer to take it, unless a wait has already
-    // run out since the writer last took a batch: a stuck disk costs the
-    // caller one wait, not one per row. False (and counted) when it stays
-    // full.
-    bool push(StoreRow row, std::chrono::milliseconds wait_for_room = {});
+    // Never blocks on SQLite. When the queue is full, waits at most what
+    // Options::wait_for_room says for the writer to take it, unless a wait
+    // has already run out since the writer last took a batch: a stuck disk
+    // costs the caller one wait, not one per row. False (and counted) when
+    // it stays full.
+    bool push(StoreRow row);
     bool push(const Event &event) { return push(make_store_row(event)); }
     // Commits what is queued now; returns once it is written (or failed).
     void flush();

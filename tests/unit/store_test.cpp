@@ -410,18 +410,28 @@ TEST_F(StoreTest, WriterLetsAPushWaitForRoomOnce)
     options.commit_interval = std::chrono::milliseconds(60000);  // only flush() takes the queue
     options.batch_size = 1000;
     options.batch_bytes = options.queue_capacity_bytes + 1;
+    using namespace std::chrono;
+    milliseconds wait{0};
+    int asked = 0;
+    options.wait_for_room = [&] {
+        ++asked;
+        return wait;
+    };
     StoreWriter writer([&] { return Store::open_for_writing(path_); }, options);
     for (int i = 0; i < 10; ++i)
         ASSERT_TRUE(writer.push(reset(i, "a:1")));
+    EXPECT_EQ(asked, 0) << "asked only when the queue is full";
 
-    using namespace std::chrono;
     auto t0 = steady_clock::now();
-    EXPECT_FALSE(writer.push(make_store_row(reset(10, "a:1")), milliseconds(200)));
+    wait = milliseconds(200);
+    EXPECT_FALSE(writer.push(reset(10, "a:1")));
     EXPECT_GE(steady_clock::now() - t0, milliseconds(190));
     t0 = steady_clock::now();
-    EXPECT_FALSE(writer.push(make_store_row(reset(11, "a:1")), milliseconds(5000))) << "the writer has not moved: no second wait";
+    wait = milliseconds(5000);
+    EXPECT_FALSE(writer.push(reset(11, "a:1"))) << "the writer has not moved: no second wait";
     EXPECT_LT(steady_clock::now() - t0, milliseconds(1000));
     EXPECT_EQ(writer.stats().waits_for_room, 1u);
+    EXPECT_EQ(asked, 1) << "a wait ran out: not even asked again until the writer moves";
     EXPECT_EQ(writer.stats().dropped_queue_full, 2u);
 
     // Once the writer takes the queue, pushes may wait again; one that it
@@ -434,11 +444,13 @@ TEST_F(StoreTest, WriterLetsAPushWaitForRoomOnce)
         writer.flush();
     });
     t0 = steady_clock::now();
-    EXPECT_TRUE(writer.push(make_store_row(reset(22, "a:1")), milliseconds(10000)));
+    wait = milliseconds(10000);
+    EXPECT_TRUE(writer.push(reset(22, "a:1")));
     EXPECT_GE(steady_clock::now() - t0, milliseconds(250));
     flusher.join();
     writer.flush();
     EXPECT_EQ(writer.stats().waits_for_room, 2u);
+    EXPECT_EQ(asked, 2);
     EXPECT_EQ(writer.stats().written, 21u);
     EXPECT_EQ(writer.stats().dropped_queue_full, 2u);
 }
