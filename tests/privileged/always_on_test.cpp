@@ -245,6 +245,20 @@ std::string listening_endpoint(ChildProcess &backend)
     return out.substr(at + 10, out.find('\n', at) - at - 10);
 }
 
+// A test backend that resets every connection it accepts, for a real nginx
+// to proxy to.
+struct ResettingBackend {
+    ChildProcess process{{RSTWATCH_TEST_BACKEND_BIN, "--listen", "127.0.0.1:0", "--mode", "reset"}};
+    const std::string endpoint = listening_endpoint(process);  // "" if it did not start
+
+    rstwatch::testlab::NginxLabOptions nginx_in_front() const
+    {
+        rstwatch::testlab::NginxLabOptions options;
+        options.upstreams = {endpoint};
+        return options;
+    }
+};
+
 }  // namespace
 
 TEST(AlwaysOn, DumpFromARunningAgent)
@@ -420,12 +434,10 @@ TEST(AlwaysOn, TheSystemdUnitsCapabilitiesAreEnough)
         bounding += ",+" + name;
     }
 
-    ChildProcess backend({RSTWATCH_TEST_BACKEND_BIN, "--listen", "127.0.0.1:0", "--mode", "reset"});
-    const std::string upstream = listening_endpoint(backend);
-    ASSERT_FALSE(upstream.empty()) << backend.stdout_text();
-    rstwatch::testlab::NginxLabOptions options;
-    options.upstreams = {upstream};
-    rstwatch::testlab::NginxLab lab(options);
+    ResettingBackend backend;
+    const std::string &upstream = backend.endpoint;
+    ASSERT_FALSE(upstream.empty()) << backend.process.stdout_text();
+    rstwatch::testlab::NginxLab lab(backend.nginx_in_front());
 
     TempDir dir;
     std::vector<std::string> argv = {"/usr/bin/setpriv", "--bounding-set=" + bounding, "--no-new-privs", "--",
@@ -709,13 +721,10 @@ TEST(AlwaysOn, ReloadedNginxWorkersAreTracked)
 {
     REQUIRE_ROOT();
     TempDir dir;
-    ChildProcess backend({RSTWATCH_TEST_BACKEND_BIN, "--listen", "127.0.0.1:0", "--mode", "reset"});
-    const std::string upstream = listening_endpoint(backend);
-    ASSERT_FALSE(upstream.empty()) << backend.stdout_text();
-
-    rstwatch::testlab::NginxLabOptions options;
-    options.upstreams = {upstream};
-    rstwatch::testlab::NginxLab lab(options);
+    ResettingBackend backend;
+    const std::string &upstream = backend.endpoint;
+    ASSERT_FALSE(upstream.empty()) << backend.process.stdout_text();
+    rstwatch::testlab::NginxLab lab(backend.nginx_in_front());
     auto agent = start_agent({"--pid", std::to_string(lab.master_pid()), "--json", "--socket", dir / "rstwatch.sock",
                               "--store", dir / "rstwatch.db"});
     auto old_workers = lab.worker_pids();
