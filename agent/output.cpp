@@ -116,8 +116,8 @@ bool NonBlockingOutput::write_some()
         buffer_.clear();
         written_ = 0;
         if (options_.log_when_broken)
-            spdlog::warn("{}: {}; events are no longer printed (the tables, the store and dump go on)",
-                         options_.name, std::strerror(stats_.broken_errno));
+            spdlog::warn("stdout: {}; events are no longer printed (the tables, the store and dump go on)",
+                         std::strerror(stats_.broken_errno));
         return false;
     }
     buffer_.clear();
@@ -159,7 +159,6 @@ NonBlockingOutput::Options log_output_options()
     NonBlockingOutput::Options o;
     o.buffer_bytes = 64u << 10;
     o.drain_timeout = std::chrono::milliseconds(1000);
-    o.name = "stderr";
     o.log_when_broken = false;  // it is the log
     return o;
 }

@@ -41,9 +41,8 @@ public:
         size_t buffer_bytes = 2u << 20;
         // How long stop() waits for the reader to take what is buffered.
         std::chrono::milliseconds drain_timeout{2000};
-        // For the warning when output ends for good. The log's own output
-        // (log_when_broken false) cannot log that it broke.
-        const char *name = "stdout";
+        // Log when output ends for good; not the log's own output, which
+        // cannot say that it broke.
         bool log_when_broken = true;
     };
 
