@@ -68,6 +68,12 @@ function ratio_target(ok, lo, hi, cov, thr, text) {
 }
 
 
+# rstwatch's median ns per hit of tracepoint tp in workload w; empty if not run.
+function reset_ns(w, tp) {
+    if (!stats(w SUBSEP "rstwatch" SUBSEP tp "|ns")) return ""
+    return fmt(MED, 0)
+}
+
 # The table of per-program costs of workload w (kernel or resets), one row per
 # tool and program, with the floor measured alongside; fills tl with the
 # tools and returns their number. Under kernel it also finds rstwatch's
@@ -278,6 +284,14 @@ END {
         prog_table("resets-received", rl)
         print ""
     }
+    if ("resets-untracked" in TOOLS) {
+        print "## Cost per reset of the rest of the host: the same as above, with neither end tracked (rstwatch only)"
+        print ""
+        print "The agent tracks an idle process instead: both programs filter every reset out, and what they cost is the filter's price on other processes' resets. The client's socket has a file (it was accepted and read), whose credentials name its owner: `tcp_receive_reset` reads them. `tcp_send_reset` keeps the acceptor's reset per CPU in case a tracked socket receives it later (a reset answering a segment is traced before it is sent)."
+        print ""
+        prog_table("resets-untracked", rl)
+        print ""
+    }
 
     # --- targets ----------------------------------------------------------------------
     print "## Targets (rstwatch)"
@@ -309,6 +323,15 @@ END {
     else
         target((HOT != "") ? (HOT_NS <= 100 && HOT_FL > 0 && HOT_NS <= 2 * HOT_FL) : "",
                "hottest program ≤ 100 ns per hit and ≤ 2× the floor: " ((HOT != "") ? HOT " (most hits), " fmt(HOT_NS, 1) " ns vs floor " fmt(HOT_FL, 1) " ns" : ""))
+    # The per-reset costs the resets workloads measured, warm, side by side.
+    if (reset_ns("resets", "tcp_send_reset") != "")
+        print "- info per reset, warm (resets workloads): reported, sent " reset_ns("resets", "tcp_send_reset") \
+              " ns, received " reset_ns("resets-received", "tcp_receive_reset") " ns (its backend's side " \
+              reset_ns("resets-received", "tcp_send_reset") " ns); filtered out, on a socket with no file yet " \
+              reset_ns("resets", "tcp_receive_reset") " ns" \
+              ((reset_ns("resets-untracked", "tcp_receive_reset") != "") ? ", received by another process " \
+                   reset_ns("resets-untracked", "tcp_receive_reset") " ns, sent by one " \
+                   reset_ns("resets-untracked", "tcp_send_reset") " ns" : "")
     # Lost in the ring buffer, and (as strict) delivered but not stored.
     target((STORM_LOST != "") ? (STORM_LOST == 0 && STORM_NOT_STORED + 0 == 0) : "",
            "no lost events in the reset storm: " ((STORM_LOST != "") ? STORM_LOST " lost, " (STORM_NOT_STORED + 0) " not stored, at up to " fmt(STORM_RATE, 0) " resets/s" : ""))
