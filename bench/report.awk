@@ -287,7 +287,7 @@ END {
     if ("resets-untracked" in TOOLS) {
         print "## Cost per reset of the rest of the host: the same as above, with neither end tracked (rstwatch only)"
         print ""
-        print "The agent tracks an idle process instead: both programs filter every reset out, and what they cost is the filter's price on other processes' resets. The client's socket has a file (it was accepted and read), whose credentials name its owner: `tcp_receive_reset` reads them. `tcp_send_reset` keeps the acceptor's reset per CPU in case a tracked socket receives it later (a reset answering a segment is traced before it is sent)."
+        print "The agent tracks an idle process instead: both programs filter every reset out, and what they cost is the filter's price on other processes' resets. The client's socket has a file (socket(), then connect() and read() until the reset), whose credentials name its owner: `tcp_receive_reset` reads them. `tcp_send_reset` keeps the acceptor's reset per CPU in case a tracked socket receives it later (a reset answering a segment is traced before it is sent)."
         print ""
         prog_table("resets-untracked", rl)
         print ""
