@@ -10,7 +10,10 @@
 #include <optional>
 #include <string>
 
+#include <sys/utsname.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include "control.h"
 #include "decode.h"
@@ -19,6 +22,7 @@
 #include "errors.h"
 #include "format.h"
 #include "kernel_features.h"
+#include "kernel_support.h"
 #include "loader.h"
 #include "logging.h"
 #include "metrics.h"
@@ -206,10 +210,27 @@ private:
 
 }  // namespace
 
+// `rstwatch run --check`: what this kernel gives, as a table on stdout.
+int print_kernel_check(const KernelFeatures &kernel, const std::vector<std::string> &missing)
+{
+    utsname uts{};
+    uname(&uts);
+    std::string out = std::string("kernel ") + uts.release + "\n";
+    if (kernel.has_vmlinux_btf())
+        out += support_table(probe_kernel_support(kernel));
+    for (const auto &m : missing)
+        out += "cannot run: " + m + "\n";
+    out += missing.empty() ? "rstwatch can run here\n" : "";
+    std::fputs(out.c_str(), stdout);
+    return missing.empty() ? 0 : 1;
+}
+
 int run_agent(const RunSettings &settings)
 {
     const KernelFeatures &kernel = running_kernel();
     auto missing = missing_prerequisites(kernel);
+    if (settings.check)
+        return print_kernel_check(kernel, missing);
     if (!missing.empty()) {
         std::string all;
         for (const auto &m : missing)
@@ -378,6 +399,8 @@ int run_agent(const RunSettings &settings)
         hooks += (hooks.empty() ? "" : ", ") + h;
     spdlog::info("attached to {} hooks ({}); tracking {}; {} listening sockets of {} processes seeded",
                  session.attached_programs().size(), hooks, what, seed.listeners, seed.processes);
+    if (std::string gaps = evidence_gaps_line(session.kernel_support(), settings.ttl_evidence); !gaps.empty())
+        spdlog::warn("this kernel cannot give some evidence (rstwatch run --check): {}", gaps);
 
     using clock = std::chrono::steady_clock;
     const auto deadline = settings.duration_s
@@ -496,9 +519,9 @@ int run_agent(const RunSettings &settings)
                          "all",
                          s.waits_for_room, s.waited_for_room.count() / 1000);
     }
-    spdlog::info("detached after {} records (ring buffer peak fill {:.1f}%); owners found by walking the task list {} "
-                 "times",
-                 counters.records_emitted, ring_fill.peak() * 100, counters.owner_scans);
+    spdlog::info("detached after {} records (ring buffer peak fill {:.1f}%); {} owners looked up by the agent, {} "
+                 "unresolved",
+                 counters.records_emitted, ring_fill.peak() * 100, counters.owner_lookups, counters.owners_unresolved);
     return 0;
 }
 

@@ -74,6 +74,9 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
                       "Record the TTL of the backend's data and of each reset, to tell a middlebox's reset "
                       "from the backend's when the backend is on another host (one BPF run per received "
                       "TCP segment)");
+    run_cmd->add_flag("--check", run.check,
+                      "Print what this kernel and these privileges allow (evidence, causes, program builds) "
+                      "and exit: 0 if rstwatch can run here");
     run_cmd->add_flag("-v,--verbose", run.verbosity, "More logging, libbpf's included (repeatable)");
     run_cmd->add_option("--ring-buffer-kb", run.ring_buffer_kb, "Ring buffer size in KiB (power of two)")
         ->check([](const std::string &s) -> std::string {

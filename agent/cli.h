@@ -30,6 +30,7 @@ struct RunSettings {
     // ring's wrap-around), it counts double in RSS.
     uint32_t ring_buffer_kb = 4096;
     bool ttl_evidence = false;       // attach tcp:tcp_probe (see LoaderOptions)
+    bool check = false;              // print what this kernel gives, attach nothing
 
     // Always-on use. An empty path ("none" on the command line) disables.
     std::string socket_path = kDefaultSocketPath;  // control socket for `rstwatch dump`

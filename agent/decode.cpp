@@ -15,7 +15,8 @@ namespace rstwatch {
 
 // The wire layout is shared with BPF: a size change must be deliberate.
 static_assert(sizeof(rw_record_header) == 16);
-static_assert(sizeof(rw_reset_record) == 176);
+static_assert(sizeof(rw_reset_record) == 184);
+static_assert(sizeof(rw_cred_holder) == 48);
 static_assert(sizeof(rw_listener) == 32);
 static_assert(sizeof(rw_flow) == 48);
 static_assert(sizeof(rw_oom_record) == 848);

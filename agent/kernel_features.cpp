@@ -30,7 +30,14 @@ public:
         return btf_index().tracepoints.count(name) > 0;
     }
 
-    bool has_kfunc(const std::string &name) const override { return btf_index().kfuncs.count(name) > 0; }
+    bool has_kernel_function(const std::string &name) const override { return btf_index().functions.count(name) > 0; }
+
+    bool has_btf_enum(const std::string &name) const override { return btf_index().enums.count(name) > 0; }
+
+    bool has_struct_member(const std::string &type, const std::string &member) const override
+    {
+        return btf_index().members.count(type + "." + member) > 0;
+    }
 
     bool has_classic_tracepoint(const std::string &category, const std::string &name) const override
     {
@@ -59,11 +66,13 @@ private:
     struct BtfIndex {
         bool loaded = false;
         std::set<std::string> tracepoints;  // names with a btf_trace_ typedef
-        std::set<std::string> kfuncs;       // those of kRequiredKfuncs it has
+        std::set<std::string> functions;    // those named bpf_*
+        std::set<std::string> enums;
+        std::set<std::string> members;      // "struct.member" of kProbedStructs
     };
 
     // The parsed vmlinux BTF takes about 5 MiB for the agent's whole life if
-    // kept; keep only the tracepoint names it has, and which kfuncs we need.
+    // kept; keep only the names the probes ask about.
     const BtfIndex &btf_index() const
     {
         std::call_once(btf_once_, [this] {
@@ -71,23 +80,30 @@ private:
             if (!b)
                 return;
             index_.loaded = true;
-            static const std::string prefix = "btf_trace_";
-            for (__u32 id = 1; id < btf__type_cnt(b.get()); id++) {
-                const struct btf_type *t = btf__type_by_id(b.get(), id);
-                if (!t || !(btf_is_typedef(t) || btf_is_func(t)))
-                    continue;
-                const char *name = btf__name_by_offset(b.get(), t->name_off);
-                if (!name)
-                    continue;
-                if (btf_is_func(t)) {
-                    if (std::find(kRequiredKfuncs.begin(), kRequiredKfuncs.end(), name) != kRequiredKfuncs.end())
-                        index_.kfuncs.insert(name);
-                } else if (std::strncmp(name, prefix.c_str(), prefix.size()) == 0) {
-                    index_.tracepoints.insert(name + prefix.size());
-                }
-            }
+            for (__u32 id = 1; id < btf__type_cnt(b.get()); id++)
+                index_type(b.get(), btf__type_by_id(b.get(), id));
         });
         return index_;
+    }
+
+    void index_type(const struct btf *b, const struct btf_type *t) const
+    {
+        static const std::string trace_prefix = "btf_trace_";
+        const char *name = t ? btf__name_by_offset(b, t->name_off) : nullptr;
+        if (!name || !*name)
+            return;
+        if (btf_is_typedef(t) && std::strncmp(name, trace_prefix.c_str(), trace_prefix.size()) == 0) {
+            index_.tracepoints.insert(name + trace_prefix.size());
+        } else if (btf_is_func(t) && std::strncmp(name, "bpf_", 4) == 0) {
+            index_.functions.insert(name);
+        } else if (btf_is_any_enum(t)) {
+            index_.enums.insert(name);
+        } else if (btf_is_struct(t) &&
+                   std::find(kProbedStructs.begin(), kProbedStructs.end(), name) != kProbedStructs.end()) {
+            const struct btf_member *m = btf_members(t);
+            for (__u16 i = 0; i < btf_vlen(t); i++, m++)
+                index_.members.insert(std::string(name) + "." + btf__name_by_offset(b, m->name_off));
+        }
     }
 
     mutable std::once_flag btf_once_;

@@ -14,9 +14,14 @@ public:
     virtual bool has_vmlinux_btf() const = 0;
     // A BTF-typed tracepoint (tp_btf) named like "tcp_receive_reset".
     virtual bool has_btf_tracepoint(const std::string &name) const = 0;
-    // A kernel function BPF programs may call (a kfunc), such as
-    // "bpf_iter_task_new"; only those in kRequiredKfuncs are looked for.
-    virtual bool has_kfunc(const std::string &name) const = 0;
+    // A function in the kernel's BTF whose name starts with "bpf_": a kfunc
+    // such as "bpf_rdonly_cast", or a helper's implementation.
+    virtual bool has_kernel_function(const std::string &name) const = 0;
+    // An enum type in the kernel's BTF, such as "sk_rst_reason".
+    virtual bool has_btf_enum(const std::string &name) const = 0;
+    // A member of a struct in the kernel's BTF; only the structs in
+    // kProbedStructs are looked at.
+    virtual bool has_struct_member(const std::string &type, const std::string &member) const = 0;
     // A classic tracepoint "category/name" in tracefs or BTF.
     virtual bool has_classic_tracepoint(const std::string &category, const std::string &name) const = 0;
     virtual bool is_root() const = 0;
@@ -29,9 +34,10 @@ public:
 // The kernel this process runs on.
 const KernelFeatures &running_kernel();
 
-// The tracepoints and kfuncs the agent cannot work without.
+// The tracepoints the agent cannot work without.
 extern const std::vector<std::string> kRequiredTracepoints;
-extern const std::vector<std::string> kRequiredKfuncs;
+// The structs whose members has_struct_member() can answer for.
+extern const std::vector<std::string> kProbedStructs;
 
 // Everything missing for `rstwatch run`, as messages a person can act on;
 // empty when the agent can load.

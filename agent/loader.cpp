@@ -14,6 +14,7 @@
 
 #include "errors.h"
 #include "kernel_features.h"
+#include "kernel_support.h"
 #include "rstwatch.skel.h"
 #include "unique_fd.h"
 
@@ -26,6 +27,50 @@ namespace rstwatch {
 namespace {
 
 bool g_libbpf_verbose = false;
+// libbpf's own account of a failure (its warnings while a load runs), for
+// the error message: without -v the user would see only "Invalid argument".
+std::vector<std::string> *g_libbpf_warnings = nullptr;
+
+// The last line of the verifier's log inside a libbpf message: the verifier
+// ends with what it refused.
+std::string verifier_verdict(const std::string &message)
+{
+    const size_t end = message.find("-- END PROG LOAD LOG --");
+    if (end == std::string::npos)
+        return {};
+    // The verdict is the last line before the verifier's statistics.
+    std::string verdict;
+    size_t pos = 0;
+    const std::string log = message.substr(0, end);
+    while (pos < log.size()) {
+        size_t nl = log.find('\n', pos);
+        std::string line = log.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? log.size() : nl + 1;
+        if (line.rfind("processed ", 0) == 0)
+            break;
+        if (!line.empty() && line.front() != ';')
+            verdict = line;
+    }
+    return verdict;
+}
+
+// What libbpf said went wrong: the failing program's lines and the
+// verifier's verdict, without the kilobytes of log in between.
+std::string libbpf_failure_reason(const std::vector<std::string> &warnings)
+{
+    std::string reason;
+    for (const std::string &w : warnings) {
+        std::string line = verifier_verdict(w);
+        if (line.empty() && w.find("prog '") == std::string::npos && w.find("map '") == std::string::npos)
+            continue;
+        if (line.empty())
+            line = w.substr(0, w.find('\n'));
+        if (line.rfind("libbpf: ", 0) == 0)
+            line = line.substr(8);
+        reason += (reason.empty() ? "" : "; ") + line;
+    }
+    return reason;
+}
 
 int libbpf_to_spdlog(enum libbpf_print_level level, const char *format, va_list args)
 {
@@ -41,6 +86,8 @@ int libbpf_to_spdlog(enum libbpf_print_level level, const char *format, va_list 
     buf.resize(static_cast<size_t>(n));
     while (!buf.empty() && buf.back() == '\n')
         buf.pop_back();
+    if (level == LIBBPF_WARN && g_libbpf_warnings && g_libbpf_warnings->size() < 64)
+        g_libbpf_warnings->push_back(buf);
     // libbpf is chatty at debug and its warnings are often benign probes:
     // keep everything but errors out of sight unless the user asked (-v).
     if (level == LIBBPF_WARN && g_libbpf_verbose)
@@ -53,6 +100,14 @@ int libbpf_to_spdlog(enum libbpf_print_level level, const char *format, va_list 
 }
 
 std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
+
+// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
+uint64_t monotonic_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
+}
 
 // Comm names go to BPF as two little-endian words, matching how
 // the BPF side reads task->comm's 16 bytes.
@@ -102,7 +157,11 @@ void route_libbpf_logging(bool verbose)
 }
 
 BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kernel, RecordHandler handler)
-    : skel_(nullptr, rstwatch_bpf__destroy), ring_(nullptr, ring_buffer__free), handler_(std::move(handler))
+    : skel_(nullptr, rstwatch_bpf__destroy),
+      ring_(nullptr, ring_buffer__free),
+      handler_(std::move(handler)),
+      support_(probe_kernel_support(kernel)),
+      filter_all_(options.filter.all)
 {
     const auto &filter = options.filter;
     if (filter.comms.size() > RW_MAX_COMMS || filter.pids.size() > RW_MAX_PIDS)
@@ -127,16 +186,24 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         comm_words(filter.comms[i], ro->tracked_comms[i]);
 
     ro->ring_wakeup_bytes = options.ring_buffer_bytes / 8;
+    ro->have_socket_cookie = support_.tracing_socket_cookie;
     if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
         throw FatalError("cannot size the ring buffer: " + errno_text(err));
     // Probe before load and switch off what the kernel cannot attach,
     // rather than failing: only the reset hooks are indispensable.
     auto *p = &skel_->progs;
     auto *l = &skel_->links;
+    // Each reset program comes in two builds (see owner.bpf.h): one is loaded.
+    const bool typed = support_.typed_task_reads;
+    bpf_program__set_autoload(typed ? p->on_tcp_receive_reset_compat : p->on_tcp_receive_reset, false);
+    bpf_program__set_autoload(typed ? p->on_tcp_send_reset_compat : p->on_tcp_send_reset, false);
     const ProgramNeed needs[] = {
-        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, Hook::BtfTracepoint, "tcp_receive_reset", nullptr,
-         true, ""},
-        {p->on_tcp_send_reset, &l->on_tcp_send_reset, Hook::BtfTracepoint, "tcp_send_reset", nullptr, true, ""},
+        {typed ? p->on_tcp_receive_reset : p->on_tcp_receive_reset_compat,
+         typed ? &l->on_tcp_receive_reset : &l->on_tcp_receive_reset_compat, Hook::BtfTracepoint,
+         "tcp_receive_reset", nullptr, true, ""},
+        {typed ? p->on_tcp_send_reset : p->on_tcp_send_reset_compat,
+         typed ? &l->on_tcp_send_reset : &l->on_tcp_send_reset_compat, Hook::BtfTracepoint, "tcp_send_reset",
+         nullptr, true, ""},
         {p->on_post_bind4, &l->on_post_bind4, Hook::Cgroup, "post_bind4", nullptr, true, ""},
         {p->on_post_bind6, &l->on_post_bind6, Hook::Cgroup, "post_bind6", nullptr, true, ""},
         {p->on_tcp_probe, &l->on_tcp_probe, Hook::BtfTracepoint, "tcp_probe", nullptr, false,
@@ -164,12 +231,20 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     }
     const UniqueFd cgroup_root(open_cgroup_root(kernel));  // each link holds its own reference
 
-    if (int err = rstwatch_bpf__load(skel_.get())) {
-        std::string hint = "run with -v to see the verifier log";
+    std::vector<std::string> warnings;
+    g_libbpf_warnings = &warnings;
+    libbpf_set_print(libbpf_to_spdlog);  // also where route_libbpf_logging() was not called (tests)
+    const int err = rstwatch_bpf__load(skel_.get());
+    g_libbpf_warnings = nullptr;
+    if (err) {
         // The verifier's rejections are EACCES too: blame privileges only without them.
-        if ((err == -EPERM || err == -EACCES) && !kernel.is_root())
-            hint = "run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN";
-        throw FatalError("cannot load the BPF programs: " + errno_text(err), hint);
+        std::string hint = (err == -EPERM || err == -EACCES) && !kernel.is_root()
+                               ? "run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+                               : "run with -v for the verifier's whole log; `rstwatch run --check` lists what "
+                                 "this kernel has";
+        std::string reason = libbpf_failure_reason(warnings);
+        throw FatalError("cannot load the BPF programs: " + errno_text(err) + (reason.empty() ? "" : " (" + reason + ")"),
+                         hint);
     }
     if (skel_->kconfig && skel_->kconfig->CONFIG_HZ == 0)
         spdlog::warn("kernel config not readable (/proc/config.gz, /boot/config-*): "
@@ -214,12 +289,79 @@ int BpfSession::on_record(void *ctx, void *data, size_t size)
 {
     auto *self = static_cast<BpfSession *>(ctx);
     try {
-        self->handler_(std::span<const uint8_t>(static_cast<const uint8_t *>(data), size));
+        std::span<const uint8_t> record(static_cast<const uint8_t *>(data), size);
+        rw_reset_record completed;
+        if (owner_pending(record)) {
+            // The ring's pages are read-only: the owner goes into a copy.
+            std::memcpy(&completed, data, sizeof(completed));
+            if (!self->complete_owner(completed))
+                return 0;
+            record = {reinterpret_cast<const uint8_t *>(&completed), sizeof(completed)};
+        }
+        self->handler_(record);
     } catch (...) {
         self->handler_failure_ = std::current_exception();
         return -ECANCELED;  // libbpf stops consuming and returns this
     }
     return 0;
+}
+
+bool BpfSession::owner_pending(std::span<const uint8_t> record)
+{
+    if (record.size() != sizeof(rw_reset_record))
+        return false;
+    rw_reset_record rec;
+    std::memcpy(&rec, record.data(), sizeof(rec));
+    return rec.hdr.type == RW_REC_RESET && (rec.flags & RW_RST_OWNER_PENDING);
+}
+
+std::optional<rw_cred_holder> BpfSession::known_holder(uint64_t cred) const
+{
+    rw_cred_holder holder{};
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.cred_holders), &cred, &holder) != 0 ||
+        holder.state != RW_HOLDER_KNOWN)
+        return std::nullopt;
+    return holder;
+}
+
+// The reset programs met credentials nobody had learnt (owner.bpf.h): learn
+// them now, in this process's context, unless the iterator ran after the
+// reset already. Returns false for a record to drop: a reset of a process
+// that is not tracked, on a connection no tracked listener accepted.
+bool BpfSession::complete_owner(rw_reset_record &rec)
+{
+    std::optional<rw_cred_holder> holder = known_holder(rec.owner_cred);
+    if (!holder && last_learnt_ns_ < rec.hdr.ts_ns) {
+        learn_cred_holders();
+        holder = known_holder(rec.owner_cred);
+    }
+    if (!holder) {
+        // Nobody holds them (a process that changed its credentials after
+        // opening the socket): the programs stop asking for a while.
+        rw_cred_holder nobody{};
+        nobody.state = RW_HOLDER_NOBODY;
+        nobody.looked_ns = monotonic_ns();
+        bpf_map_update_elem(bpf_map__fd(skel_->maps.cred_holders), &rec.owner_cred, &nobody, BPF_ANY);
+        owners_unresolved_++;
+    }
+    const bool listener_owner = rec.flags & RW_RST_OWNER_LISTENER;
+    if (holder && (holder->tracked || filter_all_)) {
+        rec.flags = (rec.flags | RW_RST_OWNER_KNOWN) & ~RW_RST_OWNER_LISTENER;
+        rec.owner_tgid = holder->tgid;
+        std::memcpy(rec.owner_comm, holder->comm, sizeof(rec.owner_comm));
+    } else if (!listener_owner) {
+        // Another process's reset. A sent one could have been the far end
+        // of a tracked connection, but only one from a socket its process
+        // was not holding (close() holds it, and then the program knows
+        // the owner): a first reset of a process never seen, from a timer
+        // or in answer to a segment. Rare enough to drop with the rest.
+        if (!filter_all_)
+            return false;
+        rec.flags &= ~(RW_RST_OWNER_KNOWN | RW_RST_IN_REQUEST | RW_RST_REUSED);
+        rec.role = RW_ROLE_OTHER;
+    }
+    rec.flags &= ~RW_RST_OWNER_PENDING;
+    return true;
 }
 
 void BpfSession::rethrow_handler_failure()
@@ -260,6 +402,7 @@ void BpfSession::learn_cred_holders()
     }
     char buf[64];
     ssize_t n;
+    last_learnt_ns_ = monotonic_ns();  // holders pending before now are learnt below
     while ((n = read(iter.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
     }
     if (n < 0)
@@ -279,8 +422,9 @@ BpfCounters BpfSession::counters() const
     for (const auto &c : per_cpu) {
         total.records_emitted += c.records_emitted;
         total.records_lost += c.records_lost;
-        total.owner_scans += c.owner_scans;
+        total.owner_lookups += c.owner_lookups;
         total.owners_unresolved += c.owners_unresolved;
+    total.owners_unresolved += owners_unresolved_;
         total.endpoints_dropped += c.endpoints_dropped;
     }
     return total;
@@ -288,7 +432,7 @@ BpfCounters BpfSession::counters() const
 
 int BpfSession::listeners_map_fd() const { return bpf_map__fd(skel_->maps.listeners); }
 
-__u64 *BpfSession::listened_ports() const { return skel_->bss->listened_ports; }
+__u8 *BpfSession::listened_ports() const { return skel_->bss->listened_ports; }
 
 int BpfSession::records_map_fd() const { return bpf_map__fd(skel_->maps.records); }
 

@@ -9,12 +9,18 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "kernel_support.h"
 #include "seed.h"
 #include "tracking_filter.h"
+
+extern "C" {
+#include "rstwatch_abi.h"
+}
 
 struct rstwatch_bpf;
 struct ring_buffer;
@@ -37,7 +43,7 @@ struct LoaderOptions {
 struct BpfCounters {
     uint64_t records_emitted = 0;
     uint64_t records_lost = 0;  // the ring buffer was full
-    uint64_t owner_scans = 0;        // task-list walks: credentials not seen before
+    uint64_t owner_lookups = 0;      // credentials not met before: the agent looked them up
     uint64_t owners_unresolved = 0;  // ... held by no process any more
     uint64_t endpoints_dropped = 0;  // listeners not recorded: table full
 };
@@ -68,16 +74,21 @@ public:
     BpfCounters counters() const;
     // The listeners map, which seeding fills and the sweep prunes.
     int listeners_map_fd() const;
-    // Its ports, one bit each (RW_PORT_WORDS words), which the reset
+    // Its ports, one byte each (RW_PORTS), which the reset
     // programs check before it: the BPF object's .bss, mapped here.
-    __u64 *listened_ports() const;
+    __u8 *listened_ports() const;
     // The ring buffer map (for its fill level, ring_fill.h).
     int records_map_fd() const;
     const std::vector<std::string> &attached_programs() const { return attached_; }
     const std::vector<std::string> &disabled_programs() const { return disabled_; }
+    // What the kernel gave, and so which programs were loaded.
+    const KernelSupport &kernel_support() const { return support_; }
 
 private:
     static int on_record(void *ctx, void *data, size_t size);
+    static bool owner_pending(std::span<const uint8_t> record);
+    bool complete_owner(rw_reset_record &rec);
+    std::optional<rw_cred_holder> known_holder(uint64_t cred) const;
     void rethrow_handler_failure();
 
     std::unique_ptr<struct ::rstwatch_bpf, void (*)(struct ::rstwatch_bpf *)> skel_;
@@ -88,6 +99,10 @@ private:
     std::exception_ptr handler_failure_;
     std::vector<std::string> attached_;
     std::vector<std::string> disabled_;
+    KernelSupport support_;
+    bool filter_all_ = false;
+    uint64_t last_learnt_ns_ = 0;     // CLOCK_MONOTONIC of the task iterator's last run
+    uint64_t owners_unresolved_ = 0;  // pending owners nobody held
 };
 
 // Routes libbpf's own messages into spdlog (debug unless -v raises them).

@@ -21,9 +21,8 @@ const std::vector<std::string> kRequiredTracepoints = {
     "tcp_send_reset",     // a reset left
 };
 
-// The owner of a socket is found at the reset by walking the processes
-// (Linux 6.7) and checked against the one cached (Linux 6.2).
-const std::vector<std::string> kRequiredKfuncs = {"bpf_iter_task_new", "bpf_rdonly_cast"};
+// oom:mark_victim's record gained the victim's comm and RSS in Linux 6.8.
+const std::vector<std::string> kProbedStructs = {"trace_event_raw_mark_victim"};
 
 std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
 {
@@ -54,10 +53,12 @@ std::vector<std::string> missing_prerequisites(const KernelFeatures &kernel)
         if (!kernel.has_btf_tracepoint(tp))
             missing.push_back("the kernel lacks the tracepoint " + tp +
                               " (tcp:tcp_receive_reset and tcp:tcp_send_reset need Linux 4.16+)");
-    for (const auto &kfunc : kRequiredKfuncs)
-        if (!kernel.has_kfunc(kfunc))
-            missing.push_back("the kernel lacks the BPF kfunc " + kfunc +
-                              ": rstwatch finds a socket's owner with kfuncs of Linux 6.7+ (the task iterator, bpf_rdonly_cast)");
+    // Functions of the kernel that exist exactly when the facility does.
+    for (auto [function, facility] : {std::pair{"bpf_ringbuf_output", "the BPF ring buffer"},
+                                      {"bpf_iter_task", "the BPF task iterator"}})
+        if (!kernel.has_kernel_function(function))
+            missing.push_back(std::string("the kernel lacks ") + facility +
+                              " (Linux 5.8+): rstwatch needs Linux 5.8 or later with BTF");
     return missing;
 }
 

@@ -100,7 +100,7 @@ void scan_process(uint32_t pid, uint32_t ppid, const std::string &comm, Listener
 
 // The listener's owner is the holder whose parent does not hold it too:
 // nginx's master, which opened it before forking the workers.
-void record_listeners(int listeners_fd, __u64 *listened_ports, const Listeners &listeners, SeedReport &report)
+void record_listeners(int listeners_fd, __u8 *listened_ports, const Listeners &listeners, SeedReport &report)
 {
     for (const auto &[key, holders] : listeners) {
         const auto &[family, port, addr] = key;
@@ -120,9 +120,9 @@ void record_listeners(int listeners_fd, __u64 *listened_ports, const Listeners &
         rw_listener owner{};
         owner.owner_tgid = top->pid;
         std::strncpy(owner.owner_comm, top->comm.c_str(), sizeof(owner.owner_comm) - 1);
-        // The bit before the entry, as the BPF side does: a reset must
-        // never skip a listener that exists. Atomic: bind() sets bits too.
-        __atomic_fetch_or(&listened_ports[RW_PORT_WORD(port)], RW_PORT_BIT(port), __ATOMIC_SEQ_CST);
+        // The mark before the entry, as the BPF side does: a reset must
+        // never skip a listener that exists.
+        __atomic_store_n(&listened_ports[port], 1, __ATOMIC_SEQ_CST);
         // A bind() since attach already recorded its caller: keep it.
         if (bpf_map_update_elem(listeners_fd, &bound, &owner, BPF_NOEXIST) == 0 || errno == EEXIST)
             report.listeners++;
@@ -133,7 +133,7 @@ void record_listeners(int listeners_fd, __u64 *listened_ports, const Listeners &
 
 }  // namespace
 
-SeedReport seed_listeners(int listeners_fd, __u64 *listened_ports, const TrackingFilter &filter)
+SeedReport seed_listeners(int listeners_fd, __u8 *listened_ports, const TrackingFilter &filter)
 {
     SeedReport report;
     Listeners listeners;

@@ -28,7 +28,7 @@ struct SeedReport {
 // port into the map's port bits (BpfSession::listened_ports()). Call
 // after attaching, so that nothing bound in between is missed; a bind()
 // since attach keeps its entry.
-SeedReport seed_listeners(int listeners_fd, __u64 *listened_ports, const TrackingFilter &filter);
+SeedReport seed_listeners(int listeners_fd, __u8 *listened_ports, const TrackingFilter &filter);
 
 // Removes the listeners whose process is gone (stopped or restarted nginx):
 // their endpoint may be another process's next. Returns how many went.

@@ -4,18 +4,64 @@
  * CO-RE check that the verifier resolves at load time. No version macros:
  * the running kernel's BTF decides.
  *
- * Differences handled in user space instead (program autoload switched off,
- * see agent/loader.cpp): oom:mark_victim, tcp:tcp_probe. The cgroup socket
- * hooks (Linux 4.17+) need the cgroup v2 hierarchy mounted somewhere, and
- * finding a socket's owner needs the task iterator kfuncs (Linux 6.7+) and
- * bpf_rdonly_cast (6.2+):
- * agent/prerequisites.cpp checks them all before loading.
+ * Differences the agent settles before load instead, by switching programs'
+ * autoload or setting read-only flags (agent/kernel/features.cpp decides,
+ * agent/kernel/loader.cpp applies):
+ *   - bpf_rdonly_cast (Linux 6.2): each reset program comes twice, with
+ *     and without it (a kfunc call fails the whole program's load before
+ *     the verifier can drop dead code);
+ *   - bpf_get_socket_cookie() in tracing programs (5.12): have_socket_cookie;
+ *   - oom:mark_victim and tcp:tcp_probe may be missing: not loaded.
  */
 #ifndef RSTWATCH_CORE_FIXES_BPF_H
 #define RSTWATCH_CORE_FIXES_BPF_H
 
 #include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+
+/*
+ * bpf_get_current_task_btf() arrived in Linux 5.11; before it, the current
+ * task is a plain number whose fields are read with probe reads. The
+ * helper's id in the kernel's enum tells (as libbpf-tools does it).
+ */
+static __always_inline int rw_has_current_task_btf(void)
+{
+	return bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf);
+}
+
+/*
+ * TCP_SKB_CB(skb)->tcp_flags is one byte on Linux 6.12 and two on 6.18
+ * (AccECN's flag bits widened it). The flags that
+ * matter here (RST is 0x04) sit in its first byte either way on
+ * little-endian machines, so one byte is read at the field's offset.
+ * The offset is hidden from clang (barrier_var), which would otherwise
+ * fold it into a load whose size libbpf checks against the field's.
+ */
+static __always_inline __u8 rw_tcp_skb_flags(const struct sk_buff *skb)
+{
+	__u32 off = bpf_core_field_offset(struct tcp_skb_cb, tcp_flags);
+
+	barrier_var(off);
+	if (off >= sizeof(skb->cb))
+		return 0;
+	return skb->cb[off];
+}
+
+/*
+ * The socket's cookie. bpf_get_socket_cookie() takes a socket pointer in
+ * tracing programs only since Linux 5.12; before, the cookie is read from
+ * the socket itself, where it is 0 until something asked for it (sock_diag
+ * does, and the agent's seeding uses it). The agent sets the flag.
+ */
+const volatile __u8 have_socket_cookie = 1;
+
+static __always_inline __u64 rw_socket_cookie(struct sock *sk)
+{
+	if (have_socket_cookie)
+		return bpf_get_socket_cookie(sk);
+	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
 
 /*
  * Linux 5.6 turned sk_protocol from an 8-bit bitfield into a u16

@@ -4,13 +4,9 @@
  *
  * Nothing runs per connection, send or receive, nor by default per segment:
  * only when a reset happens, at bind(), and when the agent runs the task
- * iterator. The owner of a connection is read then from the
- * socket itself. Resets are reported from softirq context, where `current`
- * is whoever happened to be on the CPU, but a socket's file keeps the
- * credentials of the process that opened it (socket() or accept()), and
- * every process has credentials of its own (copied at fork): the process
- * whose credentials they still are is the owner. What the connection was
- * doing (request open, idle, reused) is read from the tcp_sock.
+ * iterator. The owner of a connection is read then from the socket itself
+ * (owner.bpf.h); what the connection was doing (request open, idle,
+ * reused) from the tcp_sock.
  *
  *   tcp_receive_reset    a reset arrived on a tracked process's socket
  *   tcp_send_reset       a reset left a tracked process's socket; one left
@@ -19,8 +15,9 @@
  *                        when it runs on this host: evidence)
  *   cgroup/post_bind4,6  a tracked process bound a port: its listener
  *   oom/mark_victim      the OOM killer chose a victim (and its memory cgroup)
- *   iter/task            run by the agent at start and every 10 s: the
- *                        tracked processes' credentials, ahead of resets
+ *   iter/task            run by the agent at start, every 10 s and when a
+ *                        reset met credentials nobody had learnt: who
+ *                        holds them (owner.bpf.h)
  *   tcp_probe            only with --ttl-evidence: TTL of the peer's data and
  *                        of a reset, to tell a middlebox from the backend
  *
@@ -37,310 +34,10 @@
 #include <bpf/bpf_core_read.h>
 #include "core_fixes.bpf.h"
 #include "rstwatch_abi.h"
-
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define SOCK_STREAM 1
-#define PF_EXITING 0x00000004
-#define E2BIG 7   /* what a map update returns when the map is full */
+#include "maps.bpf.h"
+#include "owner.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Set by the agent before load. */
-const volatile __u8 track_all_tasks = 0;
-const volatile __u8 emit_peer_resets = 1;
-const volatile __u8 ttl_evidence = 0;
-const volatile __u32 tracked_pid_count = 0;
-const volatile __u32 tracked_pids[RW_MAX_PIDS] = {};
-const volatile __u32 tracked_comm_count = 0;
-/* Each name as two little 8-byte words, so a match is two compares. */
-const volatile __u64 tracked_comms[RW_MAX_COMMS][2] = {};
-/* An eighth of the ring's size (which the agent sets): see wakeup_flags(). */
-const volatile __u64 ring_wakeup_bytes = 1;
-
-extern const unsigned int CONFIG_HZ __kconfig __weak;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22); /* resized by the agent before load */
-} records SEC(".maps");
-
-/*
- * The process holding a socket file's credentials (a struct cred pointer),
- * learnt ahead by the task iterator (learn_cred_holders) or found by
- * walking the task list at the first reset, and checked against that
- * process at every use: credentials are freed with their last holder and
- * their memory reused, so a stale entry must not name anyone. Credentials
- * nobody holds (a process changed its own after opening the socket) are
- * remembered for a second, so that a burst of resets on such sockets walks
- * the list once.
- */
-struct rw_cred_holder {
-	__u32 tgid; /* 0: nobody held them */
-	__u32 pad0;
-	__u64 looked_ns;
-	__u64 task; /* its leader's task_struct when learnt: checked, never trusted */
-};
-#define RW_NO_HOLDER_RECHECK_NS 1000000000ULL
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct rw_cred_holder);
-} cred_holders SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct rw_counters);
-} counters SEC(".maps");
-
-/*
- * The two ends of a reset on this host, one untracked (the backend) and
- * one tracked (nginx), both by the flow as the receiving end sees it. The
- * kernel traces a reset answering a segment before sending it, and one
- * from close() or an abort after it was delivered: so the last few resets
- * sent by untracked sockets wait for a tracked receiver, and the last few
- * flows a tracked socket received a reset on wait for their senders. On
- * loopback and veth the receiver runs on the sender's CPU, within the
- * sending call, so each CPU keeps its own few: no lock, no hashing (a hash
- * map's update took about 1 µs per reset here). A flow can see two: close()
- * unhashes the backend's socket before its own reset leaves, and a segment
- * arriving in between is answered by its listener; both are reported, and
- * the agent tells them apart (agent/diagnosis.cpp). A task preempted while
- * it writes a slot can leave it torn: a miss, at worst a garbled record of
- * the same flow.
- */
-#define RW_PEER_SLOTS 8
-struct rw_unclaimed_sent_resets {
-	struct rw_flow flow[RW_PEER_SLOTS];
-	struct rw_reset_record rec[RW_PEER_SLOTS];
-	__u32 next;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct rw_unclaimed_sent_resets);
-} unclaimed_sent_resets SEC(".maps");
-
-struct rw_tracked_received_flows {
-	struct rw_flow flow[RW_PEER_SLOTS];
-	__u64 ts_ns[RW_PEER_SLOTS]; /* 0: free */
-	__u32 next;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct rw_tracked_received_flows);
-} tracked_received_flows SEC(".maps");
-
-/* A flow's ports come round again: only a reset this recent is the other end's. */
-#define RW_PEER_RESET_MAX_AGE_NS 2000000000ULL
-
-/*
- * Sockets tracked processes bound a port for (nginx's master opens them):
- * a connection with such a local end was accepted, and once its worker has
- * closed it, it is still that process family's. An entry stays until its
- * process is gone (the agent sweeps) or another tracked process binds the
- * endpoint.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct rw_endpoint);
-	__type(value, struct rw_listener);
-} listeners SEC(".maps");
-
-/*
- * The ports with an entry in `listeners` (RW_PORT_WORD, RW_PORT_BIT). Most
- * resets are on connections nginx opened, from an ephemeral port that no
- * listener has; for those, the two lookups of listener_at() hash a new key
- * into a cold bucket each time (70 ns of a send reset's 530 here). One load
- * from this 8 KiB table settles it. In .bss, so that seeding sets bits too.
- */
-__u64 listened_ports[RW_PORT_WORDS] = {};
-
-static __always_inline void mark_listened_port(__u16 port)
-{
-	__sync_fetch_and_or(&listened_ports[RW_PORT_WORD(port)], RW_PORT_BIT(port));
-}
-
-static __always_inline int port_has_listener(__u16 port)
-{
-	return (listened_ports[RW_PORT_WORD(port)] & RW_PORT_BIT(port)) != 0;
-}
-
-/* --ttl-evidence: the TTL of each peer address's data, and when it was read. */
-struct rw_peer_ttl {
-	__u64 read_jiffies;
-	__u8 ttl;
-	__u8 pad0[7];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct rw_endpoint); /* port 0 */
-	__type(value, struct rw_peer_ttl);
-} peer_data_ttls SEC(".maps");
-
-/* --ttl-evidence: the last reset tcp_probe saw on this CPU, for tcp_receive_reset. */
-struct rw_last_rst {
-	__u64 sk;
-	__u8 ttl;
-	__u8 pad0[7];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct rw_last_rst);
-} last_rst_ttl SEC(".maps");
-
-/* A reset is assembled here before we know whether it is wanted. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct rw_reset_record);
-} reset_scratch SEC(".maps");
-
-static __always_inline struct rw_counters *this_cpu_counters(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&counters, &zero);
-}
-
-static __always_inline void init_header(struct rw_record_header *hdr, __u32 size, __u16 type)
-{
-	hdr->type = type;
-	hdr->size = size;
-	hdr->cpu = bpf_get_smp_processor_id();
-	hdr->ts_ns = bpf_ktime_get_ns();
-}
-
-/*
- * A ring buffer wakeup is an irq_work self-IPI (on a VM, an exit to the
- * hypervisor) that costs microseconds per record. The agent polls at least
- * twice a second anyway: wake it early only once an eighth of the ring
- * waits. Then every record wakes it, and pays for that: a reset storm
- * faster than the agent consumes is slowed to its pace rather than lost.
- * Asking the ring reads the consumer's position, a line the agent writes
- * from another CPU (150 ns per record in a storm); counting records per
- * CPU instead saved that, and lost records at 43k resets/s (run 18).
- * The ring's size is known at load time: a constant, not a second query.
- */
-static __always_inline __u64 wakeup_flags(void)
-{
-	return bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-										 : BPF_RB_NO_WAKEUP;
-}
-
-/*
- * Atomic although per-CPU: a reset sent from a task's close() can be
- * interrupted on its CPU by a softirq handling a received one, and a task
- * in a cgroup hook can be preempted (migration is off, preemption is not)
- * by another running the same hook. A plain increment would lose counts.
- */
-#define COUNT(field)                                                                   \
-	do {                                                                           \
-		struct rw_counters *cnt_ = this_cpu_counters();                        \
-		if (cnt_)                                                              \
-			__sync_fetch_and_add(&cnt_->field, 1);                         \
-	} while (0)
-
-static __always_inline void count_record(int delivered)
-{
-	if (delivered)
-		COUNT(records_emitted);
-	else
-		COUNT(records_lost);
-}
-
-/* A map update that failed for want of room is counted, never silent. */
-static __always_inline void count_if_full(long err)
-{
-	if (err == -E2BIG)
-		COUNT(endpoints_dropped);
-}
-
-static __always_inline void *reserve_record(__u32 size, __u16 type)
-{
-	struct rw_record_header *hdr = bpf_ringbuf_reserve(&records, size, 0);
-
-	count_record(hdr != NULL);
-	if (hdr)
-		init_header(hdr, size, type);
-	return hdr;
-}
-
-/*
- * A task's name as two words: direct loads from task->comm, where
- * bpf_get_current_comm() is a helper call and a string copy. The kernel
- * pads comm with zeros (strscpy_pad), so the words compare and copy whole.
- */
-static __always_inline void task_comm_words(const struct task_struct *task, __u64 words[2])
-{
-	const __u64 *comm = (const __u64 *)task->comm;
-
-	words[0] = comm[0];
-	words[1] = comm[1];
-}
-
-static __always_inline void copy_task_comm(const struct task_struct *task, char dst[RW_COMM_LEN])
-{
-	__u64 words[2];
-
-	task_comm_words(task, words);
-	__builtin_memcpy(dst, words, RW_COMM_LEN);
-}
-
-static __always_inline int comm_is_tracked(const struct task_struct *task)
-{
-	__u64 comm[2];
-
-	task_comm_words(task, comm);
-	for (__u32 i = 0; i < RW_MAX_COMMS; i++) {
-		if (i >= tracked_comm_count)
-			break;
-		if (comm[0] == tracked_comms[i][0] && comm[1] == tracked_comms[i][1])
-			return 1;
-	}
-	return 0;
-}
-
-/* A tracked pid covers its children too: an nginx master covers its workers. */
-static __always_inline int pid_is_tracked(const struct task_struct *task)
-{
-	__u32 tgid = task->tgid;
-	/* Direct BTF loads, not BPF_CORE_READ: no helper call per reset. */
-	__u32 parent = task->real_parent->tgid;
-
-	for (__u32 i = 0; i < RW_MAX_PIDS; i++) {
-		if (i >= tracked_pid_count)
-			break;
-		if (tracked_pids[i] == tgid || tracked_pids[i] == parent)
-			return 1;
-	}
-	return 0;
-}
-
-static __always_inline int task_is_tracked(const struct task_struct *task)
-{
-	if (track_all_tasks)
-		return 1;
-	if (tracked_pid_count && pid_is_tracked(task))
-		return 1;
-	return tracked_comm_count && comm_is_tracked(task);
-}
 
 static __always_inline int is_full_sock(const struct sock *sk)
 {
@@ -359,189 +56,6 @@ static __always_inline __u64 jiffies_to_ns(__u64 j)
 static __always_inline __u64 ns_between_jiffies(__u32 stamp, __u32 now)
 {
 	return jiffies_to_ns((__u32)(now - stamp));
-}
-
-/* The process a connection belongs to, as found at its reset. */
-struct rw_owner {
-	__u32 tgid;
-	__u8 tracked;
-	__u8 holder; /* it held the socket: the task on the CPU */
-	char comm[RW_COMM_LEN];
-};
-
-static __always_inline void owner_from_task(struct rw_owner *o, const struct task_struct *task, __u8 holder)
-{
-	o->tgid = task->tgid;
-	o->tracked = task_is_tracked(task);
-	o->holder = holder;
-	copy_task_comm(task, o->comm);
-}
-
-/*
- * The credentials the socket's file was opened with, or 0 once its process
- * has closed it (an orphan has no struct socket). Direct loads through BTF
- * pointers: a NULL on the way reads as 0.
- */
-static __always_inline __u64 socket_file_cred(const struct sock *sk)
-{
-	struct socket *sock = sk->sk_socket;
-	struct file *file;
-
-	if (!sock)
-		return 0;
-	file = sock->file;
-	if (!file)
-		return 0;
-	return (__u64)file->f_cred;
-}
-
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
-extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
-extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
-
-/*
- * The process whose credentials `cred` are, by walking every process:
- * about 100 ns per process here (a kfunc call each), so 5-10 µs on a host
- * of 70 processes, once per process and per set of credentials it takes
- * (setuid() makes new ones). The result is cached. Tracked processes
- * running at the agent's last sweep are in the cache already (see
- * learn_cred_holders): this is for those started since, and untracked ones.
- */
-static __always_inline int find_cred_holder(__u64 cred, struct rw_owner *o)
-{
-	struct rw_cred_holder holder = {.looked_ns = bpf_ktime_get_ns()};
-	struct bpf_iter_task it;
-	struct task_struct *task;
-	int found = 0;
-
-	COUNT(owner_scans);
-	bpf_iter_task_new(&it, NULL, BPF_TASK_ITER_ALL_PROCS);
-	while ((task = bpf_iter_task_next(&it))) {
-		if ((__u64)task->cred == cred) {
-			owner_from_task(o, task, 0);
-			holder.task = (__u64)task;
-			found = 1;
-			break;
-		}
-	}
-	bpf_iter_task_destroy(&it);
-	if (found)
-		holder.tgid = o->tgid;
-	else
-		COUNT(owners_unresolved);
-	bpf_map_update_elem(&cred_holders, &cred, &holder, BPF_ANY);
-	return found;
-}
-
-/*
- * The same table filled ahead of any reset: the agent runs this task
- * iterator (in its own process context, through read() on an iterator fd)
- * when it attaches and at every listener sweep, so that the reset programs,
- * in softirq, walk the task list only for processes started or given new
- * credentials since. Only tracked processes: on a host of thousands the
- * others would crowd them out of the LRU table.
- */
-SEC("iter/task")
-int learn_cred_holders(struct bpf_iter__task *ctx)
-{
-	struct task_struct *task = ctx->task;
-	struct rw_cred_holder holder = {};
-	__u64 cred;
-
-	/* Leaders only, as the walk: threads share their leader's credentials. */
-	if (!task || task->pid != task->tgid || !task_is_tracked(task))
-		return 0;
-	cred = (__u64)task->cred;
-	holder.tgid = task->tgid;
-	holder.task = (__u64)task;
-	holder.looked_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&cred_holders, &cred, &holder, BPF_ANY);
-	return 0;
-}
-
-enum rw_cached { RW_NOT_CACHED, RW_CACHED_OWNER, RW_CACHED_NOBODY };
-
-/* Whether the task_struct at `task` is of process `tgid` and holds `cred`. */
-static __always_inline int still_holds(const struct task_struct *task, __u32 tgid, __u64 cred)
-{
-	return task->tgid == tgid && (__u64)task->cred == cred;
-}
-
-/*
- * The cached holder of `cred`, if it still holds them: read through the
- * task_struct pointer learnt with it, without taking a reference.
- * bpf_task_from_pid() would take one (a pid lookup and two atomics), which
- * measured 200-300 ns per received reset here, a quarter of its cost. The
- * pointer may be stale, so it is cast read-only (bpf_rdonly_cast: every
- * load is fault-safe) and the task believed only if it is of the cached
- * process and holds `cred`, before and after its name is copied. A
- * task_struct released has no credentials any more (exit_creds() clears
- * them); one freed and reused passes only as a task of the same process
- * with the same credentials (a thread of it, or its child before
- * copy_creds()), which is the same answer. `cred` itself cannot have been
- * reused meanwhile: the socket's file holds a reference to it.
- */
-static __always_inline enum rw_cached cached_cred_holder(__u64 cred, struct rw_owner *o)
-{
-	struct rw_cred_holder *holder = bpf_map_lookup_elem(&cred_holders, &cred);
-	const struct task_struct *task;
-	__u32 tgid;
-
-	if (!holder)
-		return RW_NOT_CACHED;
-	if (!holder->tgid) {
-		if (bpf_ktime_get_ns() - holder->looked_ns < RW_NO_HOLDER_RECHECK_NS) {
-			COUNT(owners_unresolved);
-			return RW_CACHED_NOBODY;
-		}
-		return RW_NOT_CACHED;
-	}
-	tgid = holder->tgid;
-	task = bpf_rdonly_cast((void *)holder->task, bpf_core_type_id_kernel(struct task_struct));
-	if (!still_holds(task, tgid, cred))
-		return RW_NOT_CACHED;
-	owner_from_task(o, task, 0);
-	asm volatile("" ::: "memory"); /* check again: loads, not the values above */
-	return still_holds(task, tgid, cred) ? RW_CACHED_OWNER : RW_NOT_CACHED;
-}
-
-/*
- * Whether the task on the CPU holds the socket (lock_sock()): in close() or
- * another system call, or processing the backlog on release_sock(), where
- * a reset that arrived meanwhile is handled. Softirqs and timers never run
- * TCP on a socket a task holds, they leave it to the holder, so then the
- * task on the CPU is the socket's owner.
- */
-static __always_inline int held_by_current(const struct sock *sk)
-{
-	return sk->sk_lock.owned;
-}
-
-/*
- * Who owns the socket: the task on the CPU if it holds it, else the
- * process whose credentials the socket's file carries. False for an
- * orphan, or when those credentials are nobody's any more.
- */
-static __always_inline int find_owner(const struct sock *sk, struct rw_owner *o)
-{
-	__u64 cred;
-
-	if (held_by_current(sk)) {
-		owner_from_task(o, bpf_get_current_task_btf(), 1);
-		return 1;
-	}
-	cred = socket_file_cred(sk);
-	if (!cred)
-		return 0;
-	switch (cached_cred_holder(cred, o)) {
-	case RW_CACHED_OWNER:
-		return 1;
-	case RW_CACHED_NOBODY:
-		return 0;
-	default:
-		return find_cred_holder(cred, o);
-	}
 }
 
 /*
@@ -621,17 +135,17 @@ static __always_inline int is_tcp(__u32 type, __u32 protocol)
  */
 static __always_inline void on_post_bind(struct bpf_sock *sk, __u16 family)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct rw_task task = current_task();
 	struct rw_listener owner = {};
 	struct rw_endpoint ep;
 
 	if (!is_tcp(sk->type, sk->protocol) || !sk->src_port || !task_is_tracked(task))
 		return;
 	bound_endpoint(&ep, sk, family);
-	owner.owner_tgid = task->tgid;
+	owner.owner_tgid = task_tgid(task);
 	owner.bound_cookie = bpf_get_socket_cookie(sk);
 	copy_task_comm(task, owner.owner_comm);
-	/* The bit first: listener_at() must never skip an entry that exists. */
+	/* The mark first: listener_at() must never skip an entry that exists. */
 	mark_listened_port(ep.port);
 	count_if_full(bpf_map_update_elem(&listeners, &ep, &owner, BPF_ANY));
 }
@@ -688,7 +202,7 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 	 * before tcp_rcv_established() fires tcp_probe: a direct load from
 	 * skb->cb instead of reading the header through a helper.
 	 */
-	flags = skb->cb[bpf_core_field_offset(struct tcp_skb_cb, tcp_flags)];
+	flags = rw_tcp_skb_flags(skb);
 	if (flags & 0x04) { /* RST */
 		struct rw_last_rst *last;
 		__u32 zero = 0;
@@ -837,7 +351,7 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	__u32 last_data, now;
 
 	rec->state = sk->__sk_common.skc_state;
-	rec->sock_cookie = bpf_get_socket_cookie(sk);
+	rec->sock_cookie = rw_socket_cookie(sk);
 	fill_tuple_from_sock(rec, sk, tp);
 	rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
 	rec->pool_idle_ns = RW_UNKNOWN_NS;
@@ -877,7 +391,7 @@ static __always_inline const struct rw_listener *listener_at(struct rw_endpoint 
 		__builtin_memset(ep->addr, 0, sizeof(ep->addr)); /* bound to the wildcard address */
 		l = bpf_map_lookup_elem(&listeners, ep);
 	}
-	if (l && l->bound_cookie && l->bound_cookie == bpf_get_socket_cookie(sk))
+	if (l && l->bound_cookie && l->bound_cookie == rw_socket_cookie(sk))
 		return NULL;
 	return l;
 }
@@ -885,25 +399,28 @@ static __always_inline const struct rw_listener *listener_at(struct rw_endpoint 
 /*
  * Whether a reset is reported: one of a tracked process's sockets, or of an
  * orphan accepted from a tracked listener (its worker closed it already),
- * or any at all with --all.
+ * or any at all with --all. One whose owner is pending goes to the agent,
+ * which knows whether it is tracked once it has looked.
  */
-static __always_inline int wanted(int owner_known, const struct rw_owner *o, const struct rw_listener *l)
+static __always_inline int wanted(enum rw_owner_found found, const struct rw_owner *o, const struct rw_listener *l)
 {
-	if (track_all_tasks)
+	if (track_all_tasks || found == RW_OWNER_PENDING)
 		return 1;
-	return owner_known ? o->tracked : l != NULL;
+	return found == RW_OWNER_FOUND ? o->tracked : l != NULL;
 }
 
 /*
  * The owner into the record: the process found, else the listener's
- * (nginx's master) for an orphan accepted from it. A connection is
- * downstream when its local end is a listener's.
+ * (nginx's master) for an orphan accepted from it; a pending owner is the
+ * agent's to fill. A connection is downstream when its local end is a
+ * listener's.
  */
-static __always_inline void fill_owner(struct rw_reset_record *rec, int owner_known, const struct rw_owner *o,
-				       const struct rw_listener *l, const struct rw_stamps *stamps)
+static __always_inline void fill_owner(struct rw_reset_record *rec, enum rw_owner_found found,
+				       const struct rw_owner *o, const struct rw_listener *l,
+				       const struct rw_stamps *stamps)
 {
 	rec->role = l ? RW_ROLE_DOWNSTREAM : RW_ROLE_UPSTREAM;
-	if (owner_known) {
+	if (found == RW_OWNER_FOUND) {
 		rec->flags |= RW_RST_OWNER_KNOWN;
 		if (o->holder)
 			rec->flags |= RW_RST_OWNER_HOLDER;
@@ -913,28 +430,39 @@ static __always_inline void fill_owner(struct rw_reset_record *rec, int owner_kn
 		rec->flags |= RW_RST_OWNER_KNOWN | RW_RST_OWNER_LISTENER;
 		rec->owner_tgid = l->owner_tgid;
 		__builtin_memcpy(rec->owner_comm, l->owner_comm, RW_COMM_LEN);
-	} else {
+	} else if (found != RW_OWNER_PENDING) {
 		rec->role = RW_ROLE_OTHER;
 		return;
+	}
+	if (found == RW_OWNER_PENDING) {
+		rec->flags |= RW_RST_OWNER_PENDING;
+		rec->owner_cred = o->pending_cred;
 	}
 	fill_turn(rec, rec->role, stamps->last_send, stamps->last_recv);
 }
 
 static __always_inline void fill_current(struct rw_reset_record *rec)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct rw_task task = current_task();
 
-	rec->current_tgid = task->tgid;
+	rec->current_tgid = task_tgid(task);
 	copy_task_comm(task, rec->current_comm);
-	if (task->flags & PF_EXITING) {
+	if (task_flags(task) & PF_EXITING) {
 		rec->flags |= RW_RST_CURRENT_EXITING;
-		rec->current_exit_code = task->exit_code;
+		rec->current_exit_code = task_exit_code(task);
 	}
 }
 
+/*
+ * A record whose owner is pending wakes the agent at once: it must look
+ * while the owner still runs. Such records are rare (a process's first
+ * reset), so these wakeups cost nothing that matters.
+ */
 static __always_inline void output(const struct rw_reset_record *rec)
 {
-	count_record(bpf_ringbuf_output(&records, (void *)rec, sizeof(*rec), wakeup_flags()) == 0);
+	__u64 flags = rec->flags & RW_RST_OWNER_PENDING ? BPF_RB_FORCE_WAKEUP : wakeup_flags();
+
+	count_record(bpf_ringbuf_output(&records, (void *)rec, sizeof(*rec), flags) == 0);
 }
 
 /* A reset assembled in the per-CPU scratch record, to the ring buffer. */
@@ -1037,26 +565,25 @@ static __always_inline void emit_and_await_sender_side(const struct rw_reset_rec
  * closed it. Resets of other processes' sockets leave before a record is
  * assembled.
  */
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
+static __always_inline int handle_received_reset(struct sock *sk, const int typed_reads)
 {
 	const struct rw_listener *l;
+	enum rw_owner_found found;
 	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
 	struct rw_endpoint local;
-	struct rw_owner owner;
-	int owner_known;
+	struct rw_owner owner = {};
 
-	owner_known = find_owner(sk, &owner);
+	found = find_owner(sk, &owner, typed_reads);
 	sock_endpoint(&local, sk, RW_OUR_END);
 	l = listener_at(&local, sk);
-	if (!wanted(owner_known, &owner, l))
+	if (!wanted(found, &owner, l))
 		return 0;
 	rec = scratch_record(RW_DIR_RECEIVED);
 	if (!rec)
 		return 0;
 	fill_connection(rec, sk, &stamps);
-	fill_owner(rec, owner_known, &owner, l, &stamps);
+	fill_owner(rec, found, &owner, l, &stamps);
 	if (ttl_evidence)
 		fill_ttls(rec, sk);
 	/* Only an upstream connection has a backend whose side is evidence. */
@@ -1066,10 +593,9 @@ int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 	return 0;
 }
 
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *skb)
+static __always_inline int handle_sent_reset(struct sock *sk, const struct sk_buff *skb, __u64 reason,
+					     const int typed_reads)
 {
-	struct sock *sk = (struct sock *)csk;
 	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
 	int report = track_all_tasks;
@@ -1078,23 +604,23 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	if (!rec)
 		return 0;
 	if (rw_send_reset_has_reason()) {
-		rec->reason = (__u32)ctx[2];
+		rec->reason = (__u32)reason;
 		rec->flags |= RW_RST_REASON_KNOWN;
 	}
 	if (sk && is_full_sock(sk) && sk->__sk_common.skc_state != TCP_LISTEN) {
 		const struct rw_listener *l;
+		enum rw_owner_found found;
 		struct rw_endpoint local;
-		struct rw_owner owner;
-		int owner_known;
+		struct rw_owner owner = {};
 
 		fill_connection(rec, sk, &stamps);
-		owner_known = find_owner(sk, &owner);
+		found = find_owner(sk, &owner, typed_reads);
 		/* After a close with SO_LINGER 0 only the record has our port. */
 		record_endpoint(&local, rec, 1);
 		l = listener_at(&local, sk);
-		report = wanted(owner_known, &owner, l);
+		report = wanted(found, &owner, l);
 		if (report)
-			fill_owner(rec, owner_known, &owner, l, &stamps);
+			fill_owner(rec, found, &owner, l, &stamps);
 	} else {
 		/* No connection: none at all, or only a listener answering a stray. */
 		rec->flags |= RW_RST_NO_SOCKET;
@@ -1112,10 +638,55 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *csk, const struct sk_buff *sk
 	return 0;
 }
 
+/* The reason argument exists since Linux 6.10: read only where it does. */
+static __always_inline __u64 send_reset_reason(__u64 *ctx)
+{
+	return rw_send_reset_has_reason() ? ctx[2] : 0;
+}
+
+/*
+ * Each reset program twice: with bpf_rdonly_cast (Linux 6.2+) and without
+ * (probe reads). The agent loads one pair (agent/kernel/loader.cpp).
+ */
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
+{
+	return handle_received_reset(sk, 1);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_tcp_receive_reset_compat, struct sock *sk)
+{
+	return handle_received_reset(sk, 0);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_sent_reset((struct sock *)sk, skb, send_reset_reason(ctx), 1);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_tcp_send_reset_compat, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_sent_reset((struct sock *)sk, skb, send_reset_reason(ctx), 0);
+}
+
+/* The agent runs it (a read() on an iterator fd): see learn_cred_holder(). */
+SEC("iter/task")
+int learn_cred_holders(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	if (task)
+		learn_cred_holder(task);
+	return 0;
+}
+
 /* The current task's memory cgroup path into rec, leaf first. */
 static __always_inline void read_memory_cgroup(struct rw_oom_record *rec)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task(); /* rare: probe reads do */
 	struct cgroup_subsys_state *css = NULL;
 	struct css_set *cgroups;
 	struct kernfs_node *kn;

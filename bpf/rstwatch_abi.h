@@ -59,15 +59,14 @@ struct rw_flow {
 };
 
 /*
- * Every port that has ever had an entry in the listeners table, one bit
+ * Every port that has ever had an entry in the listeners table, one byte
  * each, in the BPF object's .bss (which user space maps): a reset whose
- * local port has no bit skips both listener lookups. Bits are set with an
- * atomic OR, by bind() and by seeding, and never cleared, so a clear bit
- * always means no listener there.
+ * local port has no mark skips both listener lookups. Marks are set by
+ * bind() and by seeding, and never cleared, so an unmarked port always
+ * means no listener there. Bytes, not bits: a plain store sets one without
+ * the atomic OR a shared bit would need (Linux 5.12+).
  */
-#define RW_PORT_WORDS 1024 /* 65536 ports / 64 */
-#define RW_PORT_WORD(port) (((port) >> 6) & (RW_PORT_WORDS - 1))
-#define RW_PORT_BIT(port) (1ULL << ((port) & 63))
+#define RW_PORTS 65536
 
 /*
  * A socket a tracked process bound a port for (to listen on), keyed by its
@@ -121,6 +120,12 @@ enum rw_reset_flags {
 	 * the owner, read from the CPU rather than from the socket's file.
 	 */
 	RW_RST_OWNER_HOLDER = 1u << 9,
+	/*
+	 * The socket's file names credentials whose holder the reset programs
+	 * did not know yet: `owner_cred` is their key in the cred_holders map,
+	 * and the agent fills owner_* (or drops the record) once it has looked.
+	 */
+	RW_RST_OWNER_PENDING = 1u << 10,
 };
 
 struct rw_reset_record {
@@ -156,6 +161,7 @@ struct rw_reset_record {
 	__u8 rst_ttl;         /* TTL / hop limit of the reset segment, 0 unknown */
 	__u8 stalled_retrans; /* retransmission timeouts in a row without progress */
 	__u8 pad0;
+	__u64 owner_cred;     /* RW_RST_OWNER_PENDING: see there */
 };
 
 /* struct rw_oom_record.flags */
@@ -183,11 +189,41 @@ struct rw_oom_record {
 	char cgroup_names[RW_CGROUP_LEVELS][RW_CGROUP_NAME_LEN];
 };
 
+/*
+ * Who holds a set of credentials (a struct cred, the key: its address).
+ * A socket's file keeps the credentials of the process that opened it, and
+ * every process has its own (copied at fork, replaced by setuid()), so the
+ * process holding a socket file's credentials is the socket's owner. The
+ * reset programs read an entry and check it against the task at every use;
+ * they never search for a holder themselves (that would walk every process
+ * in softirq): credentials they meet first are marked pending and the
+ * record goes to the agent, which runs the task iterator (in its own
+ * process context) to learn their holder.
+ */
+enum rw_holder_state {
+	RW_HOLDER_KNOWN = 1,   /* `tgid` held them when learnt: checked at every use */
+	RW_HOLDER_PENDING = 2, /* met at a reset: the agent looks for the holder */
+	RW_HOLDER_NOBODY = 3,  /* no process holds them: believed for a second */
+};
+
+#define RW_NO_HOLDER_RECHECK_NS 1000000000ULL
+
+struct rw_cred_holder {
+	__u32 tgid;
+	__u32 state;     /* enum rw_holder_state */
+	__u64 looked_ns; /* CLOCK_MONOTONIC, when the state was set */
+	__u64 task;      /* the holder's task_struct (its leader): checked, never trusted */
+	/* Written by the task iterator for the agent; the reset programs read the task. */
+	char comm[RW_COMM_LEN];
+	__u8 tracked;
+	__u8 pad0[7];
+};
+
 /* Per-CPU counters (BPF_MAP_TYPE_PERCPU_ARRAY, one entry); the agent sums them. */
 struct rw_counters {
 	__u64 records_emitted;
 	__u64 records_lost;      /* bpf_ringbuf_reserve failed: ring buffer full */
-	__u64 owner_scans;       /* a socket's credentials not cached: the task list was walked */
+	__u64 owner_lookups;     /* a socket's credentials not known yet: the agent was asked */
 	__u64 owners_unresolved; /* ... and no process holds them any more (changed or gone) */
 	__u64 endpoints_dropped; /* listeners not recorded: their table was full */
 };

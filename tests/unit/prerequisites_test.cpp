@@ -5,6 +5,7 @@
 #include <set>
 
 #include "kernel_features.h"
+#include "kernel_support.h"
 
 using namespace rstwatch;
 
@@ -15,12 +16,16 @@ struct FakeKernel : KernelFeatures {
     bool root = true;
     std::set<int> caps = {12, 21, 38, 39};  // root's: CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF
     std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset"};
-    std::set<std::string> kfuncs = {"bpf_iter_task_new", "bpf_rdonly_cast"};
+    std::set<std::string> kfuncs = {"bpf_rdonly_cast", "bpf_get_socket_ptr_cookie", "bpf_ringbuf_output", "bpf_iter_task"};
+    std::set<std::string> enums = {"sk_rst_reason"};
+    std::set<std::string> members = {"trace_event_raw_mark_victim.anon_rss"};
     std::string cgroup2 = "/sys/fs/cgroup";
 
     bool has_vmlinux_btf() const override { return btf; }
     bool has_btf_tracepoint(const std::string &name) const override { return btf && tracepoints.count(name); }
-    bool has_kfunc(const std::string &name) const override { return btf && kfuncs.count(name); }
+    bool has_kernel_function(const std::string &name) const override { return btf && kfuncs.count(name); }
+    bool has_btf_enum(const std::string &name) const override { return btf && enums.count(name); }
+    bool has_struct_member(const std::string &t, const std::string &m) const override { return btf && members.count(t + "." + m); }
     bool has_classic_tracepoint(const std::string &, const std::string &name) const override
     {
         return tracepoints.count(name);
@@ -129,12 +134,66 @@ TEST(Prerequisites, EachMissingTracepointIsNamed)
     EXPECT_NE(joined(missing).find("tcp_send_reset"), std::string::npos);
 }
 
-TEST(Prerequisites, AKernelWithoutTheTaskIteratorIsNamed)
+TEST(Prerequisites, AKernelOlderThanTheRingBufferIsNamed)
 {
     FakeKernel k;
-    k.kfuncs = {"bpf_rdonly_cast"};  // Linux 6.2 to 6.6
+    k.kfuncs = {};  // Linux 5.7: neither the ring buffer nor the task iterator
     auto missing = missing_prerequisites(k);
-    ASSERT_EQ(missing.size(), 1u) << joined(missing);
-    EXPECT_NE(missing[0].find("bpf_iter_task_new"), std::string::npos);
-    EXPECT_NE(missing[0].find("6.7"), std::string::npos);
+    ASSERT_EQ(missing.size(), 2u) << joined(missing);
+    EXPECT_NE(joined(missing).find("ring buffer"), std::string::npos);
+    EXPECT_NE(joined(missing).find("task iterator"), std::string::npos);
+    EXPECT_NE(joined(missing).find("5.8"), std::string::npos);
+}
+
+// Linux 5.10 (Debian 11) as its BTF shows it: it runs, with fallbacks and
+// named gaps.
+FakeKernel debian_5_10()
+{
+    FakeKernel k;
+    k.kfuncs = {"bpf_ringbuf_output", "bpf_iter_task"};
+    k.enums = {};
+    k.members = {};
+    k.tracepoints.insert({"tcp_probe", "mark_victim"});
+    return k;
+}
+
+TEST(KernelSupport, AnOlderKernelRunsOnTheFallbacks)
+{
+    const FakeKernel k = debian_5_10();
+    EXPECT_TRUE(missing_prerequisites(k).empty()) << joined(missing_prerequisites(k));
+    KernelSupport s = probe_kernel_support(k, false);
+    EXPECT_FALSE(s.typed_task_reads);
+    EXPECT_FALSE(s.tracing_socket_cookie);
+    EXPECT_FALSE(s.sent_resets_without_socket);
+    EXPECT_TRUE(s.oom_kills);
+    EXPECT_FALSE(s.oom_victim_details);
+}
+
+TEST(KernelSupport, TheGapsLineNamesTheEvidenceAndTheCausesNotTheSpeedPaths)
+{
+    std::string line = evidence_gaps_line(probe_kernel_support(debian_5_10(), false), false);
+    EXPECT_NE(line.find("without a socket"), std::string::npos) << line;
+    EXPECT_NE(line.find("6.10"), std::string::npos) << line;
+    EXPECT_NE(line.find("stale_reuse"), std::string::npos) << line;
+    EXPECT_EQ(line.find("rdonly_cast"), std::string::npos) << "a slower path loses no evidence: " << line;
+    EXPECT_EQ(line.find("RSS"), std::string::npos) << "the victim's RSS is detail, not evidence: " << line;
+}
+
+TEST(KernelSupport, ARecentKernelHasNoGapsAndForcingTakesTheFallbacks)
+{
+    FakeKernel k;
+    k.tracepoints.insert({"tcp_probe", "mark_victim"});
+    EXPECT_EQ(evidence_gaps_line(probe_kernel_support(k, false), true), "");
+    KernelSupport forced = probe_kernel_support(k, true);
+    EXPECT_FALSE(forced.typed_task_reads);
+    EXPECT_FALSE(forced.tracing_socket_cookie);
+    EXPECT_TRUE(forced.sent_resets_without_socket) << "forcing changes paths, never the evidence";
+}
+
+TEST(KernelSupport, TheCheckTableSaysYesOrNoForEachFacility)
+{
+    std::string table = support_table(probe_kernel_support(debian_5_10(), false));
+    EXPECT_NE(table.find("bpf_rdonly_cast"), std::string::npos) << table;
+    EXPECT_NE(table.find("no"), std::string::npos) << table;
+    EXPECT_NE(table.find("yes"), std::string::npos) << table;
 }

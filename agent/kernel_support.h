@@ -1,0 +1,55 @@
+// What the running kernel lets rstwatch see, decided once at start from its
+// BTF (never from its version number): which build of the BPF programs the
+// loader picks, and which evidence is missing, with the causes that then
+// cannot be named. `rstwatch run --check` prints it; `rstwatch run` logs the
+// gaps in one line.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rstwatch {
+
+class KernelFeatures;
+
+struct KernelSupport {
+    // bpf_rdonly_cast (Linux 6.2): a cached owner is checked with plain
+    // loads; without it, with probe reads (the "_compat" programs).
+    bool typed_task_reads = true;
+    // bpf_get_socket_cookie() in tracing programs (5.12); without it the
+    // cookie is read from the socket, where it may not be set yet.
+    bool tracing_socket_cookie = true;
+    // tcp:tcp_send_reset also fires for resets sent without a connection
+    // socket (none, a listener, a TIME_WAIT socket) and says why (6.10).
+    bool sent_resets_without_socket = true;
+    bool oom_kills = true;           // oom:mark_victim
+    bool oom_victim_details = true;  // its comm and RSS fields (6.8)
+    bool segment_ttl = true;         // tcp:tcp_probe, for --ttl-evidence
+};
+
+// Asks the kernel. RSTWATCH_FORCE_FALLBACKS=1 in the environment makes the
+// loader take every fallback path this kernel could avoid (for tests and
+// benchmarks of those paths on a recent kernel).
+KernelSupport probe_kernel_support(const KernelFeatures &kernel);
+KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fallbacks);
+
+// One row of --check: a kernel facility, whether this kernel has it, and
+// what its absence costs.
+struct SupportRow {
+    std::string facility;
+    std::string since;  // the kernel that brought it, for the reader
+    bool present = false;
+    std::string without_it;  // evidence lost and causes affected; or the path taken
+    bool evidence = false;   // absence loses evidence (not just speed)
+};
+
+std::vector<SupportRow> support_rows(const KernelSupport &support);
+
+// The evidence this kernel cannot give, in one line for the start-up log;
+// empty when nothing is missing.
+std::string evidence_gaps_line(const KernelSupport &support, bool ttl_evidence_requested);
+
+// The --check table.
+std::string support_table(const KernelSupport &support);
+
+}  // namespace rstwatch
