@@ -247,7 +247,8 @@ int run_agent(const RunSettings &settings)
     decode_ctx.realtime_offset_ns = realtime_minus_monotonic_ns();
     decode_ctx.reason_name = [&reasons](uint32_t code) { return reasons.name(code); };
 
-    Diagnoser diagnoser;
+    const KernelSupport support = probe_kernel_support(kernel);
+    Diagnoser diagnoser(KernelEvidence{support.sent_resets_without_socket, support.oom_kills});
     AttributionTables tables;
     Reporter reporter(settings);
     Metrics metrics;

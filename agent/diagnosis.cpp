@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 
 namespace rstwatch {
@@ -202,6 +203,15 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
         d.evidence.push_back(sent_by);
 
         if (peer->current_exiting) {
+            if (peer->current_exit_signal == SIGKILL && !kernel_.oom_kills) {
+                d.evidence.push_back(who + " was exiting on SIGKILL when the reset left its socket");
+                d.evidence.push_back("this kernel does not trace OOM kills (oom:mark_victim): the OOM killer "
+                                     "(backend_oom) and a kill -9 (backend_crash) look the same");
+                d.hint = "backend " + peer->current_comm + " was killed: check `dmesg -T | grep -i 'killed process'` "
+                         "for the OOM killer, and the backend's logs; `proxy_next_upstream error` retries "
+                         "idempotent requests on another server";
+                return d;
+            }
             if (const OomEvent *oom = oom_kill_of(peer->current_pid, std::max(peer->mono_ns, r.mono_ns))) {
                 d.cause = Cause::BackendOom;
                 d.confidence = Confidence::High;
@@ -267,8 +277,13 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
         return d;
     }
 
-    d.evidence.push_back("no reset from the backend's side on this host: the backend is elsewhere, its "
-                         "processes cannot be seen");
+    if (kernel_.socketless_sent_resets)
+        d.evidence.push_back("no reset from the backend's side on this host: the backend is elsewhere, its "
+                             "processes cannot be seen");
+    else
+        d.evidence.push_back("no reset from the backend's side traced: this kernel does not trace resets sent "
+                             "without a socket (Linux 6.10+), so a backend on this host that restarted or had "
+                             "already closed the connection leaves none");
     if (r.rst_ttl && r.data_ttl && r.rst_ttl != r.data_ttl) {
         d.cause = Cause::MiddleboxIdle;
         d.confidence = reused && *r.pool_idle_ms >= 1000 ? Confidence::High : Confidence::Medium;
@@ -293,6 +308,8 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
                                            r.rst_ttl));
     else
         d.evidence.push_back("TTL of the reset unknown: a middlebox cannot be ruled out");
+    if (!kernel_.socketless_sent_resets && (r.in_request || reused))
+        return unknown_without_socketless_resets(r, d);
     if (reused && prompt) {
         d.cause = Cause::KeepaliveRace;
         d.confidence = Confidence::Low;
@@ -306,6 +323,30 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
                              "backend's processes");
         d.hint = "check the backend's logs and restarts at this time";
         return d;
+    }
+    return d;
+}
+
+// A kernel that does not trace socketless resets cannot tell a backend here
+// that restarted (stale_reuse) or had closed the connection (keepalive_race)
+// from one elsewhere: the cause stays unknown, with a hint true for each.
+Diagnosis Diagnoser::unknown_without_socketless_resets(const ResetEvent &r, Diagnosis d) const
+{
+    d.cause = Cause::Unknown;
+    d.confidence = Confidence::Low;
+    if (r.pool_idle_ms) {
+        d.evidence.push_back("candidates: keepalive_race, stale_reuse, middlebox_idle (a reset on a reused "
+                             "connection)");
+        d.hint = "the connection sat " + duration_text(*r.pool_idle_ms) +
+                 " in the pool: a keepalive_timeout below that in the upstream block (" +
+                 nginx_time_below(*r.pool_idle_ms) +
+                 ") avoids the reset whether the backend closed it, restarted or a middlebox forgot it; "
+                 "Linux 6.10+ would tell which";
+    } else {
+        d.evidence.push_back("candidates: backend_crash, backend_oom, stale_reuse (a reset on the connection's "
+                             "first request)");
+        d.hint = "check the backend's logs and restarts at this time; `proxy_next_upstream error` retries "
+                 "idempotent requests on another server";
     }
     return d;
 }

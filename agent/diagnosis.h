@@ -31,8 +31,20 @@ struct IdleCluster {
     std::string hint;
 };
 
+// What the running kernel can show (agent/kernel_support.h): an absent
+// record means "did not happen" only where the kernel would have traced it.
+struct KernelEvidence {
+    // tcp:tcp_send_reset fires for resets sent without a connection socket
+    // (a restarted backend's kernel, a TIME_WAIT socket): Linux 6.10+.
+    bool socketless_sent_resets = true;
+    // oom:mark_victim is traced: a SIGKILL without an OOM record is no OOM kill.
+    bool oom_kills = true;
+};
+
 class Diagnoser {
 public:
+    explicit Diagnoser(KernelEvidence kernel = {}) : kernel_(kernel) {}
+
     // How far back a backend-side reset or an OOM kill may lie.
     static constexpr uint64_t kPeerWindowNs = 2'000'000'000ULL;
     static constexpr uint64_t kOomWindowNs = 30'000'000'000ULL;
@@ -70,6 +82,7 @@ private:
 
     Diagnosis diagnose(const ResetEvent &reset) const;
     Diagnosis diagnose_upstream_received(const ResetEvent &reset) const;
+    Diagnosis unknown_without_socketless_resets(const ResetEvent &reset, Diagnosis d) const;
     const ResetEvent *backend_side_of(const ResetEvent &reset) const;
     const OomEvent *oom_kill_of(uint32_t pid, uint64_t before_ns) const;
     std::optional<IdleCluster> cluster_for(const std::string &upstream, const std::vector<IdleSample> &samples) const;
@@ -79,6 +92,7 @@ private:
     Diagnosis diagnose_and_learn(const ResetEvent &reset);
     void forget_oldest_peer();
 
+    KernelEvidence kernel_;
     std::deque<Event> held_;
     std::deque<ResetEvent> recent_peers_;
     // recent_peers_ by flow (local, remote): at 20k resets/s a linear scan

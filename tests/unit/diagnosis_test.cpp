@@ -310,6 +310,41 @@ TEST(Diagnosis, RemoteBackendResettingAnOpenRequestIsALowConfidenceCrash)
     EXPECT_TRUE(mentions(result, "RST TTL 64 matches")) << all_evidence(result);
 }
 
+// Before Linux 6.10 a backend on this host that restarted, or whose socket
+// was in TIME_WAIT, sends its reset untraced: the missing backend side does
+// not mean "elsewhere", and a reset on reuse has three candidates.
+TEST(Diagnosis, AKernelWithoutSocketlessResetsLeavesAReuseResetUnknown)
+{
+    Diagnoser d(KernelEvidence{.socketless_sent_resets = false, .oom_kills = true});
+    auto result = diagnose_alone(d, reused(nginx_received(5000), 5000));
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->cause, Cause::Unknown);
+    EXPECT_TRUE(mentions(*result, "Linux 6.10")) << all_evidence(*result);
+    EXPECT_TRUE(mentions(*result, "keepalive_race, stale_reuse, middlebox_idle")) << all_evidence(*result);
+    EXPECT_NE(result->hint.find("keepalive_timeout below that"), std::string::npos) << result->hint;
+    EXPECT_NE(result->hint.find("4s"), std::string::npos) << "below the 5 s it sat: " << result->hint;
+
+    Diagnoser full;
+    EXPECT_EQ(diagnose_alone(full, reused(nginx_received(5000), 5000))->cause, Cause::KeepaliveRace)
+        << "what a 6.10+ kernel says of the same reset, for contrast";
+}
+
+TEST(Diagnosis, AKernelWithoutSocketlessResetsStillNamesWhatItSees)
+{
+    Diagnoser d(KernelEvidence{.socketless_sent_resets = false, .oom_kills = true});
+    auto result = diagnose_after(d, {exiting(backend_sent(100, ""), SIGSEGV)}, nginx_received(100));
+    EXPECT_EQ(result.cause, Cause::BackendCrash) << "a backend's own socket is traced on every kernel";
+}
+
+TEST(Diagnosis, ASigkillWithoutOomTracingIsUnknown)
+{
+    Diagnoser d(KernelEvidence{.socketless_sent_resets = true, .oom_kills = false});
+    auto result = diagnose_after(d, {exiting(backend_sent(100, ""), SIGKILL)}, nginx_received(100));
+    EXPECT_EQ(result.cause, Cause::Unknown);
+    EXPECT_TRUE(mentions(result, "does not trace OOM kills")) << all_evidence(result);
+    EXPECT_NE(result.hint.find("dmesg"), std::string::npos) << result.hint;
+}
+
 TEST(Diagnosis, CauseNamesRoundTrip)
 {
     for (Cause c : {Cause::BackendCrash, Cause::BackendOom, Cause::KeepaliveRace, Cause::MiddleboxIdle,
