@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -47,6 +48,25 @@ public:
                 return true;
         }
         return has_btf_tracepoint(name);
+    }
+
+    bool can_trace_function(const std::string &name) const override
+    {
+        std::call_once(traceable_once_, [this] {
+            for (const char *root : {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}) {
+                std::ifstream in(std::string(root) + "/available_filter_functions");
+                std::string line;
+                while (std::getline(in, line)) {
+                    // "name" or "name [module]"
+                    std::string fn = line.substr(0, line.find(' '));
+                    if (std::find(kProbedFunctions.begin(), kProbedFunctions.end(), fn) != kProbedFunctions.end())
+                        traceable_.insert(fn);
+                }
+                if (!traceable_.empty())
+                    break;
+            }
+        });
+        return traceable_.count(name) > 0;
     }
 
     bool is_root() const override { return geteuid() == 0; }
@@ -106,7 +126,8 @@ private:
         }
     }
 
-    mutable std::once_flag btf_once_;
+    mutable std::once_flag btf_once_, traceable_once_;
+    mutable std::set<std::string> traceable_;
     mutable BtfIndex index_;
 };
 

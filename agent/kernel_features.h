@@ -22,6 +22,9 @@ public:
     // A member of a struct in the kernel's BTF; only the structs in
     // kProbedStructs are looked at.
     virtual bool has_struct_member(const std::string &type, const std::string &member) const = 0;
+    // Whether ftrace can attach fentry programs to this kernel function
+    // (tracefs lists it in available_filter_functions).
+    virtual bool can_trace_function(const std::string &name) const = 0;
     // A classic tracepoint "category/name" in tracefs or BTF.
     virtual bool has_classic_tracepoint(const std::string &category, const std::string &name) const = 0;
     virtual bool is_root() const = 0;
@@ -36,6 +39,8 @@ const KernelFeatures &running_kernel();
 
 // The tracepoints the agent cannot work without.
 extern const std::vector<std::string> kRequiredTracepoints;
+// The functions can_trace_function() can answer for.
+extern const std::vector<std::string> kProbedFunctions;
 // The structs whose members has_struct_member() can answer for.
 extern const std::vector<std::string> kProbedStructs;
 

@@ -23,7 +23,10 @@ KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fall
     // The reason enum and the tracepoint's coverage of socketless resets
     // came in one series ("rstreason", Linux 6.10); the BPF side reads the
     // reason on the same test (core_fixes.bpf.h).
-    s.sent_resets_without_socket = kernel.has_btf_enum("sk_rst_reason");
+    const bool by_tracepoint = kernel.has_btf_enum("sk_rst_reason");
+    s.socketless_resets_by_fentry = !by_tracepoint && kernel.can_trace_function("tcp_v4_send_reset") &&
+                                    kernel.can_trace_function("tcp_v6_send_reset");
+    s.sent_resets_without_socket = by_tracepoint || s.socketless_resets_by_fentry;
     s.oom_kills = kernel.has_classic_tracepoint("oom", "mark_victim");
     s.oom_victim_details = s.oom_kills && kernel.has_struct_member("trace_event_raw_mark_victim", "anon_rss");
     s.segment_ttl = kernel.has_btf_tracepoint("tcp_probe");
@@ -33,7 +36,9 @@ KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fall
 std::vector<SupportRow> support_rows(const KernelSupport &s)
 {
     return {
-        {"tcp:tcp_send_reset for resets sent without a socket, with reasons", "6.10", s.sent_resets_without_socket,
+        {s.socketless_resets_by_fentry ? "resets sent without a socket (fentry on tcp_v4/v6_send_reset)"
+                                       : "tcp:tcp_send_reset for resets sent without a socket",
+         "6.10", s.sent_resets_without_socket,
          "a backend on this host that restarted (stale_reuse) or had closed the connection (keepalive_race) "
          "leaves no record of its side: those resets are unknown unless the idle times tell",
          true},

@@ -19,9 +19,12 @@ struct KernelSupport {
     // bpf_get_socket_cookie() in tracing programs (5.12); without it the
     // cookie is read from the socket, where it may not be set yet.
     bool tracing_socket_cookie = true;
-    // tcp:tcp_send_reset also fires for resets sent without a connection
-    // socket (none, a listener, a TIME_WAIT socket) and says why (6.10).
+    // Resets sent without a connection socket (none, a TIME_WAIT socket)
+    // are traced: by tcp:tcp_send_reset itself, which also gives the
+    // reason (6.10), or else by fentry on tcp_v4/v6_send_reset where ftrace
+    // can attach.
     bool sent_resets_without_socket = true;
+    bool socketless_resets_by_fentry = false;
     bool oom_kills = true;           // oom:mark_victim
     bool oom_victim_details = true;  // its comm and RSS fields (6.8)
     bool segment_ttl = true;         // tcp:tcp_probe, for --ttl-evidence

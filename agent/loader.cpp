@@ -121,7 +121,7 @@ void comm_words(const std::string &comm, volatile __u64 (&words)[2])
     words[1] = w[1];
 }
 
-enum class Hook { BtfTracepoint, ClassicTracepoint, Cgroup };
+enum class Hook { BtfTracepoint, ClassicTracepoint, Cgroup, Fentry };
 
 struct ProgramNeed {
     bpf_program *prog;
@@ -210,12 +210,17 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
          "the TTL of resets is unknown: middlebox resets cannot be told apart"},
         {p->on_mark_victim, &l->on_mark_victim, Hook::ClassicTracepoint, "mark_victim", "oom", false,
          "OOM kills are not reported"},
+        {p->on_tcp_v4_send_reset, &l->on_tcp_v4_send_reset, Hook::Fentry, "tcp_v4_send_reset", nullptr, false, ""},
+        {p->on_tcp_v6_send_reset, &l->on_tcp_v6_send_reset, Hook::Fentry, "tcp_v6_send_reset", nullptr, false, ""},
     };
     // A per-segment hook: only when asked for (see LoaderOptions::ttl_evidence).
     if (!options.ttl_evidence)
         bpf_program__set_autoload(p->on_tcp_probe, false);
+    // Only where the tracepoint misses socketless resets and ftrace can attach.
+    bpf_program__set_autoload(p->on_tcp_v4_send_reset, support_.socketless_resets_by_fentry);
+    bpf_program__set_autoload(p->on_tcp_v6_send_reset, support_.socketless_resets_by_fentry);
     for (const auto &need : needs) {
-        if (!bpf_program__autoload(need.prog) || need.hook == Hook::Cgroup)
+        if (!bpf_program__autoload(need.prog) || need.hook == Hook::Cgroup || need.hook == Hook::Fentry)
             continue;  // the cgroup hooks are as old as BTF itself: the load tells
         bool present = need.hook == Hook::ClassicTracepoint ? kernel.has_classic_tracepoint(need.category, need.name)
                                                              : kernel.has_btf_tracepoint(need.name);
@@ -262,11 +267,13 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         if (!bpf_program__autoload(need.prog))
             continue;
         const bool cgroup = need.hook == Hook::Cgroup;
-        const std::string hook = cgroup ? std::string("cgroup/") + need.name : std::string(need.name);
+        const std::string hook = cgroup                        ? std::string("cgroup/") + need.name
+                                 : need.hook == Hook::Fentry ? std::string("fentry/") + need.name
+                                                             : std::string(need.name);
         bpf_link *link = cgroup ? bpf_program__attach_cgroup(need.prog, cgroup_root.get()) : bpf_program__attach(need.prog);
         if (!link) {
             int err = -errno;
-            throw FatalError("cannot attach to " + std::string(cgroup ? "the cgroup hook " : "the tracepoint ") + hook +
+            throw FatalError("cannot attach to " + std::string(cgroup ? "the cgroup hook " : "") + hook +
                                  ": " + errno_text(err),
                              err == -EPERM ? "run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN" : "");
         }

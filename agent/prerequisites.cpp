@@ -21,6 +21,10 @@ const std::vector<std::string> kRequiredTracepoints = {
     "tcp_send_reset",     // a reset left
 };
 
+// Where every reset is sent from, for kernels whose tcp:tcp_send_reset
+// misses the socketless ones (before 6.10).
+const std::vector<std::string> kProbedFunctions = {"tcp_v4_send_reset", "tcp_v6_send_reset"};
+
 // oom:mark_victim's record gained the victim's comm and RSS in Linux 6.8.
 const std::vector<std::string> kProbedStructs = {"trace_event_raw_mark_victim"};
 

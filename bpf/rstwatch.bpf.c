@@ -672,6 +672,31 @@ int BPF_PROG(on_tcp_send_reset_compat, const struct sock *sk, const struct sk_bu
 	return handle_sent_reset((struct sock *)sk, skb, send_reset_reason(ctx), 0);
 }
 
+/*
+ * Before Linux 6.10 tcp:tcp_send_reset fires only for full sockets: a reset
+ * sent with no socket (the kernel of a backend that restarted) or from a
+ * TIME_WAIT socket leaves no trace, and those are the backend's side of
+ * stale_reuse and keepalive_race. Where ftrace can attach (Debian's 5.10
+ * and 6.1 kernels can, not every host), fentry on the functions that send
+ * every reset fills the gap: the agent loads these only there, and they
+ * leave full sockets to the tracepoint.
+ */
+SEC("fentry/tcp_v4_send_reset")
+int BPF_PROG(on_tcp_v4_send_reset, const struct sock *sk, struct sk_buff *skb)
+{
+	if (sk && is_full_sock(sk))
+		return 0;
+	return handle_sent_reset((struct sock *)sk, skb, 0, 0);
+}
+
+SEC("fentry/tcp_v6_send_reset")
+int BPF_PROG(on_tcp_v6_send_reset, const struct sock *sk, struct sk_buff *skb)
+{
+	if (sk && is_full_sock(sk))
+		return 0;
+	return handle_sent_reset((struct sock *)sk, skb, 0, 0);
+}
+
 /* The agent runs it (a read() on an iterator fd): see learn_cred_holder(). */
 SEC("iter/task")
 int learn_cred_holders(struct bpf_iter__task *ctx)

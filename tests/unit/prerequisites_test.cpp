@@ -19,6 +19,7 @@ struct FakeKernel : KernelFeatures {
     std::set<std::string> kfuncs = {"bpf_rdonly_cast", "bpf_get_socket_ptr_cookie", "bpf_ringbuf_output", "bpf_iter_task"};
     std::set<std::string> enums = {"sk_rst_reason"};
     std::set<std::string> members = {"trace_event_raw_mark_victim.anon_rss"};
+    std::set<std::string> traceable;
     std::string cgroup2 = "/sys/fs/cgroup";
 
     bool has_vmlinux_btf() const override { return btf; }
@@ -30,6 +31,7 @@ struct FakeKernel : KernelFeatures {
     {
         return tracepoints.count(name);
     }
+    bool can_trace_function(const std::string &name) const override { return traceable.count(name); }
     bool is_root() const override { return root; }
     bool has_capability(int cap) const override { return caps.count(cap); }
     std::string cgroup2_mount() const override { return cgroup2; }
@@ -167,6 +169,21 @@ TEST(KernelSupport, AnOlderKernelRunsOnTheFallbacks)
     EXPECT_FALSE(s.sent_resets_without_socket);
     EXPECT_TRUE(s.oom_kills);
     EXPECT_FALSE(s.oom_victim_details);
+}
+
+TEST(KernelSupport, FentryFillsTheSocketlessResetsWhereFtraceCanAttach)
+{
+    FakeKernel k = debian_5_10();
+    k.traceable = {"tcp_v4_send_reset", "tcp_v6_send_reset"};
+    KernelSupport s = probe_kernel_support(k, false);
+    EXPECT_TRUE(s.socketless_resets_by_fentry);
+    EXPECT_TRUE(s.sent_resets_without_socket);
+    EXPECT_EQ(evidence_gaps_line(s, false).find("without a socket"), std::string::npos);
+
+    FakeKernel recent;
+    recent.traceable = k.traceable;
+    EXPECT_FALSE(probe_kernel_support(recent, false).socketless_resets_by_fentry)
+        << "the tracepoint covers them since 6.10: no second program";
 }
 
 TEST(KernelSupport, TheGapsLineNamesTheEvidenceAndTheCausesNotTheSpeedPaths)
