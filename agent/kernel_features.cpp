@@ -3,7 +3,16 @@
 #include <bpf/btf.h>
 #include <linux/capability.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <thread>
 
 #include <algorithm>
 #include <cstring>
@@ -69,6 +78,12 @@ public:
         return traceable_.count(name) > 0;
     }
 
+    unsigned jiffies_hz() const override
+    {
+        std::call_once(hz_once_, [this] { hz_ = config_hz().value_or(measured_hz()); });
+        return hz_;
+    }
+
     bool is_root() const override { return geteuid() == 0; }
 
     bool has_capability(int cap) const override
@@ -126,6 +141,53 @@ private:
         }
     }
 
+    // CONFIG_HZ from the kernel's config file, where the distribution
+    // installs it (Debian does, next to the kernel).
+    static std::optional<unsigned> config_hz()
+    {
+        utsname uts{};
+        if (uname(&uts) != 0)
+            return std::nullopt;
+        std::ifstream in(std::string("/boot/config-") + uts.release);
+        std::string line;
+        while (std::getline(in, line))
+            if (line.rfind("CONFIG_HZ=", 0) == 0)
+                return static_cast<unsigned>(std::strtoul(line.c_str() + 10, nullptr, 10));
+        return std::nullopt;
+    }
+
+    // Else measured: /proc/timer_list gives the time and the jiffies count;
+    // two readings 50 ms apart, rounded to the rates kernels are built with.
+    static unsigned measured_hz()
+    {
+        auto sample = [](uint64_t &ns, uint64_t &jiffies) {
+            std::ifstream in("/proc/timer_list");
+            std::string line;
+            bool have_ns = false;
+            while (std::getline(in, line)) {
+                if (std::sscanf(line.c_str(), "now at %" SCNu64 " nsecs", &ns) == 1)
+                    have_ns = true;
+                else if (have_ns && std::sscanf(line.c_str(), "jiffies: %" SCNu64, &jiffies) == 1)
+                    return true;
+            }
+            return false;
+        };
+        uint64_t ns0, j0, ns1, j1;
+        if (!sample(ns0, j0))
+            return 0;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (!sample(ns1, j1) || ns1 <= ns0)
+            return 0;
+        const double rate = (j1 - j0) * 1e9 / (ns1 - ns0);
+        unsigned best = 0;
+        for (unsigned hz : {100u, 250u, 300u, 1000u})
+            if (!best || std::abs(rate - hz) < std::abs(rate - best))
+                best = hz;
+        return std::abs(rate - best) < best * 0.2 ? best : 0;
+    }
+
+    mutable std::once_flag hz_once_;
+    mutable unsigned hz_ = 0;
     mutable std::once_flag btf_once_, traceable_once_;
     mutable std::set<std::string> traceable_;
     mutable BtfIndex index_;

@@ -27,6 +27,8 @@ public:
     virtual bool can_trace_function(const std::string &name) const = 0;
     // A classic tracepoint "category/name" in tracefs or BTF.
     virtual bool has_classic_tracepoint(const std::string &category, const std::string &name) const = 0;
+    // CONFIG_HZ, the rate of the jiffies the tcp_sock stamps in; 0 unknown.
+    virtual unsigned jiffies_hz() const = 0;
     virtual bool is_root() const = 0;
     virtual bool has_capability(int cap) const = 0;
     // Where the cgroup v2 hierarchy is mounted ("/sys/fs/cgroup", or

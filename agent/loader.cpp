@@ -187,6 +187,10 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
 
     ro->ring_wakeup_bytes = options.ring_buffer_bytes / 8;
     ro->have_socket_cookie = support_.tracing_socket_cookie;
+    ro->kernel_hz = kernel.jiffies_hz();
+    if (ro->kernel_hz == 0)
+        spdlog::warn("the kernel's tick rate (CONFIG_HZ) is unknown: neither /boot/config-$(uname -r) nor "
+                     "/proc/timer_list was readable; idle times from kernel timestamps are unknown");
     if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
         throw FatalError("cannot size the ring buffer: " + errno_text(err));
     // Probe before load and switch off what the kernel cannot attach,
@@ -251,9 +255,6 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         throw FatalError("cannot load the BPF programs: " + errno_text(err) + (reason.empty() ? "" : " (" + reason + ")"),
                          hint);
     }
-    if (skel_->kconfig && skel_->kconfig->CONFIG_HZ == 0)
-        spdlog::warn("kernel config not readable (/proc/config.gz, /boot/config-*): "
-                     "idle times from kernel timestamps are unknown");
 
     // Before the reset hooks, so that their first resets find the owners.
     skel_->links.learn_cred_holders = bpf_program__attach_iter(skel_->progs.learn_cred_holders, nullptr);

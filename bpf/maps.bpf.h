@@ -29,7 +29,13 @@ const volatile __u64 tracked_comms[RW_MAX_COMMS][2] = {};
 /* An eighth of the ring's size (which the agent sets): see wakeup_flags(). */
 const volatile __u64 ring_wakeup_bytes = 1;
 
-extern const unsigned int CONFIG_HZ __kconfig __weak;
+/*
+ * The kernel's CONFIG_HZ, for its jiffies stamps; 0 if the agent could not
+ * tell. Not a __kconfig extern: libbpf refuses to load those where no
+ * kernel config can be read (/boot/config-*, /proc/config.gz), and the
+ * agent can measure it instead (agent/kernel_features.cpp).
+ */
+const volatile __u32 kernel_hz = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

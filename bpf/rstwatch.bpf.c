@@ -49,7 +49,7 @@ static __always_inline int is_full_sock(const struct sock *sk)
 
 static __always_inline __u64 jiffies_to_ns(__u64 j)
 {
-	return CONFIG_HZ ? j * (1000000000ULL / CONFIG_HZ) : RW_UNKNOWN_NS;
+	return kernel_hz ? j * (1000000000ULL / kernel_hz) : RW_UNKNOWN_NS;
 }
 
 /* From `stamp`, a 32-bit jiffies timestamp from struct tcp_sock, to `now`. */
@@ -217,7 +217,7 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 	sock_endpoint(&peer, sk, RW_PEER_ADDRESS);
 	now = bpf_jiffies64();
 	known = bpf_map_lookup_elem(&peer_data_ttls, &peer);
-	if (known && now - known->read_jiffies < (CONFIG_HZ ? CONFIG_HZ : 1000))
+	if (known && now - known->read_jiffies < (kernel_hz ? kernel_hz : 1000))
 		return 0;
 	fresh.read_jiffies = now;
 	fresh.ttl = ttl_of(skb);

@@ -148,7 +148,7 @@ struct rw_reset_record {
 	__u16 local_port;     /* host byte order */
 	__u16 remote_port;
 	__u32 pad1;
-	/* Durations from the tcp_sock's jiffies stamps: CONFIG_HZ resolution. */
+	/* Durations from the tcp_sock's jiffies stamps: 1/CONFIG_HZ resolution. */
 	__u64 idle_ns;        /* now - last data either way */
 	__u64 since_send_ns;  /* now - last data segment sent (retransmissions included) */
 	__u64 pool_idle_ns;   /* quiet before the open request on a reused connection, else RW_UNKNOWN_NS */
