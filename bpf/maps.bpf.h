@@ -224,10 +224,14 @@ static __always_inline void count_record(int delivered)
 		COUNT(records_lost);
 }
 
-/* A map update that failed for want of room is counted, never silent. */
+/*
+ * A map update that failed for want of room is counted, never silent. The
+ * error is compared as an int: on Linux 6.1 (not 6.18) the helper's result
+ * reached a cgroup program without its upper 32 bits sign-extended.
+ */
 static __always_inline void count_if_full(long err)
 {
-	if (err == -E2BIG)
+	if ((int)err == -E2BIG)
 		COUNT(endpoints_dropped);
 }
 

@@ -186,13 +186,18 @@ Exchange request_response(int fd)
 
 // The idle time the agent reports for a reset at `reset_ns` must lie between
 // the bounds the exchange gives, within the kernel clock's tick (4 ms at HZ 250).
+// Two ticks: the stamps and "now" are each rounded to a jiffy, and in a TCG
+// guest (the kernel matrix) the tick itself comes late by a millisecond or so.
+constexpr double kTickSlackMs = 8.0;
+
 void expect_idle_since(const std::optional<double> &idle_ms, uint64_t reset_ns, const Exchange &x)
 {
     ASSERT_TRUE(idle_ms);
     const double at_least = (reset_ns - x.read_ns) / 1e6, at_most = (reset_ns - x.sent_ns) / 1e6;
-    EXPECT_GE(*idle_ms, at_least - 5.0);
-    EXPECT_LE(*idle_ms, at_most + 5.0);
-    EXPECT_LE(at_most - at_least, 10.0) << "the exchange itself took too long to measure within 10 ms";
+    EXPECT_GE(*idle_ms, at_least - kTickSlackMs);
+    EXPECT_LE(*idle_ms, at_most + kTickSlackMs);
+    // In a TCG guest (the kernel matrix) a loopback exchange takes up to 20 ms.
+    EXPECT_LE(at_most - at_least, 40.0) << "the exchange itself took too long to measure";
 }
 
 std::string self_comm()
@@ -240,7 +245,7 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
     EXPECT_GE(measured_idle_ms, 300.0);
     expect_idle_since(received->idle_ms, received->mono_ns, exchange);
     ASSERT_TRUE(received->since_request_ms);
-    EXPECT_NEAR(*received->since_request_ms, (received->mono_ns - exchange.sent_ns) / 1e6, 5.0);
+    EXPECT_NEAR(*received->since_request_ms, (received->mono_ns - exchange.sent_ns) / 1e6, kTickSlackMs);
     EXPECT_FALSE(received->reused);
     EXPECT_FALSE(received->pool_idle_ms) << "a connection idle after its response has no open request";
     EXPECT_EQ(received->bytes_sent, 3u);
@@ -262,7 +267,8 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
     EXPECT_FALSE(sent->owner_listener);
     EXPECT_TRUE(sent->owner_holder);
     EXPECT_EQ(sent->local, remote);
-    EXPECT_FALSE(sent->reason.empty());
+    // The tracepoint has the reason since Linux 6.10 (the "rstreason" series).
+    EXPECT_EQ(sent->reason.empty(), !running_kernel().has_btf_enum("sk_rst_reason"));
     EXPECT_EQ(collector.decode_errors(), 0u);
 }
 
@@ -904,7 +910,8 @@ TEST(BpfSession, FullListenerTableIsCounted)
         ASSERT_EQ(bind(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0) << strerror(errno);
         fds.push_back(std::move(fd));
     }
-    EXPECT_EQ(collector.session().counters().endpoints_dropped, 8u);
+    EXPECT_EQ(collector.session().counters().endpoints_dropped, 8u)
+        << "entries before " << before << ", after " << listener_entries(collector.session());
 }
 
 // A stopped nginx's ports must not stay its own: once the process that
