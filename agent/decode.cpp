@@ -162,6 +162,7 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
     e.current_exiting = r.flags & RW_RST_CURRENT_EXITING;
     e.current_exit_signal = static_cast<int>(r.current_exit_code & 0x7f);
     e.no_socket = r.flags & RW_RST_NO_SOCKET;
+    e.orphan = r.flags & RW_RST_ORPHAN;
     e.sock_cookie = r.sock_cookie;
     e.idle_ms = ns_to_ms(r.idle_ns);
     e.pool_idle_ms = ns_to_ms(r.pool_idle_ns);

@@ -49,13 +49,20 @@ std::string process_text(uint32_t pid, const std::string &comm)
     return "pid " + std::to_string(pid) + " (" + comm + ")";
 }
 
+// Data that arrived after the backend's application closed the socket: the
+// reason says so on Linux 6.10+, an orphaned socket on every kernel.
+bool aborted_on_data(const ResetEvent &peer)
+{
+    return peer.reason == "TCP_ABORT_ON_DATA" || (peer.orphan && !peer.no_socket && !peer.current_exiting);
+}
+
 bool is_closed_by_backend(const ResetEvent &peer)
 {
     // The backend's application had closed the socket; data from nginx
     // then meets a half-closed or timewait socket.
     static const char *closing[] = {"FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSING", "LAST_ACK"};
     const std::string state = tcp_state_name(peer.state);
-    return peer.reason == "TCP_TIMEWAIT_SOCKET" || peer.reason == "TCP_ABORT_ON_DATA" ||
+    return peer.reason == "TCP_TIMEWAIT_SOCKET" || aborted_on_data(peer) ||
            std::find(std::begin(closing), std::end(closing), state) != std::end(closing);
 }
 
@@ -255,7 +262,7 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
             const std::string state = tcp_state_name(peer->state);
             d.evidence.push_back(
                 "the backend had already closed this connection: " +
-                (peer->reason == "TCP_ABORT_ON_DATA"
+                (aborted_on_data(*peer)
                      ? std::string("data arriving after its close was answered with a reset")
                      : "its socket was in " + state + " when the request arrived"));
             return d;  // the hint comes from the idle cluster

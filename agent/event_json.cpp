@@ -116,6 +116,7 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
         e.current_exit_signal = number_or<int>(*it, "exit_signal", 0);
     }
     e.no_socket = j.value("no_socket", false);
+    e.orphan = j.value("orphan", false);
     e.sock_cookie = number_or<uint64_t>(j, "sock_cookie", 0);
     e.idle_ms = optional_number<double>(j, "idle_ms");
     e.pool_idle_ms = optional_number<double>(j, "pool_idle_ms");

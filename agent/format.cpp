@@ -281,6 +281,7 @@ std::string json_line(const ResetEvent &e)
     j.unsigned_or_null("data_ttl", e.data_ttl ? std::optional<uint64_t>(e.data_ttl) : std::nullopt);
     j.unsigned_or_null("rst_ttl", e.rst_ttl ? std::optional<uint64_t>(e.rst_ttl) : std::nullopt);
     j.boolean("no_socket", e.no_socket);
+    j.boolean("orphan", e.orphan);
     j.unsigned_number("stalled_retransmits", e.stalled_retrans);
     if (e.diagnosis) {
         j.string("cause", to_string(e.diagnosis->cause));

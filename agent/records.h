@@ -74,6 +74,7 @@ struct ResetEvent {
     int current_exit_signal = 0;
 
     bool no_socket = false;   // sent reset that had no full socket
+    bool orphan = false;      // sent from a socket its application had closed
     uint64_t sock_cookie = 0;
 
     std::optional<double> idle_ms;

@@ -614,6 +614,8 @@ static __always_inline int handle_sent_reset(struct sock *sk, const struct sk_bu
 		struct rw_owner owner = {};
 
 		fill_connection(rec, sk, &stamps);
+		if (!sk->sk_socket)
+			rec->flags |= RW_RST_ORPHAN;
 		found = find_owner(sk, &owner, typed_reads);
 		/* After a close with SO_LINGER 0 only the record has our port. */
 		record_endpoint(&local, rec, 1);

@@ -126,6 +126,12 @@ enum rw_reset_flags {
 	 * and the agent fills owner_* (or drops the record) once it has looked.
 	 */
 	RW_RST_OWNER_PENDING = 1u << 10,
+	/*
+	 * Sent from a socket its application had closed (no struct socket
+	 * left): data arriving after the close was refused. Linux 6.10+ says
+	 * so in `reason` too (TCP_ABORT_ON_DATA); older kernels only this way.
+	 */
+	RW_RST_ORPHAN = 1u << 11,
 };
 
 struct rw_reset_record {

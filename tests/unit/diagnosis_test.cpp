@@ -345,6 +345,22 @@ TEST(Diagnosis, ASigkillWithoutOomTracingIsUnknown)
     EXPECT_NE(result.hint.find("dmesg"), std::string::npos) << result.hint;
 }
 
+// Before Linux 6.10 a sent reset has no reason: that the backend's
+// application had closed the socket shows as an orphaned socket.
+TEST(Diagnosis, AnOrphanedBackendSocketWithoutAReasonIsAKeepaliveRace)
+{
+    Diagnoser d;
+    ResetEvent peer = backend_sent(2000, "", /*CLOSE*/ 7);
+    peer.orphan = true;
+    auto result = diagnose_after(d, {peer}, reused(nginx_received(2000), 2000));
+    EXPECT_EQ(result.cause, Cause::KeepaliveRace);
+    EXPECT_TRUE(mentions(result, "data arriving after its close was answered with a reset")) << all_evidence(result);
+
+    ResetEvent live = backend_sent(5000, "", /*CLOSE*/ 7);
+    auto other = diagnose_after(d, {live}, reused(nginx_received(5000), 2000));
+    EXPECT_EQ(other.cause, Cause::Unknown) << "a live socket's own reset says nothing of a close";
+}
+
 TEST(Diagnosis, CauseNamesRoundTrip)
 {
     for (Cause c : {Cause::BackendCrash, Cause::BackendOom, Cause::KeepaliveRace, Cause::MiddleboxIdle,

@@ -73,7 +73,7 @@ TEST(ResetJson, FieldNamesAreTheContract)
                                      "bytes_sent", "bytes_received", "reused", "on_cpu",
                                      "sock_cookie", "retransmits", "packets_out", "mss",
                                      "in_request", "data_ttl", "rst_ttl",
-                                     "no_socket", "stalled_retransmits", "cause",
+                                     "no_socket", "orphan", "stalled_retransmits", "cause",
                                      "confidence", "evidence", "hint"}));
     EXPECT_EQ(keys(j["on_cpu"]), (std::set<std::string>{"pid", "comm", "exiting", "exit_signal"}));
 }
