@@ -210,17 +210,29 @@ private:
 
 }  // namespace
 
-// `rstwatch run --check`: what this kernel gives, as a table on stdout.
-int print_kernel_check(const KernelFeatures &kernel, const std::vector<std::string> &missing)
+// `rstwatch run --check [--json]`: what this kernel gives, on stdout.
+int print_kernel_check(const KernelFeatures &kernel, const std::vector<std::string> &missing, bool json)
 {
     utsname uts{};
     uname(&uts);
-    std::string out = std::string("kernel ") + uts.release + "\n";
-    if (kernel.has_vmlinux_btf())
-        out += support_table(probe_kernel_support(kernel));
-    for (const auto &m : missing)
-        out += "cannot run: " + m + "\n";
-    out += missing.empty() ? "rstwatch can run here\n" : "";
+    const KernelSupport support = probe_kernel_support(kernel);
+    std::string out;
+    if (json) {
+        nlohmann::json j = {{"kernel", uts.release}, {"can_run", missing.empty()}, {"missing", missing}};
+        if (kernel.has_vmlinux_btf())
+            for (const SupportRow &row : support_rows(support))
+                j["facilities"].push_back({{"facility", row.facility}, {"since", row.since}, {"present", row.present},
+                                           {"without_it", row.present ? "" : row.without_it}});
+        j["sent_resets_without_socket"] = kernel.has_vmlinux_btf() && support.sent_resets_without_socket;
+        out = j.dump() + "\n";
+    } else {
+        out = std::string("kernel ") + uts.release + "\n";
+        if (kernel.has_vmlinux_btf())
+            out += support_table(support);
+        for (const auto &m : missing)
+            out += "cannot run: " + m + "\n";
+        out += missing.empty() ? "rstwatch can run here\n" : "";
+    }
     std::fputs(out.c_str(), stdout);
     return missing.empty() ? 0 : 1;
 }
@@ -230,7 +242,7 @@ int run_agent(const RunSettings &settings)
     const KernelFeatures &kernel = running_kernel();
     auto missing = missing_prerequisites(kernel);
     if (settings.check)
-        return print_kernel_check(kernel, missing);
+        return print_kernel_check(kernel, missing, settings.json);
     if (!missing.empty()) {
         std::string all;
         for (const auto &m : missing)

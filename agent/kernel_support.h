@@ -31,8 +31,9 @@ struct KernelSupport {
 };
 
 // Asks the kernel. RSTWATCH_FORCE_FALLBACKS=1 in the environment makes the
-// loader take every fallback path this kernel could avoid (for tests and
-// benchmarks of those paths on a recent kernel).
+// loader take every fallback this kernel could avoid, as the oldest kernels
+// would (no bpf_rdonly_cast, no cookie helper, no fentry): for tests and
+// benchmarks of those paths on a recent kernel.
 KernelSupport probe_kernel_support(const KernelFeatures &kernel);
 KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fallbacks);
 

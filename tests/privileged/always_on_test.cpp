@@ -29,6 +29,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent_binary.h"
 #include "control.h"
 #include "nginx_lab.h"
 #include "privileged.h"

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent_binary.h"
 #include "privileged.h"
 
 namespace {

@@ -254,6 +254,7 @@ public:
     explicit StaleReuse(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "stale_reuse"; }
     std::string expected_cause() const override { return "stale_reuse"; }
+    bool needs_socketless_resets() const override { return true; }
     std::vector<std::string> expected_evidence() const override { return {"the backend's kernel had no socket for this connection", "pooled connection reused after"}; }
     void setup(NetnsLab &net) override {
         router_ = net.add_namespace("str");

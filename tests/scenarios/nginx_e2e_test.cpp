@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "agent_binary.h"
 #include "nginx_lab.h"
 #include "scenario_harness.h"
 

@@ -205,7 +205,10 @@ TEST(KernelSupport, ARecentKernelHasNoGapsAndForcingTakesTheFallbacks)
     KernelSupport forced = probe_kernel_support(k, true);
     EXPECT_FALSE(forced.typed_task_reads);
     EXPECT_FALSE(forced.tracing_socket_cookie);
-    EXPECT_TRUE(forced.sent_resets_without_socket) << "forcing changes paths, never the evidence";
+    EXPECT_TRUE(forced.sent_resets_without_socket) << "the tracepoint's own coverage cannot be forced off";
+    FakeKernel old = debian_5_10();
+    old.traceable = {"tcp_v4_send_reset", "tcp_v6_send_reset"};
+    EXPECT_FALSE(probe_kernel_support(old, true).sent_resets_without_socket) << "forced: no fentry either";
 }
 
 TEST(KernelSupport, TheCheckTableSaysYesOrNoForEachFacility)
