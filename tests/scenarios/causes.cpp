@@ -245,7 +245,8 @@ private:
 // nginx), the backend is killed, its namespace deleted and created again with
 // the same addresses and a new backend (a replaced host or container behind a
 // stable route). nginx still has the connection pooled; the POST on it reaches
-// a kernel that never heard of it, which answers with a RST (no socket).
+// a kernel that never heard of it, whose new listener answers with a RST (no
+// connection socket; traced on every kernel, the listener being a full one).
 // The router keeps nginx's own route and device untouched: deleting the
 // device nginx's socket routes through would shrink its MSS (the socket's
 // cached route falls back to a device without MTU) and distort the picture.
@@ -254,7 +255,6 @@ public:
     explicit StaleReuse(bool ipv6) : ipv6_(ipv6) {}
     std::string name() const override { return "stale_reuse"; }
     std::string expected_cause() const override { return "stale_reuse"; }
-    bool needs_socketless_resets() const override { return true; }
     std::vector<std::string> expected_evidence() const override { return {"the backend's kernel had no socket for this connection", "pooled connection reused after"}; }
     void setup(NetnsLab &net) override {
         router_ = net.add_namespace("str");

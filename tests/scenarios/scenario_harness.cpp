@@ -26,27 +26,6 @@ bool in_ci() {
 
 const char *agent_bin() { return RSTWATCH_BIN; }
 
-bool agent_sees_socketless_resets() {
-    static const bool sees = [] {
-        const std::string cmd = std::string(agent_bin()) + " run --check --json";
-        std::string out;
-        if (FILE *p = popen(cmd.c_str(), "r")) {
-            char buf[4096];
-            size_t n;
-            while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-            pclose(p);
-        }
-        const json j = json::parse(out, nullptr, false);
-        if (j.is_discarded() || !j.contains("sent_resets_without_socket"))
-            throw std::runtime_error("`" + cmd + "` gave no usable answer: " + out);
-        return j["sent_resets_without_socket"].get<bool>();
-    }();
-    return sees;
-}
-
-std::string expected_cause_here(const Scenario &s) {
-    return s.needs_socketless_resets() && !agent_sees_socketless_resets() ? "unknown" : s.expected_cause();
-}
 const char *backend_bin() { return RSTWATCH_TEST_BACKEND_BIN; }
 std::string build_dir() { return RSTWATCH_BUILD_DIR; }
 

@@ -48,15 +48,6 @@ struct Front {
                 std::chrono::milliseconds timeout = 10s) const;
 };
 
-// Whether the agent traces resets sent without a socket on this kernel, as
-// `rstwatch run --check --json` says (asked once).
-bool agent_sees_socketless_resets();
-
-class Scenario;
-// What the agent must name on this kernel: the scenario's cause, or
-// "unknown" where the kernel lacks the evidence for it.
-std::string expected_cause_here(const Scenario &s);
-
 class Scenario {
 public:
     virtual ~Scenario() = default;
@@ -67,9 +58,6 @@ public:
     virtual std::string expected_cause() const = 0;
     // Text the record's evidence must contain: what proves the cause.
     virtual std::vector<std::string> expected_evidence() const { return {}; }
-    // The cause needs the backend's reset sent without a socket, which
-    // kernels before 6.10 trace only through fentry (rstwatch run --check).
-    virtual bool needs_socketless_resets() const { return false; }
     // Flags the agent needs to see this cause (a run of several scenarios passes all of them).
     virtual std::vector<std::string> agent_flags() const { return {}; }
 
