@@ -44,6 +44,11 @@ public:
 
     bool has_btf_enum(const std::string &name) const override { return btf_index().enums.count(name) > 0; }
 
+    bool tracepoint_first_arg_is_pointer(const std::string &name) const override
+    {
+        return btf_index().pointer_first_args.count(name) > 0;
+    }
+
     bool has_struct_member(const std::string &type, const std::string &member) const override
     {
         return btf_index().members.count(type + "." + member) > 0;
@@ -104,6 +109,7 @@ private:
         std::set<std::string> functions;    // those named bpf_*
         std::set<std::string> enums;
         std::set<std::string> members;      // "struct.member" of kProbedStructs
+        std::set<std::string> pointer_first_args;  // of kProbedTracepointArgs
     };
 
     // The parsed vmlinux BTF takes about 5 MiB for the agent's whole life if
@@ -121,6 +127,20 @@ private:
         return index_;
     }
 
+    // btf_trace_<name> is a pointer to a prototype (void *ctx, the
+    // tracepoint's arguments...): its second parameter is the first argument.
+    static bool first_arg_is_pointer(const struct btf *b, const struct btf_type *typedef_type)
+    {
+        const struct btf_type *ptr = btf__type_by_id(b, typedef_type->type);
+        if (!ptr || !btf_is_ptr(ptr))
+            return false;
+        const struct btf_type *proto = btf__type_by_id(b, ptr->type);
+        if (!proto || !btf_is_func_proto(proto) || btf_vlen(proto) < 2)
+            return false;
+        const struct btf_type *arg = btf__type_by_id(b, btf__resolve_type(b, btf_params(proto)[1].type));
+        return arg && btf_is_ptr(arg);
+    }
+
     void index_type(const struct btf *b, const struct btf_type *t) const
     {
         static const std::string trace_prefix = "btf_trace_";
@@ -128,7 +148,12 @@ private:
         if (!name || !*name)
             return;
         if (btf_is_typedef(t) && std::strncmp(name, trace_prefix.c_str(), trace_prefix.size()) == 0) {
-            index_.tracepoints.insert(name + trace_prefix.size());
+            const char *tracepoint = name + trace_prefix.size();
+            index_.tracepoints.insert(tracepoint);
+            if (std::find(kProbedTracepointArgs.begin(), kProbedTracepointArgs.end(), tracepoint) !=
+                    kProbedTracepointArgs.end() &&
+                first_arg_is_pointer(b, t))
+                index_.pointer_first_args.insert(tracepoint);
         } else if (btf_is_func(t) && std::strncmp(name, "bpf_", 4) == 0) {
             index_.functions.insert(name);
         } else if (btf_is_any_enum(t)) {

@@ -25,6 +25,9 @@ public:
     // Whether ftrace can attach fentry programs to this kernel function
     // (tracefs lists it in available_filter_functions).
     virtual bool can_trace_function(const std::string &name) const = 0;
+    // Whether the tracepoint's first argument is a pointer (its BTF
+    // prototype); only the tracepoints in kProbedTracepointArgs are looked at.
+    virtual bool tracepoint_first_arg_is_pointer(const std::string &name) const = 0;
     // A classic tracepoint "category/name" in tracefs or BTF.
     virtual bool has_classic_tracepoint(const std::string &category, const std::string &name) const = 0;
     // CONFIG_HZ, the rate of the jiffies the tcp_sock stamps in; 0 unknown.
@@ -43,6 +46,8 @@ const KernelFeatures &running_kernel();
 extern const std::vector<std::string> kRequiredTracepoints;
 // The functions can_trace_function() can answer for.
 extern const std::vector<std::string> kProbedFunctions;
+// The tracepoints tracepoint_first_arg_is_pointer() can answer for.
+extern const std::vector<std::string> kProbedTracepointArgs;
 // The structs whose members has_struct_member() can answer for.
 extern const std::vector<std::string> kProbedStructs;
 

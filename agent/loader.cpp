@@ -238,6 +238,10 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         disabled_.push_back(bpf_program__name(need.prog));
         spdlog::warn("tracepoint {} not available: {}", need.name, need.without_it);
     }
+    // oom:mark_victim's raw twin, for where perf events are refused (see
+    // attach_oom_raw()); loaded with it, attached only instead of it.
+    bpf_program__set_autoload(p->on_mark_victim_raw, bpf_program__autoload(p->on_mark_victim));
+    ro->mark_victim_passes_task = kernel.tracepoint_first_arg_is_pointer("mark_victim");
     const UniqueFd cgroup_root(open_cgroup_root(kernel));  // each link holds its own reference
 
     std::vector<std::string> warnings;
@@ -272,6 +276,10 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
                                  : need.hook == Hook::Fentry ? std::string("fentry/") + need.name
                                                              : std::string(need.name);
         bpf_link *link = cgroup ? bpf_program__attach_cgroup(need.prog, cgroup_root.get()) : bpf_program__attach(need.prog);
+        if (!link && need.prog == p->on_mark_victim && (errno == EPERM || errno == EACCES)) {
+            attach_oom_raw();
+            continue;
+        }
         if (!link) {
             int err = -errno;
             throw FatalError("cannot attach to " + std::string(cgroup ? "the cgroup hook " : "") + hook +
@@ -289,6 +297,22 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.records), on_record, this, nullptr));
     if (!ring_)
         throw FatalError("cannot set up the ring buffer consumer: " + errno_text(errno));
+}
+
+// A classic tracepoint is a perf event, and Debian's kernels refuse those
+// without CAP_SYS_ADMIN at their default perf_event_paranoid (3): the
+// systemd unit does not grant it. The raw tracepoint is a BPF link instead.
+void BpfSession::attach_oom_raw()
+{
+    skel_->links.on_mark_victim_raw = bpf_program__attach(skel_->progs.on_mark_victim_raw);
+    if (!skel_->links.on_mark_victim_raw) {
+        disabled_.push_back("on_mark_victim");
+        spdlog::warn("cannot attach to oom:mark_victim ({}): OOM kills are not reported", errno_text(-errno));
+        return;
+    }
+    attached_.push_back("raw_tp/mark_victim");
+    spdlog::info("oom:mark_victim attached as a raw tracepoint (perf events refused here): OOM victims are "
+                 "reported without their RSS");
 }
 
 BpfSession::~BpfSession() = default;

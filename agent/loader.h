@@ -87,6 +87,7 @@ public:
 private:
     static int on_record(void *ctx, void *data, size_t size);
     static bool owner_pending(std::span<const uint8_t> record);
+    void attach_oom_raw();
     bool complete_owner(rw_reset_record &rec);
     std::optional<rw_cred_holder> known_holder(uint64_t cred) const;
     void rethrow_handler_failure();

@@ -25,6 +25,9 @@ const std::vector<std::string> kRequiredTracepoints = {
 // misses the socketless ones (before 6.10).
 const std::vector<std::string> kProbedFunctions = {"tcp_v4_send_reset", "tcp_v6_send_reset"};
 
+// oom:mark_victim passed the victim's pid until Linux 6.8, its task since.
+const std::vector<std::string> kProbedTracepointArgs = {"mark_victim"};
+
 // oom:mark_victim's record gained the victim's comm and RSS in Linux 6.8.
 const std::vector<std::string> kProbedStructs = {"trace_event_raw_mark_victim"};
 

@@ -770,3 +770,35 @@ int on_mark_victim(struct trace_event_raw_mark_victim *ctx)
 	bpf_ringbuf_submit(rec, wakeup_flags());
 	return 0;
 }
+
+/*
+ * The same tracepoint as a raw one, attached where the agent may not open
+ * perf events (Debian's kernels patch perf_event_paranoid to 3 and then ask
+ * for CAP_SYS_ADMIN, which the systemd unit does not grant): a raw
+ * tracepoint is a BPF link, not a perf event. It sees the arguments only,
+ * not the record: (int pid) before Linux 6.8, (struct task_struct *, int
+ * uid) since, as the agent tells it; so no RSS.
+ */
+const volatile __u8 mark_victim_passes_task = 0;
+
+SEC("raw_tp/mark_victim")
+int on_mark_victim_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct rw_oom_record *rec = reserve_record(sizeof(*rec), RW_REC_OOM);
+
+	if (!rec)
+		return 0;
+	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
+	if (mark_victim_passes_task) {
+		struct task_struct *task = (struct task_struct *)ctx->args[0];
+
+		rec->pid = BPF_CORE_READ(task, pid);
+		BPF_CORE_READ_STR_INTO(&rec->comm, task, comm);
+	} else {
+		rec->pid = (__u32)ctx->args[0];
+	}
+	if ((bpf_get_current_pid_tgid() >> 32) == rec->pid)
+		read_memory_cgroup(rec);
+	bpf_ringbuf_submit(rec, wakeup_flags());
+	return 0;
+}

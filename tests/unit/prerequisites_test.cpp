@@ -32,6 +32,7 @@ struct FakeKernel : KernelFeatures {
         return tracepoints.count(name);
     }
     bool can_trace_function(const std::string &name) const override { return traceable.count(name); }
+    bool tracepoint_first_arg_is_pointer(const std::string &) const override { return false; }
     unsigned jiffies_hz() const override { return 250; }
     bool is_root() const override { return root; }
     bool has_capability(int cap) const override { return caps.count(cap); }
