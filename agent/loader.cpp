@@ -263,9 +263,8 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     // Before the reset hooks, so that their first resets find the owners.
     skel_->links.learn_cred_holders = bpf_program__attach_iter(skel_->progs.learn_cred_holders, nullptr);
     if (!skel_->links.learn_cred_holders)
-        spdlog::warn("cannot attach the task iterator ({}): each process's owner is found by a task-list walk "
-                     "at its first reset",
-                     errno_text(-errno));
+        throw FatalError("cannot attach the task iterator: " + errno_text(errno),
+                         "rstwatch learns who owns a socket with it (Linux 5.8+)");
     learn_cred_holders();
 
     for (const auto &need : needs) {

@@ -65,10 +65,10 @@ public:
     // Hands over whatever is queued without waiting.
     int drain();
 
-    // Records the current credentials of every tracked process, so that
-    // the reset programs need not walk the task list to find them (see
-    // learn_cred_holders in the BPF code). The agent repeats it now and then
-    // for processes started since.
+    // Records the current credentials of every tracked process, and the
+    // holders of credentials a reset met first (see learn_cred_holder() in
+    // bpf/owner.bpf.h). The agent repeats it now and then for processes
+    // started since, and at once for a record whose owner is pending.
     void learn_cred_holders();
 
     BpfCounters counters() const;
