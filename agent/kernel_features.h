@@ -15,7 +15,7 @@ public:
     // A BTF-typed tracepoint (tp_btf) named like "tcp_receive_reset".
     virtual bool has_btf_tracepoint(const std::string &name) const = 0;
     // A function in the kernel's BTF whose name starts with "bpf_": a kfunc
-    // such as "bpf_rdonly_cast", or a helper's implementation.
+    // such as "bpf_iter_task", or a helper's implementation.
     virtual bool has_kernel_function(const std::string &name) const = 0;
     // An enum type in the kernel's BTF, such as "sk_rst_reason".
     virtual bool has_btf_enum(const std::string &name) const = 0;

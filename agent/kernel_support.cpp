@@ -17,7 +17,6 @@ KernelSupport probe_kernel_support(const KernelFeatures &kernel)
 KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fallbacks)
 {
     KernelSupport s;
-    s.typed_task_reads = kernel.has_kernel_function("bpf_rdonly_cast") && !force_fallbacks;
     // The helper's tracing flavour has a function of its own in BTF.
     s.tracing_socket_cookie = kernel.has_kernel_function("bpf_get_socket_ptr_cookie") && !force_fallbacks;
     // The reason enum and the tracepoint's coverage of socketless resets
@@ -49,8 +48,6 @@ std::vector<SupportRow> support_rows(const KernelSupport &s)
          "the OOM victim's name and memory are not shown (its pid still is)", false},
         {"tcp:tcp_probe (--ttl-evidence)", "4.16", s.segment_ttl,
          "TTLs unknown: a middlebox's reset (middlebox_idle) cannot be told from the backend's", true},
-        {"bpf_rdonly_cast kfunc", "6.2", s.typed_task_reads,
-         "nothing lost: a cached owner is checked with probe reads (the _compat programs)", false},
         {"bpf_get_socket_cookie in tracing programs", "5.12", s.tracing_socket_cookie,
          "nothing lost: the cookie is read from the socket, 0 when nothing asked for it yet", false},
     };

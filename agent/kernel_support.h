@@ -13,9 +13,6 @@ namespace rstwatch {
 class KernelFeatures;
 
 struct KernelSupport {
-    // bpf_rdonly_cast (Linux 6.2): a cached owner is checked with plain
-    // loads; without it, with probe reads (the "_compat" programs).
-    bool typed_task_reads = true;
     // bpf_get_socket_cookie() in tracing programs (5.12); without it the
     // cookie is read from the socket, where it may not be set yet.
     bool tracing_socket_cookie = true;
@@ -32,8 +29,8 @@ struct KernelSupport {
 
 // Asks the kernel. RSTWATCH_FORCE_FALLBACKS=1 in the environment makes the
 // loader take every fallback this kernel could avoid, as the oldest kernels
-// would (no bpf_rdonly_cast, no cookie helper, no fentry): for tests and
-// benchmarks of those paths on a recent kernel.
+// would (no cookie helper, no fentry): for tests and benchmarks of those
+// paths on a recent kernel.
 KernelSupport probe_kernel_support(const KernelFeatures &kernel);
 KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fallbacks);
 

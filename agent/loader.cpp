@@ -170,7 +170,13 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     if (options.ring_buffer_bytes < 4096 || (options.ring_buffer_bytes & (options.ring_buffer_bytes - 1)))
         throw FatalError("ring buffer size must be a power of two of at least 4096 bytes");
 
-    skel_.reset(rstwatch_bpf__open());
+    // The kernel's own BTF named as a custom one: CO-RE then never searches
+    // the modules' BTF for a type vmlinux lacks (the probes for newer
+    // kernels' types, as enum sk_rst_reason on 6.1), which needs
+    // CAP_SYS_ADMIN and failed the load under the systemd unit. Every type
+    // the programs use is vmlinux's.
+    LIBBPF_OPTS(bpf_object_open_opts, open_opts, .btf_custom_path = "/sys/kernel/btf/vmlinux");
+    skel_.reset(rstwatch_bpf__open_opts(&open_opts));
     if (!skel_)
         throw FatalError("cannot open the embedded BPF object: " + errno_text(errno));
 
@@ -197,17 +203,10 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     // rather than failing: only the reset hooks are indispensable.
     auto *p = &skel_->progs;
     auto *l = &skel_->links;
-    // Each reset program comes in two builds (see owner.bpf.h): one is loaded.
-    const bool typed = support_.typed_task_reads;
-    bpf_program__set_autoload(typed ? p->on_tcp_receive_reset_compat : p->on_tcp_receive_reset, false);
-    bpf_program__set_autoload(typed ? p->on_tcp_send_reset_compat : p->on_tcp_send_reset, false);
     const ProgramNeed needs[] = {
-        {typed ? p->on_tcp_receive_reset : p->on_tcp_receive_reset_compat,
-         typed ? &l->on_tcp_receive_reset : &l->on_tcp_receive_reset_compat, Hook::BtfTracepoint,
-         "tcp_receive_reset", nullptr, true, ""},
-        {typed ? p->on_tcp_send_reset : p->on_tcp_send_reset_compat,
-         typed ? &l->on_tcp_send_reset : &l->on_tcp_send_reset_compat, Hook::BtfTracepoint, "tcp_send_reset",
-         nullptr, true, ""},
+        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, Hook::BtfTracepoint, "tcp_receive_reset", nullptr,
+         true, ""},
+        {p->on_tcp_send_reset, &l->on_tcp_send_reset, Hook::BtfTracepoint, "tcp_send_reset", nullptr, true, ""},
         {p->on_post_bind4, &l->on_post_bind4, Hook::Cgroup, "post_bind4", nullptr, true, ""},
         {p->on_post_bind6, &l->on_post_bind6, Hook::Cgroup, "post_bind6", nullptr, true, ""},
         {p->on_tcp_probe, &l->on_tcp_probe, Hook::BtfTracepoint, "tcp_probe", nullptr, false,

@@ -7,10 +7,10 @@
  * Differences the agent settles before load instead, by switching programs'
  * autoload or setting read-only flags (agent/kernel/features.cpp decides,
  * agent/kernel/loader.cpp applies):
- *   - bpf_rdonly_cast (Linux 6.2): each reset program comes twice, with
- *     and without it (a kfunc call fails the whole program's load before
- *     the verifier can drop dead code);
  *   - bpf_get_socket_cookie() in tracing programs (5.12): have_socket_cookie;
+ *   - resets sent without a socket (6.10): fentry where the tracepoint lacks them;
+ *   - oom:mark_victim: a raw tracepoint where perf events are refused;
+ *     its arguments (pid, or the task since 6.8): mark_victim_passes_task;
  *   - oom:mark_victim and tcp:tcp_probe may be missing: not loaded.
  */
 #ifndef RSTWATCH_CORE_FIXES_BPF_H

@@ -20,9 +20,9 @@
 /*
  * A task_struct and how it may be read: `direct` when the verifier knows
  * the pointer's type (BTF), so that fields are plain loads it checks;
- * otherwise with bpf_probe_read_kernel (BPF_CORE_READ). Kernels before
+ * otherwise with bpf_probe_read_kernel (BPF_CORE_READ): kernels before
  * 5.11 give the current task only as a number, and a cached task pointer
- * gets a type only from bpf_rdonly_cast (6.2).
+ * may be stale.
  */
 struct rw_task {
 	const struct task_struct *ptr;
@@ -233,16 +233,16 @@ static __always_inline int still_holds(struct rw_task t, __u32 tgid, __u64 cred)
 	return task_tgid(t) == tgid && task_cred(t) == cred;
 }
 
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
-
 /*
  * The holder learnt for `cred`, if it still holds them: read through the
  * task_struct pointer learnt with it, without taking a reference.
  * bpf_task_from_pid() would take one (a pid lookup and two atomics), which
  * measured 200-300 ns per received reset here, a quarter of its cost. The
- * pointer may be stale, so every read of it is fault-safe: a load through
- * bpf_rdonly_cast where `typed_reads` (Linux 6.2+), else
- * bpf_probe_read_kernel. The task is believed only if it is of the cached
+ * pointer may be stale, so every read of it is a probe read, fault-safe.
+ * (Loads through bpf_rdonly_cast(), Linux 6.2+, measured no faster, and a
+ * kfunc extern in the object keeps libbpf from loading it on 6.1 without
+ * CAP_SYS_ADMIN: it must search the modules' BTF.) The task is believed
+ * only if it is of the cached
  * process and holds `cred`, before and after its name is copied. A
  * task_struct released has no credentials any more (exit_creds() clears
  * them); one freed and reused passes only as a task of the same process
@@ -250,10 +250,10 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
  * copy_creds()), which is the same answer. `cred` itself cannot have been
  * reused meanwhile: the socket's file holds a reference to it.
  */
-static __always_inline enum rw_owner_found cached_cred_holder(__u64 cred, struct rw_owner *o, const int typed_reads)
+static __always_inline enum rw_owner_found cached_cred_holder(__u64 cred, struct rw_owner *o)
 {
 	struct rw_cred_holder *holder = bpf_map_lookup_elem(&cred_holders, &cred);
-	struct rw_task t = {.direct = typed_reads};
+	struct rw_task t = {.direct = 0};
 	__u32 tgid;
 
 	if (!holder)
@@ -270,10 +270,7 @@ static __always_inline enum rw_owner_found cached_cred_holder(__u64 cred, struct
 		return ask_agent(cred, o);
 	}
 	tgid = holder->tgid;
-	if (typed_reads)
-		t.ptr = bpf_rdonly_cast((void *)holder->task, bpf_core_type_id_kernel(struct task_struct));
-	else
-		t.ptr = (const struct task_struct *)holder->task;
+	t.ptr = (const struct task_struct *)holder->task;
 	if (!still_holds(t, tgid, cred))
 		return ask_agent(cred, o);
 	owner_from_task(o, t, 0);
@@ -295,11 +292,9 @@ static __always_inline int held_by_current(const struct sock *sk)
 
 /*
  * Who owns the socket: the task on the CPU if it holds it, else the
- * process whose credentials the socket's file carries. `typed_reads` is a
- * constant: each reset program is built twice, for kernels with and
- * without bpf_rdonly_cast (the agent loads one of the two).
+ * process whose credentials the socket's file carries.
  */
-static __always_inline enum rw_owner_found find_owner(const struct sock *sk, struct rw_owner *o, const int typed_reads)
+static __always_inline enum rw_owner_found find_owner(const struct sock *sk, struct rw_owner *o)
 {
 	__u64 cred;
 
@@ -310,7 +305,7 @@ static __always_inline enum rw_owner_found find_owner(const struct sock *sk, str
 	cred = socket_file_cred(sk);
 	if (!cred)
 		return RW_OWNER_NONE;
-	return cached_cred_holder(cred, o, typed_reads);
+	return cached_cred_holder(cred, o);
 }
 
 #endif /* RSTWATCH_OWNER_BPF_H */

@@ -565,7 +565,7 @@ static __always_inline void emit_and_await_sender_side(const struct rw_reset_rec
  * closed it. Resets of other processes' sockets leave before a record is
  * assembled.
  */
-static __always_inline int handle_received_reset(struct sock *sk, const int typed_reads)
+static __always_inline int handle_received_reset(struct sock *sk)
 {
 	const struct rw_listener *l;
 	enum rw_owner_found found;
@@ -574,7 +574,7 @@ static __always_inline int handle_received_reset(struct sock *sk, const int type
 	struct rw_endpoint local;
 	struct rw_owner owner = {};
 
-	found = find_owner(sk, &owner, typed_reads);
+	found = find_owner(sk, &owner);
 	sock_endpoint(&local, sk, RW_OUR_END);
 	l = listener_at(&local, sk);
 	if (!wanted(found, &owner, l))
@@ -593,8 +593,7 @@ static __always_inline int handle_received_reset(struct sock *sk, const int type
 	return 0;
 }
 
-static __always_inline int handle_sent_reset(struct sock *sk, const struct sk_buff *skb, __u64 reason,
-					     const int typed_reads)
+static __always_inline int handle_sent_reset(struct sock *sk, const struct sk_buff *skb, __u64 reason)
 {
 	struct rw_stamps stamps = {};
 	struct rw_reset_record *rec;
@@ -616,7 +615,7 @@ static __always_inline int handle_sent_reset(struct sock *sk, const struct sk_bu
 		fill_connection(rec, sk, &stamps);
 		if (!sk->sk_socket)
 			rec->flags |= RW_RST_ORPHAN;
-		found = find_owner(sk, &owner, typed_reads);
+		found = find_owner(sk, &owner);
 		/* After a close with SO_LINGER 0 only the record has our port. */
 		record_endpoint(&local, rec, 1);
 		l = listener_at(&local, sk);
@@ -646,32 +645,16 @@ static __always_inline __u64 send_reset_reason(__u64 *ctx)
 	return rw_send_reset_has_reason() ? ctx[2] : 0;
 }
 
-/*
- * Each reset program twice: with bpf_rdonly_cast (Linux 6.2+) and without
- * (probe reads). The agent loads one pair (agent/kernel/loader.cpp).
- */
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	return handle_received_reset(sk, 1);
-}
-
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(on_tcp_receive_reset_compat, struct sock *sk)
-{
-	return handle_received_reset(sk, 0);
+	return handle_received_reset(sk);
 }
 
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(on_tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 {
-	return handle_sent_reset((struct sock *)sk, skb, send_reset_reason(ctx), 1);
-}
-
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(on_tcp_send_reset_compat, const struct sock *sk, const struct sk_buff *skb)
-{
-	return handle_sent_reset((struct sock *)sk, skb, send_reset_reason(ctx), 0);
+	return handle_sent_reset((struct sock *)sk, skb, send_reset_reason(ctx));
 }
 
 /*
@@ -688,7 +671,7 @@ int BPF_PROG(on_tcp_v4_send_reset, const struct sock *sk, struct sk_buff *skb)
 {
 	if (sk && is_full_sock(sk))
 		return 0;
-	return handle_sent_reset((struct sock *)sk, skb, 0, 0);
+	return handle_sent_reset((struct sock *)sk, skb, 0);
 }
 
 SEC("fentry/tcp_v6_send_reset")
@@ -696,7 +679,7 @@ int BPF_PROG(on_tcp_v6_send_reset, const struct sock *sk, struct sk_buff *skb)
 {
 	if (sk && is_full_sock(sk))
 		return 0;
-	return handle_sent_reset((struct sock *)sk, skb, 0, 0);
+	return handle_sent_reset((struct sock *)sk, skb, 0);
 }
 
 /* The agent runs it (a read() on an iterator fd): see learn_cred_holder(). */

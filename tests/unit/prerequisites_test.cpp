@@ -16,7 +16,7 @@ struct FakeKernel : KernelFeatures {
     bool root = true;
     std::set<int> caps = {12, 21, 38, 39};  // root's: CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF
     std::set<std::string> tracepoints = {"tcp_receive_reset", "tcp_send_reset"};
-    std::set<std::string> kfuncs = {"bpf_rdonly_cast", "bpf_get_socket_ptr_cookie", "bpf_ringbuf_output", "bpf_iter_task"};
+    std::set<std::string> kfuncs = {"bpf_get_socket_ptr_cookie", "bpf_ringbuf_output", "bpf_iter_task"};
     std::set<std::string> enums = {"sk_rst_reason"};
     std::set<std::string> members = {"trace_event_raw_mark_victim.anon_rss"};
     std::set<std::string> traceable;
@@ -166,7 +166,6 @@ TEST(KernelSupport, AnOlderKernelRunsOnTheFallbacks)
     const FakeKernel k = debian_5_10();
     EXPECT_TRUE(missing_prerequisites(k).empty()) << joined(missing_prerequisites(k));
     KernelSupport s = probe_kernel_support(k, false);
-    EXPECT_FALSE(s.typed_task_reads);
     EXPECT_FALSE(s.tracing_socket_cookie);
     EXPECT_FALSE(s.sent_resets_without_socket);
     EXPECT_TRUE(s.oom_kills);
@@ -194,7 +193,7 @@ TEST(KernelSupport, TheGapsLineNamesTheEvidenceAndTheCausesNotTheSpeedPaths)
     EXPECT_NE(line.find("without a socket"), std::string::npos) << line;
     EXPECT_NE(line.find("6.10"), std::string::npos) << line;
     EXPECT_NE(line.find("stale_reuse"), std::string::npos) << line;
-    EXPECT_EQ(line.find("rdonly_cast"), std::string::npos) << "a slower path loses no evidence: " << line;
+    EXPECT_EQ(line.find("cookie"), std::string::npos) << "a fallback path loses no evidence: " << line;
     EXPECT_EQ(line.find("RSS"), std::string::npos) << "the victim's RSS is detail, not evidence: " << line;
 }
 
@@ -204,7 +203,6 @@ TEST(KernelSupport, ARecentKernelHasNoGapsAndForcingTakesTheFallbacks)
     k.tracepoints.insert({"tcp_probe", "mark_victim"});
     EXPECT_EQ(evidence_gaps_line(probe_kernel_support(k, false), true), "");
     KernelSupport forced = probe_kernel_support(k, true);
-    EXPECT_FALSE(forced.typed_task_reads);
     EXPECT_FALSE(forced.tracing_socket_cookie);
     EXPECT_TRUE(forced.sent_resets_without_socket) << "the tracepoint's own coverage cannot be forced off";
     FakeKernel old = debian_5_10();
@@ -215,7 +213,7 @@ TEST(KernelSupport, ARecentKernelHasNoGapsAndForcingTakesTheFallbacks)
 TEST(KernelSupport, TheCheckTableSaysYesOrNoForEachFacility)
 {
     std::string table = support_table(probe_kernel_support(debian_5_10(), false));
-    EXPECT_NE(table.find("bpf_rdonly_cast"), std::string::npos) << table;
+    EXPECT_NE(table.find("bpf_get_socket_cookie"), std::string::npos) << table;
     EXPECT_NE(table.find("no"), std::string::npos) << table;
     EXPECT_NE(table.find("yes"), std::string::npos) << table;
 }
