@@ -109,16 +109,23 @@ uint64_t monotonic_ns()
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
 }
 
-// Comm names go to BPF as two little-endian words, matching how
-// the BPF side reads task->comm's 16 bytes.
-void comm_words(const std::string &comm, volatile __u64 (&words)[2])
+// Comm names go to BPF as two little-endian words, matching how the BPF
+// side reads task->comm's 16 bytes, with a mask of the name's bytes and its
+// NUL: what follows the NUL in task->comm is not always zero.
+void comm_words(const std::string &comm, volatile __u64 (&words)[2], volatile __u64 (&mask)[2])
 {
     char buf[RW_COMM_LEN] = {};
-    std::memcpy(buf, comm.data(), std::min(comm.size(), sizeof(buf) - 1));
-    __u64 w[2];
+    unsigned char ones[RW_COMM_LEN] = {};
+    const size_t len = std::min(comm.size(), sizeof(buf) - 1);
+    std::memcpy(buf, comm.data(), len);
+    std::memset(ones, 0xff, len + 1);
+    __u64 w[2], m[2];
     std::memcpy(w, buf, sizeof(w));
-    words[0] = w[0];
-    words[1] = w[1];
+    std::memcpy(m, ones, sizeof(m));
+    for (int i = 0; i < 2; i++) {
+        words[i] = w[i];
+        mask[i] = m[i];
+    }
 }
 
 enum class Hook { BtfTracepoint, ClassicTracepoint, Cgroup, Fentry };
@@ -189,7 +196,7 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
         ro->tracked_pids[i] = filter.pids[i];
     ro->tracked_comm_count = filter.comms.size();
     for (size_t i = 0; i < filter.comms.size(); i++)
-        comm_words(filter.comms[i], ro->tracked_comms[i]);
+        comm_words(filter.comms[i], ro->tracked_comms[i], ro->tracked_comm_masks[i]);
 
     ro->ring_wakeup_bytes = options.ring_buffer_bytes / 8;
     ro->have_socket_cookie = support_.tracing_socket_cookie;

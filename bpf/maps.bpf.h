@@ -24,8 +24,14 @@ const volatile __u8 ttl_evidence = 0;
 const volatile __u32 tracked_pid_count = 0;
 const volatile __u32 tracked_pids[RW_MAX_PIDS] = {};
 const volatile __u32 tracked_comm_count = 0;
-/* Each name as two little 8-byte words, so a match is two compares. */
+/*
+ * Each name as two little 8-byte words, so a match is two compares, and a
+ * mask of its bytes up to its NUL: before Linux 5.12 or so a task's comm
+ * was not zero-padded (set_task_comm used strlcpy), and the bytes after
+ * the NUL are an earlier name's (seen on 5.10: "sh\0tch_root").
+ */
 const volatile __u64 tracked_comms[RW_MAX_COMMS][2] = {};
+const volatile __u64 tracked_comm_masks[RW_MAX_COMMS][2] = {};
 /* An eighth of the ring's size (which the agent sets): see wakeup_flags(). */
 const volatile __u64 ring_wakeup_bytes = 1;
 

@@ -81,8 +81,10 @@ static __always_inline __u32 task_exit_code(struct rw_task t)
 
 /*
  * A task's name as two words: direct loads from task->comm, where
- * bpf_get_current_comm() is a helper call and a string copy. The kernel
- * pads comm with zeros (strscpy_pad), so the words compare and copy whole.
+ * bpf_get_current_comm() is a helper call and a string copy. Recent
+ * kernels pad comm with zeros, older ones leave an earlier name's bytes
+ * after the NUL: compared under a mask (tracked_comm_masks), and read as a
+ * C string by the agent.
  */
 static __always_inline void task_comm_words(struct rw_task t, __u64 words[2])
 {
@@ -114,7 +116,8 @@ static __always_inline int comm_is_tracked(struct rw_task t)
 	for (__u32 i = 0; i < RW_MAX_COMMS; i++) {
 		if (i >= tracked_comm_count)
 			break;
-		if (comm[0] == tracked_comms[i][0] && comm[1] == tracked_comms[i][1])
+		if ((comm[0] & tracked_comm_masks[i][0]) == tracked_comms[i][0] &&
+		    (comm[1] & tracked_comm_masks[i][1]) == tracked_comms[i][1])
 			return 1;
 	}
 	return 0;
