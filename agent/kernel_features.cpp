@@ -182,7 +182,9 @@ private:
     }
 
     // Else measured: /proc/timer_list gives the time and the jiffies count;
-    // two readings 50 ms apart, rounded to the rates kernels are built with.
+    // two readings 100 ms apart, rounded to the rates kernels are built
+    // with; a reading too far from every rate (a busy VM's late ticks) is
+    // taken again, three times at most.
     static unsigned measured_hz()
     {
         auto sample = [](uint64_t &ns, uint64_t &jiffies) {
@@ -197,18 +199,22 @@ private:
             }
             return false;
         };
-        uint64_t ns0, j0, ns1, j1;
-        if (!sample(ns0, j0))
-            return 0;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        if (!sample(ns1, j1) || ns1 <= ns0)
-            return 0;
-        const double rate = (j1 - j0) * 1e9 / (ns1 - ns0);
-        unsigned best = 0;
-        for (unsigned hz : {100u, 250u, 300u, 1000u})
-            if (!best || std::abs(rate - hz) < std::abs(rate - best))
-                best = hz;
-        return std::abs(rate - best) < best * 0.2 ? best : 0;
+        for (int attempt = 0; attempt < 3; attempt++) {
+            uint64_t ns0, j0, ns1, j1;
+            if (!sample(ns0, j0))
+                return 0;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (!sample(ns1, j1) || ns1 <= ns0)
+                return 0;
+            const double rate = (j1 - j0) * 1e9 / (ns1 - ns0);
+            unsigned best = 0;
+            for (unsigned hz : {100u, 250u, 300u, 1000u})
+                if (!best || std::abs(rate - hz) < std::abs(rate - best))
+                    best = hz;
+            if (std::abs(rate - best) < best * 0.1)
+                return best;
+        }
+        return 0;
     }
 
     mutable std::once_flag hz_once_;

@@ -677,7 +677,7 @@ void StoreWriter::write_batch(std::vector<StoreRow> &batch)
         stats_.failed += batch.size();
         // A full disk fails every batch: say so once a minute, not per batch.
         auto now = std::chrono::steady_clock::now();
-        if (now - last_error_log_ >= std::chrono::seconds(60)) {
+        if (!last_error_log_ || now - *last_error_log_ >= std::chrono::seconds(60)) {
             last_error_log_ = now;
             spdlog::error("store {}: {}; {} records not written so far (tracing goes on)", path_, err, stats_.failed);
         }

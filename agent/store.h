@@ -222,7 +222,9 @@ private:
     uint64_t flush_requested_ = 0;
     uint64_t flush_done_ = 0;
     StoreWriterStats stats_;
-    std::chrono::steady_clock::time_point last_error_log_{};
+    // Unset until the first error: steady_clock counts from boot, so a zero
+    // time point would silence errors in a host's first minute.
+    std::optional<std::chrono::steady_clock::time_point> last_error_log_;
     bool checkpoint_wanted_ = false;
     std::condition_variable checkpoint_wake_;
     std::thread thread_;

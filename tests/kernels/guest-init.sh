@@ -95,6 +95,10 @@ stage1() {
   mkdir -p "/newroot/lib/modules/$VMTEST_KVER"
   mount --bind "/newroot$VMTEST_MODDIR" "/newroot/lib/modules/$VMTEST_KVER" ||
     fail "bind $VMTEST_MODDIR"
+  # And its /boot (config-<version>, as a Debian system has it: rstwatch
+  # reads CONFIG_HZ there).
+  mount --bind "/newroot${VMTEST_MODDIR%/lib/modules/*}/boot" /newroot/boot ||
+    fail "bind the kernel's /boot"
 
   mount --move /proc /newroot/proc || fail "move /proc"
   mount --move /sys /newroot/sys || fail "move /sys"
