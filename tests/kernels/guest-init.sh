@@ -22,7 +22,8 @@
 # What scripts/vmtest passes, in the writable 9p share "xfer"
 # (/run/vmtest/xfer after the switch):
 #   config   shell variables: VMTEST_MODDIR (the host path of the kernel's
-#            unpacked lib/modules/<version>), VMTEST_KVER, and the host
+#            unpacked lib/modules/<version>), VMTEST_KVER, VMTEST_REPO (the
+#            repository's host path), and the host
 #            shell's limits VMTEST_MEMLOCK (ulimit -l), VMTEST_NOFILE (-n)
 #   command  a sh script: exports, cd to the repo, exec the command
 #   status   written here: the command's exit status
@@ -107,6 +108,15 @@ stage1() {
   # belong to the host's services.
   mount -t tmpfs -o mode=0755,nosuid,nodev run /newroot/run || fail "mount /run"
   mount -t tmpfs -o mode=1777,nosuid,nodev tmp /newroot/tmp || fail "mount /tmp"
+  # A repository under /tmp or /run (a CI clone, say) is hidden by those:
+  # it gets an overlay of its own over the host's copy.
+  case "$VMTEST_REPO" in
+    /tmp/* | /run/*)
+      mkdir -p /rw/repo-upper /rw/repo-work "/newroot$VMTEST_REPO"
+      mount -t overlay -o "lowerdir=/lower$VMTEST_REPO,upperdir=/rw/repo-upper,workdir=/rw/repo-work" \
+        overlay "/newroot$VMTEST_REPO" || fail "mount the repository $VMTEST_REPO"
+      ;;
+  esac
   mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/run/vmtest/xfer /newroot/run/lock
   mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts || fail "mount devpts"
   mount -t tmpfs -o mode=1777,nosuid,nodev shm /newroot/dev/shm || fail "mount /dev/shm"
