@@ -728,15 +728,32 @@ static __always_inline void read_memory_cgroup(struct rw_oom_record *rec)
 		rec->flags |= RW_OOM_CGROUP_TRUNCATED;
 }
 
+/* An OOM record reserved in the ring, all but its header zeroed. */
+static __always_inline struct rw_oom_record *begin_oom_record(void)
+{
+	struct rw_oom_record *rec = reserve_record(sizeof(*rec), RW_REC_OOM);
+
+	if (rec)
+		__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
+	return rec;
+}
+
+/* The victim's memory cgroup, if the victim is on the CPU, then out. */
+static __always_inline void submit_oom_record(struct rw_oom_record *rec)
+{
+	if ((bpf_get_current_pid_tgid() >> 32) == rec->pid)
+		read_memory_cgroup(rec);
+	bpf_ringbuf_submit(rec, wakeup_flags());
+}
+
 /* A classic tracepoint: OOM kills are rare, and its fields vary by kernel. */
 SEC("tracepoint/oom/mark_victim")
 int on_mark_victim(struct trace_event_raw_mark_victim *ctx)
 {
-	struct rw_oom_record *rec = reserve_record(sizeof(*rec), RW_REC_OOM);
+	struct rw_oom_record *rec = begin_oom_record();
 
 	if (!rec)
 		return 0;
-	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
 	rec->pid = ctx->pid;
 	if (rw_mark_victim_has_rss(ctx)) {
 		__u32 loc = BPF_CORE_READ(ctx, __data_loc_comm);
@@ -748,9 +765,7 @@ int on_mark_victim(struct trace_event_raw_mark_victim *ctx)
 		rec->shmem_rss_kb = BPF_CORE_READ(ctx, shmem_rss);
 		rec->flags |= RW_OOM_RSS_KNOWN;
 	}
-	if ((bpf_get_current_pid_tgid() >> 32) == (__u32)ctx->pid)
-		read_memory_cgroup(rec);
-	bpf_ringbuf_submit(rec, wakeup_flags());
+	submit_oom_record(rec);
 	return 0;
 }
 
@@ -767,11 +782,10 @@ const volatile __u8 mark_victim_passes_task = 0;
 SEC("raw_tp/mark_victim")
 int on_mark_victim_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct rw_oom_record *rec = reserve_record(sizeof(*rec), RW_REC_OOM);
+	struct rw_oom_record *rec = begin_oom_record();
 
 	if (!rec)
 		return 0;
-	__builtin_memset((char *)rec + sizeof(rec->hdr), 0, sizeof(*rec) - sizeof(rec->hdr));
 	if (mark_victim_passes_task) {
 		struct task_struct *task = (struct task_struct *)ctx->args[0];
 
@@ -780,8 +794,6 @@ int on_mark_victim_raw(struct bpf_raw_tracepoint_args *ctx)
 	} else {
 		rec->pid = (__u32)ctx->args[0];
 	}
-	if ((bpf_get_current_pid_tgid() >> 32) == rec->pid)
-		read_memory_cgroup(rec);
-	bpf_ringbuf_submit(rec, wakeup_flags());
+	submit_oom_record(rec);
 	return 0;
 }
