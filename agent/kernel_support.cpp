@@ -23,6 +23,7 @@ KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fall
     // came in one series ("rstreason", Linux 6.10); the BPF side reads the
     // reason on the same test (core_fixes.bpf.h).
     const bool by_tracepoint = kernel.has_btf_enum("sk_rst_reason");
+    s.sent_resets_by_tracepoint = by_tracepoint;
     s.socketless_resets_by_fentry = !by_tracepoint && !force_fallbacks &&
                                     kernel.can_trace_function("tcp_v4_send_reset") &&
                                     kernel.can_trace_function("tcp_v6_send_reset");

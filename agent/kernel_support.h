@@ -21,6 +21,7 @@ struct KernelSupport {
     // reason (6.10), or else by fentry on tcp_v4/v6_send_reset where ftrace
     // can attach.
     bool sent_resets_without_socket = true;
+    bool sent_resets_by_tracepoint = true;  // the enum sk_rst_reason exists
     bool socketless_resets_by_fentry = false;
     bool oom_kills = true;           // oom:mark_victim
     bool oom_victim_details = true;  // its comm and RSS fields (6.8)
