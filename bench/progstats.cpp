@@ -43,8 +43,8 @@
 #include <vector>
 
 #include "floor.skel.h"
-#include "procfs.h"
-#include "unique_fd.h"
+#include "kernel/procfs.h"
+#include "kernel/unique_fd.h"
 
 namespace {
 

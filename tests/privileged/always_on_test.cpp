@@ -30,7 +30,7 @@
 #include <thread>
 
 #include "agent_binary.h"
-#include "control.h"
+#include "control/control.h"
 #include "nginx_lab.h"
 #include "privileged.h"
 

@@ -17,12 +17,12 @@ extern "C" {
 #include "rstwatch_abi.h"
 }
 
-#include "decode.h"
-#include "kernel_features.h"
-#include "loader.h"
+#include "events/decode.h"
+#include "kernel/kernel_features.h"
+#include "kernel/loader.h"
 #include "privileged.h"
-#include "reset_reasons.h"
-#include "seed.h"
+#include "kernel/reset_reason_names.h"
+#include "kernel/seed.h"
 
 using namespace rstwatch;
 using namespace std::chrono_literals;
@@ -37,7 +37,7 @@ public:
     // too), which the agent uses as evidence.
     // ttl_evidence: attach tcp:tcp_probe too (rstwatch run --ttl-evidence).
     explicit Collector(uint32_t ring_buffer_bytes = 1u << 20, bool peer_resets = true, bool ttl_evidence = false)
-        : reasons_(ResetReasonNames::load_from_tracefs(nullptr)),
+        : reasons_(load_reset_reason_names(nullptr)),
           session_(options(ring_buffer_bytes, peer_resets, ttl_evidence), running_kernel(),
                    [this](std::span<const uint8_t> bytes) { on_record(bytes); })
     {

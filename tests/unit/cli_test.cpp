@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "cli.h"
+#include "app/cli.h"
 
 using namespace rstwatch;
 

@@ -10,9 +10,9 @@
 #include <fstream>
 #include <thread>
 
-#include "control.h"
-#include "dump.h"
-#include "errors.h"
+#include "control/control.h"
+#include "tables/dump.h"
+#include "common/errors.h"
 
 using namespace rstwatch;
 using nlohmann::json;

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "decode.h"
+#include "events/decode.h"
 
 extern "C" {
 #include "rstwatch_abi.h"

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include "diagnosis.h"
+#include "diagnosis/diagnosis.h"
 
 using namespace rstwatch;
 

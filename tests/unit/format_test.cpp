@@ -3,7 +3,7 @@
 
 #include <set>
 
-#include "format.h"
+#include "outputs/format.h"
 
 using namespace rstwatch;
 using nlohmann::json;

@@ -3,7 +3,7 @@
 
 #include <limits>
 
-#include "histogram.h"
+#include "tables/histogram.h"
 
 using rstwatch::Log2Histogram;
 

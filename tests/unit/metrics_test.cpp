@@ -8,9 +8,9 @@
 
 #include <httplib.h>
 
-#include "cli.h"
-#include "metrics.h"
-#include "metrics_server.h"
+#include "app/cli.h"
+#include "outputs/metrics.h"
+#include "outputs/metrics_server.h"
 
 using namespace rstwatch;
 

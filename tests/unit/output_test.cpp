@@ -2,7 +2,7 @@
 // pipes, sockets and files; a reader that reads gets every line in order,
 // one that stops reading or leaves costs lines (counted), not a blocked
 // writer or a SIGPIPE.
-#include "output.h"
+#include "outputs/output.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -4,8 +4,8 @@
 
 #include <set>
 
-#include "kernel_features.h"
-#include "kernel_support.h"
+#include "kernel/kernel_features.h"
+#include "kernel/kernel_support.h"
 
 using namespace rstwatch;
 

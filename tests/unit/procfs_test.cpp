@@ -1,8 +1,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "procfs.h"
-#include "tracking_filter.h"
+#include "kernel/procfs.h"
+#include "kernel/tracking_filter.h"
 
 using namespace rstwatch;
 

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "reset_reasons.h"
+#include "kernel/reset_reason_names.h"
 
 using rstwatch::ResetReasonNames;
 namespace fs = std::filesystem;
@@ -143,7 +143,7 @@ TEST_F(TracefsDirs, FallsBackToSecondMountPoint)
     std::string second = tracefs_with("debug_tracing", "tcp_send_reset.format");
     std::string error = "stale";
     ResetReasonNames names =
-        ResetReasonNames::load_from_tracefs({(root_ / "missing").string(), second}, &error);
+        rstwatch::load_reset_reason_names({(root_ / "missing").string(), second}, &error);
     EXPECT_EQ(error, "");
     EXPECT_EQ(names.name(1), "NO_SOCKET");
 }
@@ -152,7 +152,7 @@ TEST_F(TracefsDirs, FirstMountPointWins)
 {
     std::string first = tracefs_with("tracing", "tcp_send_reset.v6_10.format");
     std::string second = tracefs_with("debug_tracing", "tcp_send_reset.format");
-    ResetReasonNames names = ResetReasonNames::load_from_tracefs({first, second}, nullptr);
+    ResetReasonNames names = rstwatch::load_reset_reason_names({first, second}, nullptr);
     EXPECT_EQ(names.name(9), "MPTCP_RST_EUNSPEC");
 }
 
@@ -160,7 +160,7 @@ TEST_F(TracefsDirs, NothingReadableGivesEmptyTableAndError)
 {
     std::string a = (root_ / "a").string(), b = (root_ / "b").string();
     std::string error;
-    ResetReasonNames names = ResetReasonNames::load_from_tracefs({a, b}, &error);
+    ResetReasonNames names = rstwatch::load_reset_reason_names({a, b}, &error);
     EXPECT_TRUE(names.empty());
     EXPECT_EQ(names.name(11), "REASON_11");
     EXPECT_NE(error.find(a + "/events/tcp/tcp_send_reset/format"), std::string::npos) << error;

@@ -10,10 +10,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "errors.h"
-#include "event_json.h"
-#include "format.h"
-#include "store.h"
+#include "common/errors.h"
+#include "outputs/event_json.h"
+#include "outputs/format.h"
+#include "outputs/store.h"
 
 using namespace rstwatch;
 namespace fs = std::filesystem;

@@ -3,8 +3,8 @@
 
 #include <sstream>
 
-#include "format.h"
-#include "tables.h"
+#include "outputs/format.h"
+#include "tables/tables.h"
 
 using namespace rstwatch;
 using nlohmann::json;

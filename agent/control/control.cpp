@@ -1,0 +1,286 @@
+#include "control/control.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/errors.h"
+
+namespace rstwatch {
+
+namespace {
+
+sockaddr_un socket_address(const std::string &path)
+{
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof(addr.sun_path))
+        throw FatalError("control socket path too long: " + path, "use a path under 108 characters");
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    return addr;
+}
+
+void set_timeouts(int fd, std::chrono::milliseconds timeout)
+{
+    timeval tv{};
+    tv.tv_sec = timeout.count() / 1000;
+    tv.tv_usec = (timeout.count() % 1000) * 1000;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+bool write_all(int fd, const std::string &s)
+{
+    size_t off = 0;
+    while (off < s.size()) {
+        ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        off += n;
+    }
+    return true;
+}
+
+// Reads up to the first newline (or end of stream). false on timeout,
+// error or a line longer than max.
+bool read_line(int fd, std::string &line, size_t max)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return false;
+        if (n == 0)
+            return true;
+        line.append(buf, n);
+        if (auto nl = line.find('\n'); nl != std::string::npos) {
+            line.resize(nl);
+            return true;
+        }
+        if (line.size() > max)
+            return false;
+    }
+}
+
+// Does an agent answer on path? (connect succeeds)
+bool someone_listens(const std::string &path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr = socket_address(path);
+    bool live = connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    return live;
+}
+
+}  // namespace
+
+void ControlServer::check_free(const std::string &path)
+{
+    socket_address(path);  // the length check
+    struct stat st{};
+    if (lstat(path.c_str(), &st) != 0)
+        return;
+    if (!S_ISSOCK(st.st_mode))
+        throw FatalError(path + " exists and is not a socket; left untouched",
+                         "give --socket another path, or remove the file");
+    if (someone_listens(path))
+        throw FatalError("another rstwatch agent is serving on " + path,
+                         "stop it (or dump from it with `rstwatch dump --socket " + path +
+                             "`), or give this one its own --socket and --store");
+}
+
+ControlServer::ControlServer(std::string path, Handler handler, uid_t allowed_uid)
+    : path_(std::move(path)), handler_(std::move(handler)), allowed_uid_(allowed_uid)
+{
+    sockaddr_un addr = socket_address(path_);
+    check_free(path_);
+    struct stat st{};
+    if (lstat(path_.c_str(), &st) == 0)
+        unlink(path_.c_str());  // stale, from an agent that was killed
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // The socket is created 0600 (no window in which others could connect).
+    mode_t old = umask(0177);
+    int rc = bind(listen_fd_, reinterpret_cast<sockaddr *>(&addr), sizeof(addr));
+    int err = errno;
+    umask(old);
+    if (rc != 0 || listen(listen_fd_, 16) != 0) {
+        if (rc == 0)
+            err = errno;
+        close(listen_fd_);
+        throw FatalError("cannot serve the control socket " + path_ + ": " + std::strerror(err),
+                         "give --socket a path in a writable directory, or --socket none");
+    }
+    chmod(path_.c_str(), 0600);
+    if (stat(path_.c_str(), &st) == 0) {
+        dev_ = st.st_dev;
+        ino_ = st.st_ino;
+    }
+    wake_fd_ = eventfd(0, EFD_CLOEXEC);
+    thread_ = std::thread([this] { loop(); });
+}
+
+ControlServer::~ControlServer()
+{
+    uint64_t one = 1;
+    if (write(wake_fd_, &one, sizeof(one)) < 0) {
+    }
+    if (thread_.joinable())
+        thread_.join();
+    close(listen_fd_);
+    close(wake_fd_);
+    // Only ours: another agent may have replaced a socket we thought stale.
+    struct stat st{};
+    if (stat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_)
+        unlink(path_.c_str());
+}
+
+void ControlServer::loop()
+{
+    for (;;) {
+        pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+        int n = ::poll(fds, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || (fds[1].revents & POLLIN))
+            return;
+        if (!(fds[0].revents & POLLIN))
+            continue;
+        int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        serve(fd);
+        close(fd);
+    }
+}
+
+void ControlServer::serve(int fd)
+{
+    set_timeouts(fd, std::chrono::seconds(2));
+    auto reply = [&](const nlohmann::json &j) { write_all(fd, j.dump() + "\n"); };
+
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != allowed_uid_) {
+        ++refused_;
+        spdlog::warn("control socket: refused a client with uid {} (pid {})", cred.uid, cred.pid);
+        reply({{"error", "permission denied: the control socket answers root only"}});
+        return;
+    }
+    std::string line;
+    if (!read_line(fd, line, kMaxRequestBytes)) {
+        reply({{"error", "malformed request: one JSON object on one line, at most 64 KiB, within 2 s"}});
+        return;
+    }
+    nlohmann::json request = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (request.is_discarded() || !request.is_object() || !request.contains("cmd") || !request["cmd"].is_string()) {
+        reply({{"error", "malformed request: want a JSON object with a string \"cmd\", e.g. {\"cmd\":\"dump\"}"}});
+        return;
+    }
+    nlohmann::json response;
+    try {
+        response = handler_(request);
+    } catch (const std::exception &e) {
+        response = {{"error", e.what()}};
+    }
+    reply(response);
+}
+
+nlohmann::json control_request(const std::string &path, const nlohmann::json &request,
+                               std::chrono::milliseconds timeout)
+{
+    sockaddr_un addr = socket_address(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0) {
+        int err = errno;
+        close(fd);
+        if (err == ENOENT || err == ECONNREFUSED)
+            throw FatalError("no rstwatch agent is running on " + path,
+                             "start `rstwatch run`, or read the store with `rstwatch dump --store PATH`");
+        if (err == EACCES || err == EPERM)
+            throw FatalError("permission denied on " + path, "the control socket answers root only: use sudo");
+        throw FatalError("cannot connect to " + path + ": " + std::strerror(err));
+    }
+    set_timeouts(fd, timeout);
+    std::string line;
+    // The agent may answer (and close) before reading, e.g. to refuse a
+    // client: read its answer even when the write failed.
+    write_all(fd, request.dump() + "\n");
+    bool ok = read_line(fd, line, SIZE_MAX / 2) && !line.empty();
+    close(fd);
+    if (!ok)
+        throw FatalError("no answer from the agent on " + path);
+    auto response = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (response.is_discarded() || !response.is_object())
+        throw FatalError("the agent on " + path + " answered something that is not JSON");
+    return response;
+}
+
+nlohmann::json MainThreadCalls::call(const nlohmann::json &request, std::chrono::milliseconds timeout)
+{
+    auto pending = std::make_shared<Pending>();
+    pending->request = request;
+    std::unique_lock lock(mu_);
+    if (closed_)
+        return {{"error", "the agent is stopping"}};
+    queue_.push_back(pending);
+    if (!done_.wait_for(lock, timeout, [&] { return pending->done || closed_; })) {
+        pending->abandoned = true;
+        return {{"error", "the agent did not answer in time"}};
+    }
+    if (!pending->done) {
+        pending->abandoned = true;
+        return {{"error", "the agent is stopping"}};
+    }
+    return pending->response;
+}
+
+void MainThreadCalls::close()
+{
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    done_.notify_all();
+}
+
+void MainThreadCalls::run_pending(const Fn &fn)
+{
+    std::deque<std::shared_ptr<Pending>> work;
+    {
+        std::lock_guard lock(mu_);
+        work.swap(queue_);
+    }
+    if (work.empty())
+        return;
+    for (auto &p : work) {
+        nlohmann::json response;
+        bool abandoned;
+        {
+            std::lock_guard lock(mu_);
+            abandoned = p->abandoned;
+        }
+        if (!abandoned) {
+            try {
+                response = fn(p->request);
+            } catch (const std::exception &e) {
+                response = {{"error", e.what()}};
+            }
+        }
+        std::lock_guard lock(mu_);
+        p->response = std::move(response);
+        p->done = true;
+    }
+    done_.notify_all();
+}
+
+}  // namespace rstwatch
