@@ -101,6 +101,9 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
     run_cmd->add_option("--metrics", metrics,
                         "Serve Prometheus metrics on ADDR:PORT (a bare port is loopback), e.g. 127.0.0.1:9477");
     run_cmd->add_option("--log-file", run.log_file, "Log here instead of stderr (reopened on SIGHUP)");
+    run_cmd->add_option("--record", run.record_path,
+                        "Also write every raw record to FILE, to replay or attach to a bug report")
+        ->group("Advanced");
 
     DumpSettings dump;
     std::string since;

@@ -40,6 +40,7 @@ struct RunSettings {
     std::string metrics_host;                      // "" = no metrics endpoint
     uint16_t metrics_port = 0;
     std::string log_file;                          // "" = stderr; reopened on SIGHUP
+    std::string record_path;                       // "" = no recording (pipeline/recording.h)
 };
 
 struct CliOutcome {

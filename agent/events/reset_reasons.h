@@ -25,6 +25,7 @@ public:
 
     // "NOT_SPECIFIED", ..., or "REASON_<n>" for a number the kernel did not name.
     std::string name(uint32_t code) const;
+    const std::map<uint32_t, std::string> &names() const { return names_; }
     bool empty() const { return names_.empty(); }
     size_t size() const { return names_.size(); }
 

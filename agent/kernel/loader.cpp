@@ -338,6 +338,8 @@ int BpfSession::on_record(void *ctx, void *data, size_t size)
             record = {reinterpret_cast<const uint8_t *>(&completed), sizeof(completed)};
         }
         self->handler_(record);
+        if (self->pass_is_over())
+            return -EAGAIN;  // libbpf stops here; poll() returns the count
     } catch (...) {
         self->handler_failure_ = std::current_exception();
         return -ECANCELED;  // libbpf stops consuming and returns this
@@ -409,24 +411,49 @@ void BpfSession::rethrow_handler_failure()
         std::rethrow_exception(std::exchange(handler_failure_, nullptr));
 }
 
-int BpfSession::poll(int timeout_ms)
+// Checked after each record; the clock only every 256 records.
+bool BpfSession::pass_is_over()
 {
-    int woken = ring_buffer__poll(ring_.get(), timeout_ms);
+    ++pass_taken_;
+    if (--pass_left_ == 0 || ((pass_taken_ & 255) == 0 && monotonic_ns() >= pass_end_ns_))
+        pass_full_ = true;
+    return pass_full_;
+}
+
+int BpfSession::consume_pass(int timeout_ms)
+{
+    pass_taken_ = 0;
+    pass_full_ = false;
+    // A negative return from on_record ends libbpf's loop after that record
+    // (its consumer position includes it): the pass's bound.
+    int woken = timeout_ms >= 0 ? ring_buffer__poll(ring_.get(), timeout_ms) : 0;
     rethrow_handler_failure();
+    if (pass_full_)
+        return pass_taken_;
     if (woken < 0)
         return woken;
     // The BPF side wakes us only when the ring fills up (see wakeup_flags()),
     // so after every wait take what was written quietly too.
     int quiet = ring_buffer__consume(ring_.get());
     rethrow_handler_failure();
-    return quiet < 0 ? quiet : woken + quiet;
+    return quiet < 0 && !pass_full_ ? quiet : pass_taken_;
 }
 
-int BpfSession::drain()
+int BpfSession::poll(int timeout_ms)
 {
-    int n = ring_buffer__consume(ring_.get());
-    rethrow_handler_failure();
-    return n;
+    pass_left_ = kPassRecords;
+    pass_end_ns_ = monotonic_ns() + static_cast<uint64_t>(std::max(timeout_ms, 0)) * 1'000'000 + kPassNs;
+    return consume_pass(timeout_ms);
+}
+
+int BpfSession::stop_and_drain()
+{
+    bpf_link *iterator = std::exchange(skel_->links.learn_cred_holders, nullptr);
+    rstwatch_bpf__detach(skel_.get());
+    skel_->links.learn_cred_holders = iterator;
+    pass_left_ = SIZE_MAX;
+    pass_end_ns_ = UINT64_MAX;
+    return consume_pass(-1);
 }
 
 void BpfSession::learn_cred_holders()
@@ -460,12 +487,13 @@ BpfCounters BpfSession::counters() const
         return total;
     for (const auto &c : per_cpu) {
         total.records_emitted += c.records_emitted;
-        total.records_lost += c.records_lost;
+        total.ring_buffer_full += c.records_lost;
         total.owner_lookups += c.owner_lookups;
         total.owners_unresolved += c.owners_unresolved;
-    total.owners_unresolved += owners_unresolved_;
-        total.endpoints_dropped += c.endpoints_dropped;
+        total.listeners_dropped += c.endpoints_dropped;
     }
+    // Pending owners the agent's own lookup found nobody for: once, not per CPU.
+    total.owners_unresolved += owners_unresolved_;
     return total;
 }
 

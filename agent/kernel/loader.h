@@ -39,12 +39,14 @@ struct LoaderOptions {
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
 };
 
+// The BPF side's counters, summed over CPUs; the losses are named as in
+// LossCounts (events/loss.h).
 struct BpfCounters {
     uint64_t records_emitted = 0;
-    uint64_t records_lost = 0;  // the ring buffer was full
+    uint64_t ring_buffer_full = 0;   // records not reserved: the ring buffer was full
     uint64_t owner_lookups = 0;      // credentials not met before: the agent looked them up
     uint64_t owners_unresolved = 0;  // ... held by no process any more
-    uint64_t endpoints_dropped = 0;  // listeners not recorded: table full
+    uint64_t listeners_dropped = 0;  // listeners not recorded: table full
 };
 
 class BpfSession {
@@ -57,12 +59,22 @@ public:
     BpfSession(const BpfSession &) = delete;
     BpfSession &operator=(const BpfSession &) = delete;
 
-    // Waits up to timeout_ms (less if the ring fills up) and hands every
-    // record to the handler. Returns the number consumed, or -errno (-EINTR
-    // on a signal).
+    // Waits up to timeout_ms (less if the ring fills up) and hands records
+    // to the handler: one pass, bounded (kPassRecords, kPassTime) so that
+    // the caller gets control back however fast records arrive. Returns the
+    // number consumed, or -errno (-EINTR on a signal); backlog() then says
+    // whether the pass stopped at its bound with records still waiting.
     int poll(int timeout_ms);
-    // Hands over whatever is queued without waiting.
-    int drain();
+    bool backlog() const { return pass_full_; }
+    // At shutdown: detaches the programs that produce records (the task
+    // iterator stays, for pending owners), then hands over everything left
+    // in the ring, which can no longer grow.
+    int stop_and_drain();
+
+    // One pass's bounds. 16384 records is 3 MiB of resets, about 80 ms of
+    // the pipeline at full speed on this project's 2-core test machine.
+    static constexpr size_t kPassRecords = 16384;
+    static constexpr uint64_t kPassNs = 50'000'000;
 
     // Records the current credentials of every tracked process, and the
     // holders of credentials a reset met first (see learn_cred_holder() in
@@ -85,6 +97,8 @@ public:
 
 private:
     static int on_record(void *ctx, void *data, size_t size);
+    bool pass_is_over();
+    int consume_pass(int timeout_ms);
     static bool owner_pending(std::span<const uint8_t> record);
     void attach_oom_raw();
     bool complete_owner(rw_reset_record &rec);
@@ -97,6 +111,12 @@ private:
     // An exception must not unwind through libbpf's C frames: on_record keeps
     // it here, stops the consumer, and poll()/drain() rethrow it.
     std::exception_ptr handler_failure_;
+    // The current pass: records it may still take, when it must end, and
+    // whether it ended at a bound.
+    size_t pass_left_ = 0;
+    uint64_t pass_end_ns_ = 0;
+    bool pass_full_ = false;
+    int pass_taken_ = 0;
     std::vector<std::string> attached_;
     std::vector<std::string> disabled_;
     KernelSupport support_;

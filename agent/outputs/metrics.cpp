@@ -76,7 +76,7 @@ void Metrics::add(const Event &e)
     }
 }
 
-void Metrics::set_lost(const LostTotals &lost)
+void Metrics::set_lost(const LossCounts &lost)
 {
     std::lock_guard lock(mu_);
     lost_ = lost;
@@ -88,7 +88,7 @@ void Metrics::set_ring_buffer_fill(double ratio)
     ring_fill_ = ratio;
 }
 
-LostTotals Metrics::lost() const
+LossCounts Metrics::lost() const
 {
     std::lock_guard lock(mu_);
     return lost_;
@@ -109,17 +109,17 @@ std::string Metrics::render(uint64_t rss_bytes) const
     out += "rstwatch_oom_kills_total " + std::to_string(oom_kills_) + "\n";
     header(out, "rstwatch_lost_events_total", "counter",
            "Events lost: ring_buffer (BPF could not reserve), consumer (undecodable), store (not written).");
-    out += "rstwatch_lost_events_total{where=\"ring_buffer\"} " + std::to_string(lost_.ring_buffer) + "\n";
-    out += "rstwatch_lost_events_total{where=\"consumer\"} " + std::to_string(lost_.consumer) + "\n";
-    out += "rstwatch_lost_events_total{where=\"store\"} " + std::to_string(lost_.store) + "\n";
+    out += "rstwatch_lost_events_total{where=\"ring_buffer\"} " + std::to_string(lost_.ring_buffer_full) + "\n";
+    out += "rstwatch_lost_events_total{where=\"consumer\"} " + std::to_string(lost_.decode_errors) + "\n";
+    out += "rstwatch_lost_events_total{where=\"store\"} " + std::to_string(lost_.not_stored.value_or(0)) + "\n";
     header(out, "rstwatch_unresolved_owners_total", "counter",
            "Resets on sockets whose file's credentials no process held any more (its process changed them, or "
            "left the socket to another): their owner is unknown, and unless tracking everything they go unseen.");
-    out += "rstwatch_unresolved_owners_total " + std::to_string(lost_.owners) + "\n";
+    out += "rstwatch_unresolved_owners_total " + std::to_string(lost_.owners_unresolved) + "\n";
     header(out, "rstwatch_unrecorded_endpoints_total", "counter",
            "Listening sockets of tracked processes not recorded because their BPF table was full: resets of "
            "client connections closed by their worker on such a listener go unseen.");
-    out += "rstwatch_unrecorded_endpoints_total " + std::to_string(lost_.endpoints) + "\n";
+    out += "rstwatch_unrecorded_endpoints_total " + std::to_string(lost_.listeners_dropped) + "\n";
     header(out, "rstwatch_ring_buffer_fill_ratio", "gauge",
            "Highest share of the BPF ring buffer holding unconsumed records that the agent found in the last "
            "10-20 s (it wakes early at an eighth; a full ring loses events).");

@@ -15,17 +15,10 @@
 #include <string>
 #include <tuple>
 
+#include "events/loss.h"
 #include "events/records.h"
 
 namespace rstwatch {
-
-struct LostTotals {
-    uint64_t ring_buffer = 0;  // BPF could not reserve (ring buffer full)
-    uint64_t consumer = 0;     // user space could not decode
-    uint64_t store = 0;        // not written to the store (queue full, write failed)
-    uint64_t owners = 0;       // resets whose socket's credentials no process held any more: owner unknown
-    uint64_t endpoints = 0;    // listeners not recorded: their table was full
-};
 
 // Updated by the run loop, rendered by the HTTP thread: everything behind one mutex.
 class Metrics {
@@ -36,9 +29,9 @@ public:
 
     // Counts a reported event (a reset or an OOM kill).
     void add(const Event &e);
-    void set_lost(const LostTotals &lost);
+    void set_lost(const LossCounts &lost);
     void set_ring_buffer_fill(double ratio);
-    LostTotals lost() const;
+    LossCounts lost() const;
 
     // The exposition text; rss_bytes is the agent's resident set.
     std::string render(uint64_t rss_bytes) const;
@@ -53,7 +46,7 @@ private:
     std::array<uint64_t, kIdleBuckets.size()> idle_buckets_{};  // non-cumulative
     uint64_t idle_count_ = 0;
     double idle_sum_s_ = 0;
-    LostTotals lost_;
+    LossCounts lost_;
     double ring_fill_ = 0;
 };
 

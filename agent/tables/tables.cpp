@@ -310,8 +310,8 @@ std::string AttributionTables::render_text() const
     out += "Resets with no known owner: " + std::to_string(unowned_resets_) + "\n";
     out += "Lost events: ring buffer full " + std::to_string(lost_.ring_buffer_full) +
            ", undecodable " + std::to_string(lost_.decode_errors) + "\n";
-    if (not_stored_)
-        out += "Not written to the store (queue full or write failed): " + std::to_string(*not_stored_) + "\n";
+    if (lost_.not_stored)
+        out += "Not written to the store (queue full or write failed): " + std::to_string(*lost_.not_stored) + "\n";
     return out;
 }
 
@@ -393,8 +393,8 @@ nlohmann::json AttributionTables::to_json() const
 
     j["lost"] = {{"ring_buffer_full", lost_.ring_buffer_full},
                  {"decode_errors", lost_.decode_errors}};
-    if (not_stored_)
-        j["lost"]["not_stored"] = *not_stored_;
+    if (lost_.not_stored)
+        j["lost"]["not_stored"] = *lost_.not_stored;
     j["client_side_resets"] = client_side_resets_;
     j["unowned_resets"] = unowned_resets_;
     j["folded_rows"] = folded_keys();

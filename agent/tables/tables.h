@@ -21,14 +21,11 @@
 
 #include "diagnosis/diagnosis.h"
 #include "tables/histogram.h"
+#include "events/loss.h"
 #include "events/records.h"
 
 namespace rstwatch {
 
-struct LostCounts {
-    uint64_t ring_buffer_full = 0;  // records BPF could not reserve
-    uint64_t decode_errors = 0;     // records user space could not decode
-};
 
 // Count, exact maximum and median of idle times (ms) for one table row.
 // The median is exact up to kMaxSamples values; past that it is the median
@@ -123,10 +120,8 @@ public:
     // idle histogram; owned downstream/other resets are counted as client
     // side; resets with no known owner are counted apart. OOM kills are kept.
     void add(const Event &e);
-    void set_lost(LostCounts lost) { lost_ = lost; }
-    // Records the durable store did not take (queue full, write failed);
-    // shown only when there is a store.
-    void set_not_stored(std::optional<uint64_t> n) { not_stored_ = n; }
+    // What was lost on the way; not_stored is shown only when there is a store.
+    void set_lost(const LossCounts &lost) { lost_ = lost; }
     // From the diagnosis engine, which keeps the pool idle samples.
     void set_idle_clusters(std::vector<IdleCluster> clusters) { idle_clusters_ = std::move(clusters); }
 
@@ -186,8 +181,7 @@ private:
     Log2Histogram idle_histogram_;
     std::deque<OomEvent> oom_kills_;
     uint64_t oom_kills_dropped_ = 0;
-    LostCounts lost_;
-    std::optional<uint64_t> not_stored_;
+    LossCounts lost_;
     uint64_t client_side_resets_ = 0;
     uint64_t unowned_resets_ = 0;
 };

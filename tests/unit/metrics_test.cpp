@@ -63,7 +63,7 @@ TEST(Metrics, CountsResetsByLabelsAndIdleHistogram)
     client.role = Role::Downstream;
     m.add(client);
     m.add(OomEvent{});
-    m.set_lost({1, 2, 3, 4, 5});
+    m.set_lost({.ring_buffer_full = 1, .decode_errors = 2, .not_stored = 3, .owners_unresolved = 4, .listeners_dropped = 5});
     m.set_ring_buffer_fill(0.25);
     auto s = parse_exposition(m.render(4096));
     EXPECT_EQ(s[R"(rstwatch_resets_total{direction="received",role="upstream",upstream="10.0.0.1:80",cause="backend_crash"})"], 2);

@@ -310,7 +310,7 @@ TEST(AttributionTables, OomKillsAreBounded)
 TEST(AttributionTables, LostCountsShown)
 {
     AttributionTables t;
-    t.set_lost({12, 3});
+    t.set_lost({.ring_buffer_full = 12, .decode_errors = 3});
     json j = t.to_json();
     EXPECT_EQ(j["lost"]["ring_buffer_full"], 12);
     EXPECT_EQ(j["lost"]["decode_errors"], 3);
