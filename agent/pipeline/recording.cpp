@@ -44,7 +44,8 @@ RecordingHeader parse_header(const std::string &path, const std::string &line)
     RecordingHeader h;
     h.realtime_offset_ns = j.value("realtime_offset_ns", int64_t{0});
     h.kernel = j.value("kernel", "");
-    for (const auto &[code, name] : j.value("reset_reasons", nlohmann::json::object()).items())
+    const nlohmann::json reasons = j.value("reset_reasons", nlohmann::json::object());
+    for (const auto &[code, name] : reasons.items())
         if (name.is_string())
             h.reset_reasons[static_cast<uint32_t>(std::stoul(code))] = name.get<std::string>();
     return h;
