@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -604,6 +605,78 @@ TEST(AlwaysOn, StoreSurvivesSigkillInAStormAndFeedsTheNextRun)
     next->signal(SIGTERM);
     ASSERT_TRUE(next->wait(5s));
     EXPECT_EQ(sql_int(db, stored_upstream_resets(source.endpoint())), stored + 10);
+}
+
+// A storm faster than the agent can take it (two threads of loopback resets
+// against a 64 KiB ring, so the ring overflows): the agent still answers a
+// dump, its loss metrics move while the storm lasts, and SIGTERM ends it
+// within a second with every record it took stored or counted.
+TEST(AlwaysOn, AStormHoldsUpNeitherStopNorDumpNorMetrics)
+{
+    REQUIRE_ROOT();
+    TempDir dir;
+    // stdout to /dev/null: a storm's event lines are not what is tested.
+    ChildProcess agent({"/bin/sh", "-c", "exec \"$0\" \"$@\" >/dev/null", RSTWATCH_BIN, "run", "--all",
+                        "--ring-buffer-kb", "64", "--metrics", "127.0.0.1:0", "--socket", dir / "rstwatch.sock",
+                        "--store", dir / "rstwatch.db", "--duration", "60"});
+    ASSERT_TRUE(agent.wait_for_output("; tracking ", 30s, ChildProcess::Stream::Stderr)) << agent.stderr_text();
+    const uint16_t port = metrics_port_of(agent);
+    ASSERT_NE(port, 0) << agent.stderr_text();
+
+    std::atomic<bool> storming{true};
+    auto storm = [&] {
+        ResetSource source;
+        const auto until = std::chrono::steady_clock::now() + 8s;  // bounded in time and count
+        for (int i = 0; i < 400'000 && storming && std::chrono::steady_clock::now() < until; ++i)
+            source.reset_once();
+    };
+    std::thread a(storm), b(storm);
+    std::this_thread::sleep_for(1s);
+
+    auto lost_in_ring = [](const std::map<std::string, double> &m) {
+        auto it = m.find(R"(rstwatch_lost_events_total{where="ring_buffer"})");
+        return it == m.end() ? -1.0 : it->second;
+    };
+    const double lost_before = lost_in_ring(scrape(port));
+    auto asked = std::chrono::steady_clock::now();
+    CliResult dump = run_cli({"dump", "--socket", dir / "rstwatch.sock", "--format", "json"});
+    const auto dump_took = std::chrono::steady_clock::now() - asked;
+    std::this_thread::sleep_for(500ms);
+    const double lost_after = lost_in_ring(scrape(port));
+
+    auto stopping = std::chrono::steady_clock::now();
+    agent.signal(SIGTERM);
+    auto status = agent.wait(5s);
+    const auto stop_took = std::chrono::steady_clock::now() - stopping;
+    storming = false;
+    a.join();
+    b.join();
+
+    EXPECT_EQ(dump.status, 0) << dump.err;
+    EXPECT_LT(dump_took, 1s) << "dump during a storm";
+    EXPECT_GE(lost_before, 0) << "no loss metric";
+    EXPECT_GT(lost_after, lost_before) << "the ring overflowed but the loss metric did not move";
+    ASSERT_TRUE(status && WIFEXITED(*status)) << agent.stderr_text();
+    EXPECT_EQ(WEXITSTATUS(*status), 0) << agent.stderr_text();
+    EXPECT_LT(stop_took, 1s) << "SIGTERM in a storm";
+
+    // Every record taken from the ring is in the store or counted as not
+    // stored (or dropped because its owner had gone, which the storm's
+    // sockets never are; other processes on the host may add a few).
+    agent.wait_output_closed(5s);
+    const std::string err = agent.stderr_text();
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(detached after ([0-9]+) records)"))) << err;
+    const int64_t taken = std::stoll(m[1]);
+    int64_t not_stored = 0;
+    if (std::regex_search(err, m, std::regex(R"(, ([0-9]+) not written)")))
+        not_stored = std::stoll(m[1]);
+    ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(([0-9]+) unresolved)"))) << err;
+    const int64_t unresolved = std::stoll(m[1]);
+    const int64_t stored = sql_int(dir / "rstwatch.db", "SELECT count(*) FROM records");
+    EXPECT_GT(taken, 10'000) << "not much of a storm";
+    EXPECT_LE(stored + not_stored, taken);
+    EXPECT_GE(stored + not_stored + unresolved, taken) << err;
 }
 
 TEST(AlwaysOn, RetentionAtStartKeepsTheStoreUnderItsLimit)
