@@ -5,8 +5,8 @@
  * the running kernel's BTF decides.
  *
  * Differences the agent settles before load instead, by switching programs'
- * autoload or setting read-only flags (agent/kernel_support.cpp decides,
- * agent/loader.cpp applies):
+ * autoload or setting read-only flags (agent/kernel/kernel_support.cpp decides,
+ * agent/kernel/loader.cpp applies):
  *   - bpf_get_socket_cookie() in tracing programs (5.12): have_socket_cookie;
  *   - resets sent without a socket (6.10): fentry where the tracepoint lacks them;
  *   - oom:mark_victim: a raw tracepoint where perf events are refused;

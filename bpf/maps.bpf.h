@@ -39,7 +39,7 @@ const volatile __u64 ring_wakeup_bytes = 1;
  * The kernel's CONFIG_HZ, for its jiffies stamps; 0 if the agent could not
  * tell. Not a __kconfig extern: libbpf refuses to load those where no
  * kernel config can be read (/boot/config-*, /proc/config.gz), and the
- * agent can measure it instead (agent/kernel_features.cpp).
+ * agent can measure it instead (agent/kernel/kernel_features.cpp).
  */
 const volatile __u32 kernel_hz = 0;
 
@@ -75,7 +75,7 @@ struct {
  * map's update took about 1 µs per reset here). A flow can see two: close()
  * unhashes the backend's socket before its own reset leaves, and a segment
  * arriving in between is answered by its listener; both are reported, and
- * the agent tells them apart (agent/diagnosis.cpp). A task preempted while
+ * the agent tells them apart (agent/diagnosis/diagnosis.cpp). A task preempted while
  * it writes a slot can leave it torn: a miss, at worst a garbled record of
  * the same flow.
  */

@@ -513,13 +513,29 @@ TEST_F(StoreTest, WriterShrinksTheWalFileAfterABurst)
     EXPECT_EQ(Store::open_read_only(path_)->count(), 2000u + quiet);
 }
 
+// SIGHUP after the store was moved aside (logrotate, an operator): the
+// writer opens the path again, so records after it go to a new store there.
 TEST_F(StoreTest, WriterReopens)
 {
-    StoreWriter writer([&] { return Store::open_for_writing(path_); }, {});
+    int opened = 0;
+    StoreWriter writer(
+        [&] {
+            ++opened;
+            return Store::open_for_writing(path_);
+        },
+        {});
     writer.push(reset(1, "a:1"));
+    writer.flush();
+    const std::string moved = path_ + ".1";
+    fs::rename(path_, moved);
     writer.reopen();
+    writer.flush();  // rows queued before the reopen may go to the old file
     writer.push(reset(2, "a:1"));
     writer.flush();
     writer.stop();
-    EXPECT_EQ(read_all().size(), 2u);
+    EXPECT_EQ(opened, 2);
+    ASSERT_TRUE(fs::exists(path_)) << "reopen() did not open the path again";
+    std::vector<Event> after = read_all();
+    ASSERT_EQ(after.size(), 1u);
+    EXPECT_EQ(std::get<ResetEvent>(after[0]).pid, 2u);
 }
