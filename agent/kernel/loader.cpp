@@ -24,6 +24,18 @@ extern "C" {
 
 namespace rstwatch {
 
+enum class Hook { BtfTracepoint, ClassicTracepoint, Cgroup, Fentry };
+
+struct ProgramNeed {
+    bpf_program *prog;
+    bpf_link **link;  // the skeleton's slot: it destroys the link with the object
+    Hook hook;
+    const char *name;      // the tracepoint, or the cgroup hook ("post_bind4")
+    const char *category;  // classic tracepoints' category
+    bool required;
+    const char *without_it;
+};
+
 namespace {
 
 bool g_libbpf_verbose = false;
@@ -128,18 +140,6 @@ void comm_words(const std::string &comm, volatile __u64 (&words)[2], volatile __
     }
 }
 
-enum class Hook { BtfTracepoint, ClassicTracepoint, Cgroup, Fentry };
-
-struct ProgramNeed {
-    bpf_program *prog;
-    bpf_link **link;  // the skeleton's slot: it destroys the link with the object
-    Hook hook;
-    const char *name;      // the tracepoint, or the cgroup hook ("post_bind4")
-    const char *category;  // classic tracepoints' category
-    bool required;
-    const char *without_it;
-};
-
 // The root of the cgroup v2 hierarchy, where the socket hooks see every
 // process on the host.
 int open_cgroup_root(const KernelFeatures &kernel)
@@ -153,6 +153,27 @@ int open_cgroup_root(const KernelFeatures &kernel)
     if (fd < 0)
         throw FatalError("cannot open the cgroup v2 root " + root + ": " + errno_text(errno));
     return fd;
+}
+
+// What each program attaches to, whether the agent can do without it, and
+// what is lost then.
+std::vector<ProgramNeed> program_needs(rstwatch_bpf *skel)
+{
+    auto *p = &skel->progs;
+    auto *l = &skel->links;
+    return {
+        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, Hook::BtfTracepoint, "tcp_receive_reset", nullptr,
+         true, ""},
+        {p->on_tcp_send_reset, &l->on_tcp_send_reset, Hook::BtfTracepoint, "tcp_send_reset", nullptr, true, ""},
+        {p->on_post_bind4, &l->on_post_bind4, Hook::Cgroup, "post_bind4", nullptr, true, ""},
+        {p->on_post_bind6, &l->on_post_bind6, Hook::Cgroup, "post_bind6", nullptr, true, ""},
+        {p->on_tcp_probe, &l->on_tcp_probe, Hook::BtfTracepoint, "tcp_probe", nullptr, false,
+         "the TTL of resets is unknown: middlebox resets cannot be told apart"},
+        {p->on_mark_victim, &l->on_mark_victim, Hook::ClassicTracepoint, "mark_victim", "oom", false,
+         "OOM kills are not reported"},
+        {p->on_tcp_v4_send_reset, &l->on_tcp_v4_send_reset, Hook::Fentry, "tcp_v4_send_reset", nullptr, false, ""},
+        {p->on_tcp_v6_send_reset, &l->on_tcp_v6_send_reset, Hook::Fentry, "tcp_v6_send_reset", nullptr, false, ""},
+    };
 }
 
 }  // namespace
@@ -170,13 +191,32 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
       support_(probe_kernel_support(kernel)),
       filter_all_(options.filter.all)
 {
+    check_options(options);
+    open_object();
+    configure(options, kernel);
+    const std::vector<ProgramNeed> needs = program_needs(skel_.get());
+    choose_programs(needs, options, kernel);
+    load(kernel);
+    start_task_iterator();  // before the reset hooks, so that their first resets find the owners
+    attach_programs(needs, kernel);
+    ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.records), on_record, this, nullptr));
+    if (!ring_)
+        throw FatalError("cannot set up the ring buffer consumer: " + errno_text(errno));
+}
+
+
+void BpfSession::check_options(const LoaderOptions &options)
+{
     const auto &filter = options.filter;
     if (filter.comms.size() > RW_MAX_COMMS || filter.pids.size() > RW_MAX_PIDS)
         throw FatalError("too many --comm or --pid values",
                          "at most " + std::to_string(RW_MAX_COMMS) + " of each");
     if (options.ring_buffer_bytes < 4096 || (options.ring_buffer_bytes & (options.ring_buffer_bytes - 1)))
         throw FatalError("ring buffer size must be a power of two of at least 4096 bytes");
+}
 
+void BpfSession::open_object()
+{
     // Where vmlinux lacks a type the programs probe for (enum sk_rst_reason,
     // before 6.10), CO-RE would search the modules' BTF, which needs
     // CAP_SYS_ADMIN: the load failed under the systemd unit on 6.1. Naming
@@ -189,6 +229,12 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     if (!skel_)
         throw FatalError("cannot open the embedded BPF object: " + errno_text(errno));
 
+}
+
+// The read-only settings the programs are verified with.
+void BpfSession::configure(const LoaderOptions &options, const KernelFeatures &kernel)
+{
+    const auto &filter = options.filter;
     auto *ro = skel_->rodata;
     ro->track_all_tasks = filter.all;
     ro->emit_peer_resets = options.emit_peer_resets;
@@ -208,23 +254,14 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
                      "/proc/timer_list was readable; idle times from kernel timestamps are unknown");
     if (int err = bpf_map__set_max_entries(skel_->maps.records, options.ring_buffer_bytes))
         throw FatalError("cannot size the ring buffer: " + errno_text(err));
-    // Probe before load and switch off what the kernel cannot attach,
-    // rather than failing: only the reset hooks are indispensable.
+}
+
+// Probe before load and switch off what the kernel cannot attach, rather
+// than failing: only the reset hooks are indispensable.
+void BpfSession::choose_programs(const std::vector<ProgramNeed> &needs, const LoaderOptions &options,
+                                 const KernelFeatures &kernel)
+{
     auto *p = &skel_->progs;
-    auto *l = &skel_->links;
-    const ProgramNeed needs[] = {
-        {p->on_tcp_receive_reset, &l->on_tcp_receive_reset, Hook::BtfTracepoint, "tcp_receive_reset", nullptr,
-         true, ""},
-        {p->on_tcp_send_reset, &l->on_tcp_send_reset, Hook::BtfTracepoint, "tcp_send_reset", nullptr, true, ""},
-        {p->on_post_bind4, &l->on_post_bind4, Hook::Cgroup, "post_bind4", nullptr, true, ""},
-        {p->on_post_bind6, &l->on_post_bind6, Hook::Cgroup, "post_bind6", nullptr, true, ""},
-        {p->on_tcp_probe, &l->on_tcp_probe, Hook::BtfTracepoint, "tcp_probe", nullptr, false,
-         "the TTL of resets is unknown: middlebox resets cannot be told apart"},
-        {p->on_mark_victim, &l->on_mark_victim, Hook::ClassicTracepoint, "mark_victim", "oom", false,
-         "OOM kills are not reported"},
-        {p->on_tcp_v4_send_reset, &l->on_tcp_v4_send_reset, Hook::Fentry, "tcp_v4_send_reset", nullptr, false, ""},
-        {p->on_tcp_v6_send_reset, &l->on_tcp_v6_send_reset, Hook::Fentry, "tcp_v6_send_reset", nullptr, false, ""},
-    };
     // A per-segment hook: only when asked for (see LoaderOptions::ttl_evidence).
     if (!options.ttl_evidence)
         bpf_program__set_autoload(p->on_tcp_probe, false);
@@ -249,9 +286,11 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
     // oom:mark_victim's raw twin, for where perf events are refused (see
     // attach_oom_raw()); loaded with it, attached only instead of it.
     bpf_program__set_autoload(p->on_mark_victim_raw, bpf_program__autoload(p->on_mark_victim));
-    ro->mark_victim_passes_task = kernel.tracepoint_first_arg_is_pointer("mark_victim");
-    const UniqueFd cgroup_root(open_cgroup_root(kernel));  // each link holds its own reference
+    skel_->rodata->mark_victim_passes_task = kernel.tracepoint_first_arg_is_pointer("mark_victim");
+}
 
+void BpfSession::load(const KernelFeatures &kernel)
+{
     std::vector<std::string> warnings;
     g_libbpf_warnings = &warnings;
     libbpf_set_print(libbpf_to_spdlog);  // also where route_libbpf_logging() was not called (tests)
@@ -268,13 +307,21 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
                          hint);
     }
 
-    // Before the reset hooks, so that their first resets find the owners.
+}
+
+void BpfSession::start_task_iterator()
+{
     skel_->links.learn_cred_holders = bpf_program__attach_iter(skel_->progs.learn_cred_holders, nullptr);
     if (!skel_->links.learn_cred_holders)
         throw FatalError("cannot attach the task iterator: " + errno_text(errno),
                          "rstwatch learns who owns a socket with it (Linux 5.8+)");
     learn_cred_holders();
+}
 
+void BpfSession::attach_programs(const std::vector<ProgramNeed> &needs, const KernelFeatures &kernel)
+{
+    auto *p = &skel_->progs;
+    const UniqueFd cgroup_root(open_cgroup_root(kernel));  // each link holds its own reference
     for (const auto &need : needs) {
         if (!bpf_program__autoload(need.prog))
             continue;
@@ -301,9 +348,6 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
             spdlog::debug("attached {} to {} as prog id {}", bpf_program__name(need.prog), hook, info.id);
     }
 
-    ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.records), on_record, this, nullptr));
-    if (!ring_)
-        throw FatalError("cannot set up the ring buffer consumer: " + errno_text(errno));
 }
 
 // A classic tracepoint is a perf event, and Debian's kernels refuse those
@@ -411,11 +455,12 @@ void BpfSession::rethrow_handler_failure()
         std::rethrow_exception(std::exchange(handler_failure_, nullptr));
 }
 
-// Checked after each record; the clock only every 256 records.
+// Checked after each record, the clock too: a record can take long (the
+// store's wait for room, up to 100 ms), and a vDSO clock read is a few ns.
 bool BpfSession::pass_is_over()
 {
     ++pass_taken_;
-    if (--pass_left_ == 0 || ((pass_taken_ & 255) == 0 && monotonic_ns() >= pass_end_ns_))
+    if (--pass_left_ == 0 || monotonic_ns() >= pass_end_ns_)
         pass_full_ = true;
     return pass_full_;
 }

@@ -27,6 +27,7 @@ struct ring_buffer;
 namespace rstwatch {
 
 class KernelFeatures;
+struct ProgramNeed;  // loader.cpp: a program, its hook and whether it is required
 
 struct LoaderOptions {
     TrackingFilter filter;
@@ -96,6 +97,14 @@ public:
     const KernelSupport &kernel_support() const { return support_; }
 
 private:
+    void check_options(const LoaderOptions &options);
+    void open_object();
+    void configure(const LoaderOptions &options, const KernelFeatures &kernel);
+    void choose_programs(const std::vector<ProgramNeed> &needs, const LoaderOptions &options,
+                         const KernelFeatures &kernel);
+    void load(const KernelFeatures &kernel);
+    void start_task_iterator();
+    void attach_programs(const std::vector<ProgramNeed> &needs, const KernelFeatures &kernel);
     static int on_record(void *ctx, void *data, size_t size);
     bool pass_is_over();
     int consume_pass(int timeout_ms);
