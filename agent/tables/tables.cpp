@@ -183,11 +183,9 @@ std::string folded_note(const detail::FoldingTable<Key, Row> &table, const char 
 
 // ---- AttributionTables: text -----------------------------------------------
 
-std::string AttributionTables::render_text() const
+std::string AttributionTables::render_worker_upstream(bool &approximate_median) const
 {
     std::string out;
-    bool approximate_median = false;
-
     out += "Resets by nginx worker x upstream\n";
     if (by_worker_upstream_.rows().empty()) {
         out += "  (none)\n";
@@ -212,6 +210,12 @@ std::string AttributionTables::render_text() const
             out += folded_note(by_worker_upstream_, "worker x upstream keys");
     }
 
+    return out;
+}
+
+std::string AttributionTables::render_upstreams(bool &approximate_median) const
+{
+    std::string out;
     out += "\nResets by upstream\n";
     if (by_upstream_.rows().empty()) {
         out += "  (none)\n";
@@ -238,11 +242,12 @@ std::string AttributionTables::render_text() const
         if (by_upstream_.other())
             out += folded_note(by_upstream_, "upstreams");
     }
-    if (approximate_median)
-        out += "  (idle medians of rows with more than " + std::to_string(IdleSummary::kMaxSamples) +
-               " resets are estimated from a sample of " +
-               std::to_string(IdleSummary::kMaxSamples) + ")\n";
+    return out;
+}
 
+std::string AttributionTables::render_causes() const
+{
+    std::string out;
     out += "\nUpstream resets by cause\n";
     if (by_upstream_cause_.rows().empty()) {
         out += "  (none)\n";
@@ -263,6 +268,12 @@ std::string AttributionTables::render_text() const
             out += "  " + h;
     }
 
+    return out;
+}
+
+std::string AttributionTables::render_worker_causes() const
+{
+    std::string out;
     out += "\nUpstream resets by nginx worker x cause\n";
     if (by_worker_cause_.rows().empty()) {
         out += "  (none)\n";
@@ -275,6 +286,12 @@ std::string AttributionTables::render_text() const
         out += t.render();
     }
 
+    return out;
+}
+
+std::string AttributionTables::render_idle_clusters() const
+{
+    std::string out;
     out += "\nPool idle clusters (resets on reused connections)\n";
     if (idle_clusters_.empty()) {
         out += "  (none)\n";
@@ -288,9 +305,12 @@ std::string AttributionTables::render_text() const
             out += "  " + c.upstream + ": " + c.hint + "\n";
     }
 
-    out += "\nIdle time before reset, upstream connections (ms)\n";
-    out += idle_histogram_.count() ? idle_histogram_.render("idle_ms") : "  (none)\n";
+    return out;
+}
 
+std::string AttributionTables::render_oom_kills() const
+{
+    std::string out;
     out += "\nOOM kills\n";
     if (oom_kills_.empty()) {
         out += "  (none)\n";
@@ -305,6 +325,12 @@ std::string AttributionTables::render_text() const
             out += "  (" + std::to_string(oom_kills_dropped_) + " older OOM kills not shown)\n";
     }
 
+    return out;
+}
+
+std::string AttributionTables::render_counts() const
+{
+    std::string out;
     out += "\nClient-side resets (downstream/other connections, not upstream failures): " +
            std::to_string(client_side_resets_) + "\n";
     out += "Resets with no known owner: " + std::to_string(unowned_resets_) + "\n";
@@ -312,6 +338,27 @@ std::string AttributionTables::render_text() const
            ", undecodable " + std::to_string(lost_.decode_errors) + "\n";
     if (lost_.not_stored)
         out += "Not written to the store (queue full or write failed): " + std::to_string(*lost_.not_stored) + "\n";
+    return out;
+}
+
+std::string AttributionTables::render_text() const
+{
+    bool approximate_median = false;
+    std::string out = render_worker_upstream(approximate_median);
+    out += render_upstreams(approximate_median);
+    if (approximate_median)
+        out += "  (idle medians of rows with more than " + std::to_string(IdleSummary::kMaxSamples) +
+               " resets are estimated from a sample of " +
+               std::to_string(IdleSummary::kMaxSamples) + ")\n";
+
+    out += render_causes();
+    out += render_worker_causes();
+    out += render_idle_clusters();
+    out += "\nIdle time before reset, upstream connections (ms)\n";
+    out += idle_histogram_.count() ? idle_histogram_.render("idle_ms") : "  (none)\n";
+
+    out += render_oom_kills();
+    out += render_counts();
     return out;
 }
 

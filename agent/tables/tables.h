@@ -141,6 +141,15 @@ public:
     nlohmann::json to_json() const;
 
 private:
+    // render_text()'s sections, in order.
+    std::string render_worker_upstream(bool &approximate_median) const;
+    std::string render_upstreams(bool &approximate_median) const;
+    std::string render_causes() const;
+    std::string render_worker_causes() const;
+    std::string render_idle_clusters() const;
+    std::string render_oom_kills() const;
+    std::string render_counts() const;
+
     struct WorkerUpstreamKey {
         uint32_t pid = 0;
         std::string comm;
