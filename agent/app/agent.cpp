@@ -149,6 +149,7 @@ private:
     std::unique_ptr<BpfSession> session_;
 
     bool stopping_ = false;  // shutting down: the store's pushes no longer wait
+    uint64_t left_unread_ = 0;  // in the ring at exit, past the stop's drain
     LossCounts logged_losses_;
     std::chrono::steady_clock::time_point last_loss_log_ = std::chrono::steady_clock::now();
     std::chrono::steady_clock::time_point last_sweep_ = std::chrono::steady_clock::now();
@@ -382,6 +383,7 @@ LossCounts AgentRun::losses() const
 {
     const BpfCounters bpf = session_->counters();
     LossCounts lost{.ring_buffer_full = bpf.ring_buffer_full,
+                    .left_unread = left_unread_,
                     .decode_errors = pipeline_->decode_errors(),
                     .owners_unresolved = bpf.owners_unresolved,
                     .listeners_dropped = bpf.listeners_dropped};
@@ -422,15 +424,16 @@ void AgentRun::shut_down()
     main_thread_.close();
     control_.reset();
     metrics_server_.reset();
-    const int drained = session_->stop_and_drain();
+    const BpfSession::Drained drained = session_->stop_and_drain();
+    left_unread_ = drained.left_unread;
     pipeline_->release_all();
     if (recording_)
         recording_->flush();
     const auto store_began = clock::now();
     if (writer_)
         writer_->stop();
-    spdlog::debug("stopping: {} records drained, store closed in {} ms, {} ms in all", drained, ms_since(store_began),
-                  ms_since(began));
+    spdlog::debug("stopping: {} records drained, {} left unread, store closed in {} ms, {} ms in all",
+                  drained.handed_over, drained.left_unread, ms_since(store_began), ms_since(began));
     publish_losses();
     pipeline_->complete_tables();
     reporter_.tables(tables_);
@@ -442,6 +445,10 @@ void AgentRun::log_summary() const
     const BpfCounters counters = session_->counters();
     if (counters.ring_buffer_full)
         spdlog::warn("{} records lost: the ring buffer was full (raise --ring-buffer-kb)", counters.ring_buffer_full);
+    if (left_unread_)
+        spdlog::warn("{} records were still in the ring buffer at exit and were not read (the stop reads for at most "
+                     "{} ms)",
+                     left_unread_, BpfSession::kStopDrainNs / 1'000'000);
     if (counters.owners_unresolved)
         spdlog::warn("{} resets were on sockets whose credentials no process held any more: owner unknown",
                      counters.owners_unresolved);

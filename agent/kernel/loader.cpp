@@ -371,6 +371,10 @@ BpfSession::~BpfSession() = default;
 int BpfSession::on_record(void *ctx, void *data, size_t size)
 {
     auto *self = static_cast<BpfSession *>(ctx);
+    if (self->counting_only_) {
+        ++self->counted_;
+        return 0;
+    }
     try {
         std::span<const uint8_t> record(static_cast<const uint8_t *>(data), size);
         rw_reset_record completed;
@@ -491,14 +495,21 @@ int BpfSession::poll(int timeout_ms)
     return consume_pass(timeout_ms);
 }
 
-int BpfSession::stop_and_drain()
+BpfSession::Drained BpfSession::stop_and_drain()
 {
     bpf_link *iterator = std::exchange(skel_->links.learn_cred_holders, nullptr);
     rstwatch_bpf__detach(skel_.get());
     skel_->links.learn_cred_holders = iterator;
     pass_left_ = SIZE_MAX;
-    pass_end_ns_ = UINT64_MAX;
-    return consume_pass(-1);
+    pass_end_ns_ = monotonic_ns() + kStopDrainNs;
+    Drained drained;
+    drained.handed_over = consume_pass(-1);
+    if (pass_full_) {
+        counting_only_ = true;
+        ring_buffer__consume(ring_.get());
+        drained.left_unread = counted_;
+    }
+    return drained;
 }
 
 void BpfSession::learn_cred_holders()

@@ -68,9 +68,16 @@ public:
     int poll(int timeout_ms);
     bool backlog() const { return pass_full_; }
     // At shutdown: detaches the programs that produce records (the task
-    // iterator stays, for pending owners), then hands over everything left
-    // in the ring, which can no longer grow.
-    int stop_and_drain();
+    // iterator stays, for pending owners), then hands over what is left in
+    // the ring, which can no longer grow, for at most kStopDrainNs: after a
+    // storm it can hold a whole ring. What is left after that is counted,
+    // not handed over.
+    struct Drained {
+        int handed_over = 0;
+        uint64_t left_unread = 0;
+    };
+    Drained stop_and_drain();
+    static constexpr uint64_t kStopDrainNs = 300'000'000;
 
     // One pass's bounds. 16384 records is 3 MiB of resets, about 80 ms of
     // the pipeline at full speed on this project's 2-core test machine.
@@ -125,6 +132,8 @@ private:
     size_t pass_left_ = 0;
     uint64_t pass_end_ns_ = 0;
     bool pass_full_ = false;
+    bool counting_only_ = false;  // past the stop's drain: count records, hand none over
+    uint64_t counted_ = 0;
     int pass_taken_ = 0;
     std::vector<std::string> attached_;
     std::vector<std::string> disabled_;

@@ -336,6 +336,8 @@ std::string AttributionTables::render_counts() const
     out += "Resets with no known owner: " + std::to_string(unowned_resets_) + "\n";
     out += "Lost events: ring buffer full " + std::to_string(lost_.ring_buffer_full) +
            ", undecodable " + std::to_string(lost_.decode_errors) + "\n";
+    if (lost_.left_unread)
+        out += "Left unread in the ring buffer at exit: " + std::to_string(lost_.left_unread) + "\n";
     if (lost_.not_stored)
         out += "Not written to the store (queue full or write failed): " + std::to_string(*lost_.not_stored) + "\n";
     return out;
@@ -442,6 +444,8 @@ nlohmann::json AttributionTables::to_json() const
                  {"decode_errors", lost_.decode_errors}};
     if (lost_.not_stored)
         j["lost"]["not_stored"] = *lost_.not_stored;
+    if (lost_.left_unread)
+        j["lost"]["left_unread"] = lost_.left_unread;
     j["client_side_resets"] = client_side_resets_;
     j["unowned_resets"] = unowned_resets_;
     j["folded_rows"] = folded_keys();

@@ -684,26 +684,31 @@ TEST(AlwaysOn, AStormHoldsUpNeitherStopNorDumpNorMetrics)
     EXPECT_GT(taken_after, taken_before) << "the metrics stood still in a storm";
     ASSERT_TRUE(status && WIFEXITED(*status)) << agent.stderr_text();
     EXPECT_EQ(WEXITSTATUS(*status), 0) << agent.stderr_text();
+    std::cout << "dump answered in " << std::chrono::duration_cast<std::chrono::milliseconds>(dump_took).count()
+              << " ms, SIGTERM obeyed in "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(stop_took).count() << " ms\n";
     EXPECT_LT(stop_took, 1s) << "SIGTERM in a storm; the agent's own account:\n"
                              << lines_matching(agent.stderr_text(), "stopping:|detached after");
 
-    // Every record taken from the ring is in the store or counted as not
-    // stored (or dropped because its owner had gone, which the storm's
-    // sockets never are; other processes on the host may add a few).
+    // Every record the programs wrote is in the store, or counted: not
+    // written (the store's queue was full), left unread (the stop's drain
+    // ran out of time), or dropped because its owner had gone (which the
+    // storm's sockets never do; other processes on the host may add a few).
     agent.wait_output_closed(5s);
     const std::string err = agent.stderr_text();
+    auto number_before = [&err](const std::string &words) -> int64_t {
+        std::smatch m;
+        return std::regex_search(err, m, std::regex("([0-9]+) " + words)) ? std::stoll(m[1]) : 0;
+    };
     std::smatch m;
     ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(detached after ([0-9]+) records)"))) << err;
-    const int64_t taken = std::stoll(m[1]);
-    int64_t not_stored = 0;
-    if (std::regex_search(err, m, std::regex(R"(, ([0-9]+) not written)")))
-        not_stored = std::stoll(m[1]);
-    ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(([0-9]+) unresolved)"))) << err;
-    const int64_t unresolved = std::stoll(m[1]);
+    const int64_t written_by_bpf = std::stoll(m[1]);
+    const int64_t counted = number_before("not written") + number_before("records were still in the ring buffer") +
+                            number_before("unresolved");
     const int64_t stored = sql_int(dir / "rstwatch.db", "SELECT count(*) FROM records");
-    EXPECT_GT(taken, 10'000) << "not much of a storm: " << aborted << " connections aborted";
-    EXPECT_LE(stored + not_stored, taken);
-    EXPECT_GE(stored + not_stored + unresolved, taken) << err;
+    EXPECT_GT(written_by_bpf, 10'000) << "not much of a storm: " << aborted << " connections aborted";
+    EXPECT_LE(stored, written_by_bpf);
+    EXPECT_GE(stored + counted, written_by_bpf) << lines_matching(err, "not written|still in the ring|detached");
 }
 
 TEST(AlwaysOn, RetentionAtStartKeepsTheStoreUnderItsLimit)
