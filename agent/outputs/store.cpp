@@ -595,6 +595,10 @@ void StoreWriter::loop()
         room_.notify_all();
         write_batch(batch);
         if (store_ && store_->wal_pages() >= options_.wal_limit_pages) {
+            // SQLite refuses a checkpoint at once (no busy wait) while
+            // another runs: under load the passive one was often running,
+            // and the WAL grew past 10 MB. So wait for it first.
+            std::lock_guard checkpointing(checkpointing_);
             if (std::string err = store_->checkpoint_and_restart_wal(); !err.empty())
                 spdlog::debug("store {}: checkpoint by the writer: {}", path_, err);
         } else if (store_ && store_->wal_pages() >= options_.checkpoint_pages) {
@@ -653,7 +657,11 @@ void StoreWriter::checkpoint_loop()
                 return;  // the writer's connection checkpoints as it closes
             checkpoint_wanted_ = false;
         }
-        std::string err = Store::checkpoint(path_);
+        std::string err;
+        {
+            std::lock_guard checkpointing(checkpointing_);
+            err = Store::checkpoint(path_);
+        }
         auto now = std::chrono::steady_clock::now();
         if (!err.empty() && now - last_error_log >= std::chrono::seconds(60)) {
             last_error_log = now;

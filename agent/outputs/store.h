@@ -228,6 +228,7 @@ private:
     bool checkpoint_wanted_ = false;
     std::condition_variable checkpoint_wake_;
     std::thread thread_;
+    std::mutex checkpointing_;  // one checkpoint at a time: the passive one, or the writer's restart
     std::thread checkpoint_thread_;
 };
 
