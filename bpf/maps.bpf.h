@@ -227,7 +227,7 @@ static __always_inline void count_record(int delivered)
 	if (delivered)
 		COUNT(records_emitted);
 	else
-		COUNT(records_lost);
+		COUNT(ring_buffer_full);
 }
 
 /*
@@ -238,7 +238,7 @@ static __always_inline void count_record(int delivered)
 static __always_inline void count_if_full(long err)
 {
 	if ((int)err == -E2BIG)
-		COUNT(endpoints_dropped);
+		COUNT(listeners_dropped);
 }
 
 static __always_inline void *reserve_record(__u32 size, __u16 type)

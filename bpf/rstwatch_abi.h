@@ -228,10 +228,10 @@ struct rw_cred_holder {
 /* Per-CPU counters (BPF_MAP_TYPE_PERCPU_ARRAY, one entry); the agent sums them. */
 struct rw_counters {
 	__u64 records_emitted;
-	__u64 records_lost;      /* bpf_ringbuf_reserve failed: ring buffer full */
+	__u64 ring_buffer_full;  /* bpf_ringbuf_reserve failed */
 	__u64 owner_lookups;     /* a socket's credentials not known yet: the agent was asked */
 	__u64 owners_unresolved; /* ... and no process holds them any more (changed or gone) */
-	__u64 endpoints_dropped; /* listeners not recorded: their table was full */
+	__u64 listeners_dropped; /* listeners not recorded: their table was full */
 };
 
 #endif /* RSTWATCH_ABI_H */

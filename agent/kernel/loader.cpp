@@ -543,10 +543,10 @@ BpfCounters BpfSession::counters() const
         return total;
     for (const auto &c : per_cpu) {
         total.records_emitted += c.records_emitted;
-        total.ring_buffer_full += c.records_lost;
+        total.ring_buffer_full += c.ring_buffer_full;
         total.owner_lookups += c.owner_lookups;
         total.owners_unresolved += c.owners_unresolved;
-        total.listeners_dropped += c.endpoints_dropped;
+        total.listeners_dropped += c.listeners_dropped;
     }
     // Pending owners the agent's own lookup found nobody for: once, not per CPU.
     total.owners_unresolved += owners_unresolved_;
