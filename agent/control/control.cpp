@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "common/errors.h"
+#include "outputs/file_checks.h"
 
 namespace rstwatch {
 
@@ -89,6 +90,7 @@ bool someone_listens(const std::string &path)
 void ControlServer::check_free(const std::string &path)
 {
     socket_address(path);  // the length check
+    check_can_create_in(folder_of(path));
     struct stat st{};
     if (lstat(path.c_str(), &st) != 0)
         return;
