@@ -16,6 +16,7 @@
 #include <cstdio>
 
 #include "control/control.h"
+#include "control/control_protocol.h"
 #include "events/decode.h"
 #include "diagnosis/diagnosis.h"
 #include "tables/dump.h"
@@ -304,30 +305,9 @@ int run_agent(const RunSettings &settings)
     };
     std::unique_ptr<ControlServer> control;
     if (!settings.socket_path.empty()) {
-        auto handler = [&](const nlohmann::json &request) -> nlohmann::json {
-            const std::string cmd = request["cmd"].get<std::string>();
-            if (cmd == "ping")
-                return {{"ok", true}, {"pid", getpid()}};
-            if (cmd != "dump")
-                return {{"error", "unknown command \"" + cmd + "\" (known: dump, ping)"}};
-            if (!request.contains("since_s"))
-                return main_thread.call(request, std::chrono::seconds(5));
-            // --since: rebuilt from the store on this thread, so that reading
-            // a large store never holds up the ring-buffer consumer.
-            const auto &since = request["since_s"];
-            if (!since.is_number() || since.get<double>() <= 0)
-                return {{"error", "since_s must be a positive number of seconds"}};
-            if (!writer)
-                return {{"error", "--since reads the store, and this agent runs without one (--store none)"}};
-            writer->flush();  // what was reported so far, in the store
-            AttributionTables recent;
-            load_from_store(writer->path(), realtime_ns() - static_cast<int64_t>(since.get<double>() * 1e9), recent);
-            set_lost_of(recent);
-            nlohmann::json response = dump_response(recent, "store");
-            response["since_s"] = since;
-            return response;
-        };
-        control = std::make_unique<ControlServer>(settings.socket_path, handler);
+        ControlledAgent agent{&main_thread, writer ? writer->path() : std::string(), [&] { writer->flush(); },
+                              set_lost_of};
+        control = std::make_unique<ControlServer>(settings.socket_path, control_protocol(std::move(agent)));
         spdlog::info("control socket {} (rstwatch dump --socket {})", settings.socket_path, settings.socket_path);
     }
     std::unique_ptr<MetricsServer> metrics_server;
