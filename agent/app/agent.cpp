@@ -17,6 +17,7 @@
 #include "app/logging.h"
 #include "common/errors.h"
 #include "control/control.h"
+#include "control/control_protocol.h"
 #include "diagnosis/diagnosis.h"
 #include "kernel/kernel_features.h"
 #include "kernel/kernel_support.h"
@@ -65,23 +66,6 @@ int64_t clock_ns(clockid_t clock)
     return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
 }
 
-// Rebuilds tables from the store's records at or after since_ns.
-uint64_t load_from_store(const std::string &path, int64_t since_ns, AttributionTables &tables)
-{
-    auto store = Store::open_read_only(path);
-    uint64_t loaded = 0, skipped = 0;
-    store->for_each(
-        since_ns,
-        [&](Event &&e) {
-            tables.add(e);
-            ++loaded;
-        },
-        &skipped);
-    if (skipped)
-        spdlog::warn("store {}: {} records could not be read back and were skipped", path, skipped);
-    return loaded;
-}
-
 std::string tracked_description(const TrackingFilter &filter)
 {
     std::string what = filter.all ? std::string("every process") : std::string();
@@ -126,8 +110,6 @@ private:
 
     LossCounts losses() const;
     void publish_losses();
-    nlohmann::json handle_control(const nlohmann::json &request);
-    nlohmann::json dump_from_store(const nlohmann::json &since);
     nlohmann::json live_dump();
     int poll_timeout_ms(std::chrono::steady_clock::time_point deadline) const;
 
@@ -171,10 +153,9 @@ AgentRun::AgentRun(const RunSettings &settings, const KernelFeatures &kernel)
 
 int AgentRun::run()
 {
-    // What could refuse a second agent (socket, store) comes first, before
-    // anything attaches.
-    if (!settings_.socket_path.empty())
-        ControlServer::check_free(settings_.socket_path);  // before a store file is made
+    // main() has checked the paths (app/preflight.h): what could still
+    // refuse a second agent (socket, store) comes first, before anything
+    // attaches.
     open_store();
     open_control();
     open_metrics();
@@ -207,48 +188,22 @@ void AgentRun::open_store()
     const std::string path = settings_.store_path;
     writer_ = std::make_unique<StoreWriter>([path] { return Store::open_for_writing(path); }, options);
     // The tables start with what earlier runs saw, within retention.
-    const int64_t since = clock_ns(CLOCK_REALTIME) - static_cast<int64_t>(settings_.retain_days * 86400.0 * 1e9);
-    spdlog::info("store {}: {} earlier records loaded into the tables", path, load_from_store(path, since, tables_));
+    uint64_t skipped = 0;
+    const uint64_t loaded = add_from_store(path, realtime_ns_ago(settings_.retain_days * 86400.0), tables_, &skipped);
+    spdlog::info("store {}: {} earlier records loaded into the tables", path, loaded);
+    if (skipped)
+        spdlog::warn("store {}: {} records could not be read back and were skipped", path, skipped);
 }
 
 void AgentRun::open_control()
 {
     if (settings_.socket_path.empty())
         return;
-    control_ = std::make_unique<ControlServer>(settings_.socket_path,
-                                               [this](const nlohmann::json &request) { return handle_control(request); });
+    ControlledAgent agent{&main_thread_, writer_ ? writer_->path() : std::string(),
+                          [this] { writer_->flush(); },
+                          [this](AttributionTables &tables) { tables.set_lost(metrics_.lost()); }};
+    control_ = std::make_unique<ControlServer>(settings_.socket_path, control_protocol(std::move(agent)));
     spdlog::info("control socket {} (rstwatch dump --socket {})", settings_.socket_path, settings_.socket_path);
-}
-
-// On the control socket's thread: a live dump is answered by the main
-// thread between passes; one --since is rebuilt from the store here, so
-// that reading a large store never holds up the consumer.
-nlohmann::json AgentRun::handle_control(const nlohmann::json &request)
-{
-    const std::string cmd = request["cmd"].get<std::string>();
-    if (cmd == "ping")
-        return {{"ok", true}, {"pid", getpid()}};
-    if (cmd != "dump")
-        return {{"error", "unknown command \"" + cmd + "\" (known: dump, ping)"}};
-    if (!request.contains("since_s"))
-        return main_thread_.call(request, std::chrono::seconds(5));
-    return dump_from_store(request["since_s"]);
-}
-
-nlohmann::json AgentRun::dump_from_store(const nlohmann::json &since)
-{
-    if (!since.is_number() || since.get<double>() <= 0)
-        return {{"error", "since_s must be a positive number of seconds"}};
-    if (!writer_)
-        return {{"error", "--since reads the store, and this agent runs without one (--store none)"}};
-    writer_->flush();  // what was reported so far, in the store
-    AttributionTables recent;
-    load_from_store(writer_->path(), clock_ns(CLOCK_REALTIME) - static_cast<int64_t>(since.get<double>() * 1e9),
-                    recent);
-    recent.set_lost(metrics_.lost());
-    nlohmann::json response = dump_response(recent, "store");
-    response["since_s"] = since;
-    return response;
 }
 
 // On the main thread, between passes.

@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "kernel/loader.h"
 #include "app/logging.h"
+#include "app/preflight.h"
 #include "kernel/procfs.h"
 
 int main(int argc, char **argv)
@@ -27,8 +28,12 @@ int main(int argc, char **argv)
             setup_logging("", 0);
             return run_dump(cli.dump);
         }
-        // Events own stdout; the log goes to stderr (or --log-file).
-        setup_logging(cli.run.log_file, cli.run.verbosity, /*stderr_never_blocks=*/true);
+        // Events own stdout; the log goes to stderr, and to --log-file only
+        // once the start is sure: a refused start creates nothing.
+        setup_logging("", cli.run.verbosity, /*stderr_never_blocks=*/true);
+        check_before_start(cli.run);
+        if (!cli.run.log_file.empty())
+            setup_logging(cli.run.log_file, cli.run.verbosity, /*stderr_never_blocks=*/true);
         route_libbpf_logging(cli.run.verbosity > 0);
         return run_agent(cli.run);
     } catch (const FatalError &e) {

@@ -18,4 +18,17 @@ private:
     std::string hint_;
 };
 
+// Runs fn and returns what it returns; a FatalError from it becomes the
+// fault of one option: "--store: cannot open ...". The checks word their
+// errors for any caller; the command line knows which option named the path.
+template <typename Fn>
+auto as_option(const char *option, Fn &&fn) -> decltype(fn())
+{
+    try {
+        return fn();
+    } catch (const FatalError &e) {
+        throw FatalError(std::string(option) + ": " + e.what(), e.hint());
+    }
+}
+
 }  // namespace rstwatch

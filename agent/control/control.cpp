@@ -9,10 +9,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "common/errors.h"
+#include "outputs/file_checks.h"
 
 namespace rstwatch {
 
@@ -28,38 +31,68 @@ sockaddr_un socket_address(const std::string &path)
     return addr;
 }
 
-void set_timeouts(int fd, std::chrono::milliseconds timeout)
+using Clock = std::chrono::steady_clock;
+
+// SO_SNDTIMEO bounds a client's connect() to an agent whose backlog is full.
+void set_send_timeout(int fd, std::chrono::milliseconds timeout)
 {
     timeval tv{};
     tv.tv_sec = timeout.count() / 1000;
     tv.tv_usec = (timeout.count() % 1000) * 1000;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-bool write_all(int fd, const std::string &s)
+// Waits until fd has `events`, the deadline passes or wake_fd (if >= 0)
+// turns readable. True when fd is ready (or failed: the next call says).
+bool wait_for(int fd, short events, Clock::time_point deadline, int wake_fd)
+{
+    for (;;) {
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0)
+            return false;
+        pollfd fds[2] = {{fd, events, 0}, {wake_fd, POLLIN, 0}};
+        int n = ::poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(std::min<int64_t>(left, 60'000)));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || (wake_fd >= 0 && fds[1].revents))
+            return false;
+        if (fds[0].revents)
+            return true;
+    }
+}
+
+// The whole of s by the deadline; false if not.
+bool write_all(int fd, const std::string &s, Clock::time_point deadline, int wake_fd = -1)
 {
     size_t off = 0;
     while (off < s.size()) {
-        ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
+        ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0)
+            off += n;
+        else if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        else if (n < 0 && errno == EAGAIN && wait_for(fd, POLLOUT, deadline, wake_fd))
+            continue;
+        else
             return false;
-        off += n;
     }
     return true;
 }
 
-// Reads up to the first newline (or end of stream). false on timeout,
-// error or a line longer than max.
-bool read_line(int fd, std::string &line, size_t max)
+// Reads up to the first newline (or end of stream) by the deadline. false
+// on timeout, error or a line longer than max.
+bool read_line(int fd, std::string &line, size_t max, Clock::time_point deadline, int wake_fd = -1)
 {
     char buf[4096];
     for (;;) {
-        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EAGAIN) {
+            if (!wait_for(fd, POLLIN, deadline, wake_fd))
+                return false;
+            continue;
+        }
         if (n < 0)
             return false;
         if (n == 0)
@@ -89,6 +122,7 @@ bool someone_listens(const std::string &path)
 void ControlServer::check_free(const std::string &path)
 {
     socket_address(path);  // the length check
+    check_can_create_in(folder_of(path));
     struct stat st{};
     if (lstat(path.c_str(), &st) != 0)
         return;
@@ -149,27 +183,65 @@ ControlServer::~ControlServer()
 void ControlServer::loop()
 {
     for (;;) {
+        reap_clients(/*all=*/false);
         pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
         int n = ::poll(fds, 2, -1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 || (fds[1].revents & POLLIN))
-            return;
-        if (!(fds[0].revents & POLLIN))
-            continue;
-        int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        serve(fd);
+            break;
+        if (fds[0].revents & POLLIN)
+            accept_client();
+    }
+    reap_clients(/*all=*/true);  // they see wake_fd_ too, and stop waiting
+}
+
+void ControlServer::accept_client()
+{
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+        return;
+    if (clients_.size() >= kMaxClients) {
+        // No thread for it: an answer that cannot block, and the door.
+        const std::string busy = nlohmann::json{{"error", "busy: " + std::to_string(kMaxClients) +
+                                                              " clients are connected; try again"}}.dump() + "\n";
+        send(fd, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         close(fd);
+        return;
+    }
+    auto client = std::make_unique<Client>();
+    Client *c = client.get();
+    try {
+        client->thread = std::thread([this, fd, c] {
+            serve(fd);
+            close(fd);
+            c->done = true;
+        });
+    } catch (const std::system_error &e) {
+        spdlog::warn("control socket: no thread for a client ({})", e.what());
+        close(fd);
+        return;
+    }
+    clients_.push_back(std::move(client));
+}
+
+void ControlServer::reap_clients(bool all)
+{
+    for (auto it = clients_.begin(); it != clients_.end();) {
+        if (all || (*it)->done) {
+            (*it)->thread.join();
+            it = clients_.erase(it);
+        } else {
+            ++it;
+        }
     }
 }
 
 void ControlServer::serve(int fd)
 {
-    set_timeouts(fd, std::chrono::seconds(2));
-    auto reply = [&](const nlohmann::json &j) { write_all(fd, j.dump() + "\n"); };
-
+    auto reply = [&](const nlohmann::json &j) {
+        write_all(fd, j.dump() + "\n", Clock::now() + kResponseDeadline, wake_fd_);
+    };
     ucred cred{};
     socklen_t len = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != allowed_uid_) {
@@ -179,7 +251,7 @@ void ControlServer::serve(int fd)
         return;
     }
     std::string line;
-    if (!read_line(fd, line, kMaxRequestBytes)) {
+    if (!read_line(fd, line, kMaxRequestBytes, Clock::now() + kRequestDeadline, wake_fd_)) {
         reply({{"error", "malformed request: one JSON object on one line, at most 64 KiB, within 2 s"}});
         return;
     }
@@ -201,7 +273,9 @@ nlohmann::json control_request(const std::string &path, const nlohmann::json &re
                                std::chrono::milliseconds timeout)
 {
     sockaddr_un addr = socket_address(path);
+    const auto deadline = Clock::now() + timeout;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    set_send_timeout(fd, timeout);
     if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0) {
         int err = errno;
         close(fd);
@@ -212,12 +286,11 @@ nlohmann::json control_request(const std::string &path, const nlohmann::json &re
             throw FatalError("permission denied on " + path, "the control socket answers root only: use sudo");
         throw FatalError("cannot connect to " + path + ": " + std::strerror(err));
     }
-    set_timeouts(fd, timeout);
     std::string line;
     // The agent may answer (and close) before reading, e.g. to refuse a
     // client: read its answer even when the write failed.
-    write_all(fd, request.dump() + "\n");
-    bool ok = read_line(fd, line, SIZE_MAX / 2) && !line.empty();
+    write_all(fd, request.dump() + "\n", deadline);
+    bool ok = read_line(fd, line, SIZE_MAX / 2, deadline) && !line.empty();
     close(fd);
     if (!ok)
         throw FatalError("no answer from the agent on " + path);

@@ -1,13 +1,11 @@
 #include "control/dump_command.h"
 
-#include <time.h>
-
 #include <cstdio>
 
-#include "control/control.h"
-#include "tables/dump.h"
 #include "common/errors.h"
-#include "outputs/store.h"
+#include "control/control.h"
+#include "control/control_protocol.h"
+#include "tables/dump.h"
 
 namespace rstwatch {
 
@@ -23,31 +21,29 @@ DumpFormat format_of(const std::string &s)
     return s == "json" ? DumpFormat::Json : s == "csv" ? DumpFormat::Csv : DumpFormat::Table;
 }
 
+nlohmann::json from_store(const DumpSettings &settings)
+{
+    AttributionTables tables;
+    uint64_t skipped = 0;
+    add_from_store(settings.store_path, settings.since_s ? realtime_ns_ago(*settings.since_s) : 0, tables, &skipped);
+    if (skipped)
+        std::fprintf(stderr, "rstwatch: %llu records of the store could not be read and were skipped\n",
+                     static_cast<unsigned long long>(skipped));
+    return dump_response(tables, "store");
+}
+
 }  // namespace
 
 int run_dump(const DumpSettings &settings)
 {
     nlohmann::json response;
     if (!settings.store_path.empty()) {
-        auto store = Store::open_read_only(settings.store_path);
-        int64_t since_ns = 0;
-        if (settings.since_s) {
-            timespec ts{};
-            clock_gettime(CLOCK_REALTIME, &ts);
-            since_ns = ts.tv_sec * 1'000'000'000LL + ts.tv_nsec - static_cast<int64_t>(*settings.since_s * 1e9);
-        }
-        AttributionTables tables;
-        uint64_t skipped = 0;
-        store->for_each(since_ns, [&](Event &&e) { tables.add(e); }, &skipped);
-        if (skipped)
-            std::fprintf(stderr, "rstwatch: %llu records of the store could not be read and were skipped\n",
-                         static_cast<unsigned long long>(skipped));
-        response = dump_response(tables, "store");
+        response = as_option("--store", [&] { return from_store(settings); });
     } else {
         nlohmann::json request = {{"cmd", "dump"}};
         if (settings.since_s)
             request["since_s"] = *settings.since_s;
-        response = control_request(settings.socket_path, request);
+        response = as_option("--socket", [&] { return control_request(settings.socket_path, request); });
         if (response.contains("error"))
             throw FatalError("the agent on " + settings.socket_path + " answered: " +
                              response["error"].get<std::string>());

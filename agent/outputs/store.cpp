@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "outputs/event_json.h"
+#include "outputs/file_checks.h"
 #include "outputs/format.h"
 
 namespace rstwatch {
@@ -143,6 +144,23 @@ void check_header(const std::string &path)
                          "point --store at an rstwatch store or a new file");
 }
 
+// The store's file, open for writing and locked (flock, not SQLite's own
+// POSIX locks: it is held for the agent's life and says "another agent",
+// which SQLite's busy errors would not). Throws FatalError.
+int open_locked(const std::string &path, int create)
+{
+    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | create, 0600);
+    if (fd < 0)
+        throw FatalError("cannot open store " + path + ": " + std::strerror(errno),
+                         "give --store a writable path, or --store none");
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        throw FatalError("store " + path + " is in use by another rstwatch agent",
+                         "stop the other agent, or give this one its own --store (and --socket)");
+    }
+    return fd;
+}
+
 // Fails unless the database is empty (new) or an rstwatch store of a
 // version we read. Returns true when it is new.
 bool check_schema(sqlite3 *db, const std::string &path)
@@ -208,6 +226,16 @@ Store::~Store()
         close(lock_fd_);  // releases the flock
 }
 
+void Store::check_can_write(const std::string &path)
+{
+    check_header(path);
+    struct stat st{};
+    if (stat(path.c_str(), &st) == 0)
+        close(open_locked(path, 0));  // the lock goes with the descriptor
+    else
+        check_can_create_in(folder_of(path), /*create_missing=*/true);
+}
+
 std::unique_ptr<Store> Store::open_for_writing(const std::string &path)
 {
     check_header(path);
@@ -220,17 +248,7 @@ std::unique_ptr<Store> Store::open_for_writing(const std::string &path)
                              "give --store a writable path, or --store none");
         chmod(parent.c_str(), 0700);
     }
-    // flock, not SQLite's own POSIX locks: it is held for the agent's life and
-    // says "another agent", which SQLite's busy errors would not.
-    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        throw FatalError("cannot open store " + path + ": " + std::strerror(errno),
-                         "give --store a writable path, or --store none");
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        close(fd);
-        throw FatalError("store " + path + " is in use by another rstwatch agent",
-                         "stop the other agent, or give this one its own --store (and --socket)");
-    }
+    int fd = open_locked(path, O_CREAT);
     sqlite3 *db = nullptr;
     try {
         db = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);

@@ -70,6 +70,10 @@ public:
     // exclusive lock so that a second agent on the same file is refused.
     // Throws FatalError with a hint.
     static std::unique_ptr<Store> open_for_writing(const std::string &path);
+    // What open_for_writing would refuse (a file that is not a store, in
+    // use, not writable; a folder that cannot be made), found without
+    // creating or changing anything. Throws FatalError.
+    static void check_can_write(const std::string &path);
     // For dump: no lock, no writes; the file must exist and be a store.
     static std::unique_ptr<Store> open_read_only(const std::string &path);
     ~Store();

@@ -24,39 +24,8 @@ struct Outcome {
 // Runs the agent, optionally as the unprivileged user nobody.
 Outcome run_agent(const std::vector<std::string> &args, bool as_nobody = false)
 {
-    char out_path[] = "/tmp/rstwatch-cli-out-XXXXXX";
-    char err_path[] = "/tmp/rstwatch-cli-err-XXXXXX";
-    int out_fd = mkstemp(out_path), err_fd = mkstemp(err_path);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(out_fd, 1);
-        dup2(err_fd, 2);
-        if (as_nobody && (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
-            _exit(99);
-        std::vector<char *> argv{const_cast<char *>(RSTWATCH_BIN)};
-        for (const auto &a : args)
-            argv.push_back(const_cast<char *>(a.c_str()));
-        argv.push_back(nullptr);
-        execv(RSTWATCH_BIN, argv.data());
-        _exit(127);
-    }
-    Outcome o;
-    int status = 0;
-    waitpid(pid, &status, 0);
-    o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    auto slurp = [](const char *path) {
-        std::ifstream in(path);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
-    };
-    o.out = slurp(out_path);
-    o.err = slurp(err_path);
-    close(out_fd);
-    close(err_fd);
-    unlink(out_path);
-    unlink(err_path);
-    return o;
+    rwtest::BinaryRun run = rwtest::run_agent_binary(args, as_nobody);
+    return {run.signal ? 128 + run.signal : run.exit_code, run.out, run.err};
 }
 
 pid_t a_pid_that_does_not_exist()

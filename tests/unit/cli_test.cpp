@@ -56,21 +56,73 @@ TEST(Cli, MissingPidIsNamed)
     EXPECT_NE(out.message.find("no process with pid 4242"), std::string::npos) << out.message;
 }
 
-TEST(Cli, MistakesExitNonZeroWithAMessage)
+TEST(Cli, MistakesAreUsageErrorsThatNameTheOption)
 {
-    for (std::vector<const char *> bad : {std::vector<const char *>{"run", "--bogus"},
-                                          {"run", "--all", "--pid", "1"},
-                                          {"run", "--duration", "-1"},
-                                          {"run", "--format", "xml"},
-                                          {"run", "--comm", "a-name-longer-than-15"},
-                                          {"run", "--ring-buffer-kb", "3000"},
-                                          {"frobnicate"},
-                                          {}}) {
-        auto out = parse(bad);
+    struct Case {
+        std::vector<const char *> args;
+        const char *named;
+    };
+    for (const Case &c : std::vector<Case>{{{"run", "--bogus"}, "--bogus"},
+                                           {{"run", "--all", "--pid", "1"}, "--all"},
+                                           {{"run", "--duration", "-1"}, "--duration"},
+                                           {{"run", "--format", "xml"}, "--format"},
+                                           {{"run", "--comm", "a-name-longer-than-15"}, "--comm"},
+                                           {{"run", "--ring-buffer-kb", "3000"}, "--ring-buffer-kb"},
+                                           {{"dump", "--since", "5w"}, "--since"},
+                                           {{"frobnicate"}, "run, dump"},
+                                           {{}, "run, dump"}}) {
+        auto out = parse(c.args);
         EXPECT_EQ(out.action, CliOutcome::Action::Exit);
-        EXPECT_NE(out.exit_code, 0) << (bad.empty() ? "(no args)" : bad.back());
-        EXPECT_FALSE(out.message.empty());
+        EXPECT_EQ(out.exit_code, 2) << c.named << ": CLI11's own codes (105...) mean nothing to a script";
+        EXPECT_EQ(out.message.rfind("rstwatch: ", 0), 0u) << out.message;
+        EXPECT_NE(out.message.find(c.named), std::string::npos) << out.message;
     }
+}
+
+// The cases a new user hit: an abort, a 32-bit overflow, a 300-digit range.
+TEST(Cli, NumbersAreCheckedAsAPersonWritesThem)
+{
+    auto out = parse({"run", "--ring-buffer-kb", "abc"});
+    EXPECT_EQ(out.exit_code, 2);
+    EXPECT_NE(out.message.find("'abc' is not a ring buffer size in KiB"), std::string::npos) << out.message;
+
+    out = parse({"run", "--ring-buffer-kb", "4194304"});  // 4 GiB: a u32 of bytes overflows
+    EXPECT_EQ(out.exit_code, 2);
+    EXPECT_NE(out.message.find("from 4 to 2097152"), std::string::npos) << out.message;
+    out = parse({"run", "--ring-buffer-kb", "2097152"});
+    ASSERT_EQ(out.action, CliOutcome::Action::Run) << out.message;
+    EXPECT_EQ(out.run.ring_buffer_kb, 2097152u);
+
+    out = parse({"run", "--duration", "-5"});
+    EXPECT_EQ(out.exit_code, 2);
+    EXPECT_NE(out.message.find("'-5' is not a number of seconds above 0 and at most 1000000000"), std::string::npos)
+        << out.message;
+    EXPECT_LT(out.message.size(), 200u) << out.message;
+
+    for (const char *nan : {"nan", "inf", "1e309"})
+        EXPECT_EQ(parse({"run", "--retain-days", nan}).exit_code, 2) << nan;
+
+    // CLI11 alone would read "010" in base 8: pid 8.
+    out = parse({"run", "--pid", "010"});
+    ASSERT_EQ(out.action, CliOutcome::Action::Run) << out.message;
+    EXPECT_EQ(out.run.filter.pids, std::vector<uint32_t>{10});
+    EXPECT_EQ(parse({"run", "--max-db-mb", "18446744073709551615"}).exit_code, 2) << "-1 as an unsigned";
+}
+
+TEST(Cli, NoValueIsNotQuietlyNothing)
+{
+    // An empty path would have meant "none", the log on stderr, no metrics.
+    for (const char *option : {"--store", "--socket", "--log-file", "--metrics"}) {
+        auto out = parse({"run", option, ""});
+        EXPECT_EQ(out.exit_code, 2) << option;
+        EXPECT_NE(out.message.find(option), std::string::npos) << out.message;
+    }
+    EXPECT_EQ(parse({"dump", "--store", ""}).exit_code, 2);
+    // CLI11 takes the next argument as the missing value, option or not.
+    auto out = parse({"run", "--comm", "--json"});
+    EXPECT_EQ(out.exit_code, 2);
+    EXPECT_NE(out.message.find("'--json' looks like an option"), std::string::npos) << out.message;
+    EXPECT_EQ(parse({"run", "--store", "--json"}).exit_code, 2);
 }
 
 TEST(Cli, TooManyPidsAreRefused)

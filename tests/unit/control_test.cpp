@@ -1,16 +1,22 @@
 // The control socket and `rstwatch dump`'s rendering: requests answered,
-// bad ones refused without harm, strangers refused, one agent per socket.
+// bad ones refused without harm, strangers refused, one agent per socket,
+// slow and idle clients holding up nobody; and the control protocol.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "control/control.h"
+#include "control/control_protocol.h"
+#include "outputs/store.h"
 #include "tables/dump.h"
 #include "common/errors.h"
 
@@ -153,6 +159,215 @@ TEST_F(ControlTest, NoAgentIsAClearError)
     } catch (const FatalError &e) {
         EXPECT_NE(std::string(e.what()).find("no rstwatch agent is running"), std::string::npos) << e.what();
     }
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A client connected to path, that has sent nothing (yet).
+int connect_to(const std::string &path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path.c_str());
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+    return fd;
+}
+
+// Everything the server sends until it closes (or 10 s pass).
+std::string read_to_end(int fd)
+{
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        out.append(buf, n);
+    return out;
+}
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+}  // namespace
+
+TEST_F(ControlTest, IdleAndTricklingClientsHoldUpNobody)
+{
+    ControlServer server(path_, echo, geteuid());
+    std::vector<int> idle;
+    for (int i = 0; i < 20; ++i)
+        idle.push_back(connect_to(path_));
+    // One byte a second of a valid request: it would take 15 s to finish.
+    std::atomic<bool> stop{false};
+    int trickler = connect_to(path_);
+    std::thread trickle([&] {
+        const std::string request = "{\"cmd\": \"dump\"}\n";
+        for (size_t i = 0; i < request.size() && !stop; ++i) {
+            if (send(trickler, &request[i], 1, MSG_NOSIGNAL) != 1)
+                break;  // the server gave up on it
+            for (int t = 0; t < 10 && !stop; ++t)
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    });
+    // Dumps while the idle clients wait and the trickler trickles, past its
+    // deadline and past theirs.
+    for (int i = 0; i < 6; ++i) {
+        auto start = Clock::now();
+        try {
+            json response = control_request(path_, {{"cmd", "dump"}}, std::chrono::seconds(5));
+            EXPECT_FALSE(response.contains("error")) << response.dump();
+        } catch (const FatalError &e) {
+            ADD_FAILURE() << "dump " << i << ": " << e.what();
+        }
+        EXPECT_LT(seconds_since(start), 1.0) << "dump " << i << " was held up";
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    stop = true;
+    trickle.join();
+    close(trickler);
+    for (int fd : idle)
+        close(fd);
+}
+
+TEST_F(ControlTest, AnUnfinishedRequestIsCutOffAtTheDeadline)
+{
+    ControlServer server(path_, echo, geteuid());
+    int fd = connect_to(path_);
+    ASSERT_EQ(send(fd, "{\"cmd\":", 7, MSG_NOSIGNAL), 7);
+    auto start = Clock::now();
+    json answer = json::parse(read_to_end(fd), nullptr, false);  // then the server closes
+    double waited = seconds_since(start);
+    close(fd);
+    ASSERT_TRUE(answer.is_object());
+    EXPECT_NE(answer.value("error", "").find("within 2 s"), std::string::npos) << answer.dump();
+    const double deadline = std::chrono::duration<double>(ControlServer::kRequestDeadline).count();
+    EXPECT_GT(waited, deadline - 0.2);
+    EXPECT_LT(waited, deadline + 1.0);
+}
+
+TEST_F(ControlTest, PastTheClientCapANewClientIsToldAtOnce)
+{
+    ControlServer server(path_, echo, geteuid());
+    std::vector<int> idle;
+    for (size_t i = 0; i < ControlServer::kMaxClients; ++i)
+        idle.push_back(connect_to(path_));
+    // Accepted in the order they came: this one after all of them.
+    auto start = Clock::now();
+    json answer = control_request(path_, {{"cmd", "dump"}}, std::chrono::seconds(5));
+    EXPECT_NE(answer.value("error", "").find("busy"), std::string::npos) << answer.dump();
+    EXPECT_LT(seconds_since(start), 1.0);
+    for (int fd : idle)
+        close(fd);
+    // They leave (the server sees them close, each on its thread), and
+    // there is room again.
+    json again;
+    for (auto until = Clock::now() + std::chrono::seconds(2); Clock::now() < until;) {
+        again = control_request(path_, {{"cmd", "dump"}});
+        if (!again.contains("error"))
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_FALSE(again.contains("error")) << again.dump();
+}
+
+TEST_F(ControlTest, StopsWithoutWaitingForIdleClients)
+{
+    std::vector<int> idle;
+    Clock::time_point start;
+    {
+        ControlServer server(path_, echo, geteuid());
+        for (int i = 0; i < 5; ++i)
+            idle.push_back(connect_to(path_));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        start = Clock::now();
+    }
+    EXPECT_LT(seconds_since(start), 0.5);
+    for (int fd : idle)
+        close(fd);
+}
+
+namespace {
+
+// An agent for the protocol to answer for: a run loop on a thread of its
+// own, and a store only when given one.
+class ProtocolTest : public ControlTest {
+protected:
+    void TearDown() override
+    {
+        stop_ = true;
+        if (loop_.joinable())
+            loop_.join();
+        ControlTest::TearDown();
+    }
+
+    ControlServer::Handler protocol(const std::string &store_path)
+    {
+        loop_ = std::thread([this] {
+            while (!stop_) {
+                main_thread_.run_pending([](const json &) { return json{{"source", "live"}}; });
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            }
+        });
+        return control_protocol({&main_thread_, store_path, [this] { ++flushes_; },
+                                 [](AttributionTables &t) { t.set_lost({7, 0}); }});
+    }
+
+    MainThreadCalls main_thread_;
+    std::thread loop_;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> flushes_{0};
+};
+
+ResetEvent a_reset(int64_t time_ns)
+{
+    ResetEvent e;
+    e.time_ns = time_ns;
+    e.role = Role::Upstream;
+    e.owner_known = true;
+    e.pid = 1234;
+    e.comm = "nginx";
+    e.local = "127.0.0.1:40000";
+    e.remote = "10.0.3.21:8081";
+    return e;
+}
+
+}  // namespace
+
+TEST_F(ProtocolTest, PingLiveDumpAndMistakes)
+{
+    auto answer = protocol("");
+    EXPECT_EQ(answer({{"cmd", "ping"}}), (json{{"ok", true}, {"pid", getpid()}}));
+    EXPECT_EQ(answer({{"cmd", "dump"}})["source"], "live") << "answered by the run loop";
+    EXPECT_NE(answer({{"cmd", "reboot"}}).value("error", "").find("unknown command"), std::string::npos);
+    for (json since : {json(-1), json(0), json("10m"), json(nullptr)})
+        EXPECT_NE(answer({{"cmd", "dump"}, {"since_s", since}}).value("error", "").find("since_s"), std::string::npos)
+            << since;
+    EXPECT_NE(answer({{"cmd", "dump"}, {"since_s", 60}}).value("error", "").find("--store none"), std::string::npos);
+    EXPECT_EQ(flushes_, 0);
+}
+
+TEST_F(ProtocolTest, SinceReadsTheStoreAfterFlushingIt)
+{
+    const std::string store_path = (dir_ / "rstwatch.db").string();
+    const int64_t now = realtime_ns_ago(0);
+    {
+        auto store = Store::open_for_writing(store_path);
+        ASSERT_EQ(store->append(std::vector<Event>{a_reset(now - 3'600'000'000'000), a_reset(now - 1'000'000'000)}), "");
+    }
+    auto answer = protocol(store_path);
+    json recent = answer({{"cmd", "dump"}, {"since_s", 600}});
+    ASSERT_FALSE(recent.contains("error")) << recent.dump();
+    EXPECT_EQ(flushes_, 1) << "what the agent reported is in the store before it is read";
+    EXPECT_EQ(recent["source"], "store");
+    EXPECT_EQ(recent["since_s"], 600);
+    ASSERT_EQ(recent["tables"]["by_worker_upstream"].size(), 1u) << recent.dump();
+    EXPECT_EQ(recent["tables"]["by_worker_upstream"][0]["received"], 1) << "only the last 10 minutes";
+    EXPECT_EQ(recent["tables"]["lost"]["ring_buffer_full"], 7) << "the agent's lost counts are filled in";
+    // Further back than the epoch is everything, not an overflow.
+    json all = answer({{"cmd", "dump"}, {"since_s", 1e300}});
+    EXPECT_EQ(all["tables"]["by_worker_upstream"][0]["received"], 2) << all.dump();
 }
 
 TEST(MainThreadCalls, RunsOnTheOwningThreadAndTimesOut)
