@@ -366,6 +366,33 @@ std::string AttributionTables::render_text() const
 
 // ---- AttributionTables: JSON -----------------------------------------------
 
+nlohmann::json AttributionTables::oom_kills_json() const
+{
+    nlohmann::json ooms = nlohmann::json::array();
+    for (const OomEvent &k : oom_kills_)
+        ooms.push_back({{"time", format_rfc3339_us(k.time_ns)},
+                        {"pid", k.pid},
+                        {"comm", k.comm},
+                        {"rss_kb", k.rss_kb ? nlohmann::json(*k.rss_kb) : nlohmann::json(nullptr)},
+                        {"cgroup", k.cgroup.empty() ? nlohmann::json(nullptr) : nlohmann::json(k.cgroup)}});
+    return ooms;
+}
+
+// LossCounts' members by their names; not_stored only with a store, and
+// left_unread only when the stop left some.
+nlohmann::json AttributionTables::lost_json() const
+{
+    nlohmann::json lost = {{"ring_buffer_full", lost_.ring_buffer_full},
+                           {"decode_errors", lost_.decode_errors},
+                           {"owners_unresolved", lost_.owners_unresolved},
+                           {"listeners_dropped", lost_.listeners_dropped}};
+    if (lost_.not_stored)
+        lost["not_stored"] = *lost_.not_stored;
+    if (lost_.left_unread)
+        lost["left_unread"] = lost_.left_unread;
+    return lost;
+}
+
 nlohmann::json AttributionTables::to_json() const
 {
     nlohmann::json j;
@@ -430,22 +457,9 @@ nlohmann::json AttributionTables::to_json() const
 
     j["idle_histogram"] = idle_histogram_.to_json();
 
-    nlohmann::json ooms = nlohmann::json::array();
-    for (const OomEvent &k : oom_kills_)
-        ooms.push_back({{"time", format_rfc3339_us(k.time_ns)},
-                        {"pid", k.pid},
-                        {"comm", k.comm},
-                        {"rss_kb", k.rss_kb ? nlohmann::json(*k.rss_kb) : nlohmann::json(nullptr)},
-                        {"cgroup", k.cgroup.empty() ? nlohmann::json(nullptr) : nlohmann::json(k.cgroup)}});
-    j["oom_kills"] = ooms;
+    j["oom_kills"] = oom_kills_json();
     j["oom_kills_dropped"] = oom_kills_dropped_;
-
-    j["lost"] = {{"ring_buffer_full", lost_.ring_buffer_full},
-                 {"decode_errors", lost_.decode_errors}};
-    if (lost_.not_stored)
-        j["lost"]["not_stored"] = *lost_.not_stored;
-    if (lost_.left_unread)
-        j["lost"]["left_unread"] = lost_.left_unread;
+    j["lost"] = lost_json();
     j["client_side_resets"] = client_side_resets_;
     j["unowned_resets"] = unowned_resets_;
     j["folded_rows"] = folded_keys();

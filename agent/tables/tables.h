@@ -149,6 +149,8 @@ private:
     std::string render_idle_clusters() const;
     std::string render_oom_kills() const;
     std::string render_counts() const;
+    nlohmann::json oom_kills_json() const;
+    nlohmann::json lost_json() const;
 
     struct WorkerUpstreamKey {
         uint32_t pid = 0;
