@@ -50,7 +50,7 @@ std::string process_text(uint32_t pid, const std::string &comm)
 // reason says so on Linux 6.10+, an orphaned socket on every kernel.
 bool aborted_on_data(const ResetEvent &peer)
 {
-    return peer.reason == "TCP_ABORT_ON_DATA" || (peer.orphan && !peer.no_socket && !peer.current_exiting);
+    return peer.reason == "TCP_ABORT_ON_DATA" || (peer.orphan && !peer.no_socket && !peer.on_cpu_exiting);
 }
 
 bool is_closed_by_backend(const ResetEvent &peer)
@@ -184,23 +184,23 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
         d.evidence.push_back("pooled connection reused after " + duration_text(*r.pool_idle_ms) + " idle");
 
     if (const ResetEvent *peer = backend_side_of(r)) {
-        const std::string who = process_text(peer->current_pid, peer->current_comm);
+        const std::string who = process_text(peer->on_cpu_pid, peer->on_cpu_comm);
         std::string sent_by = "the backend's side is on this host: its socket sent the reset";
         if (!peer->reason.empty())
             sent_by += " (reason " + peer->reason + ")";
         d.evidence.push_back(sent_by);
 
-        if (peer->current_exiting) {
-            if (peer->current_exit_signal == SIGKILL && !kernel_.oom_kills) {
+        if (peer->on_cpu_exiting) {
+            if (peer->on_cpu_exit_signal == SIGKILL && !kernel_.oom_kills) {
                 d.evidence.push_back(who + " was exiting on SIGKILL when the reset left its socket");
                 d.evidence.push_back("this kernel does not trace OOM kills (oom:mark_victim): the OOM killer "
                                      "(backend_oom) and a kill -9 (backend_crash) look the same");
-                d.hint = "backend " + peer->current_comm + " was killed: check `dmesg -T | grep -i 'killed process'` "
+                d.hint = "backend " + peer->on_cpu_comm + " was killed: check `dmesg -T | grep -i 'killed process'` "
                          "for the OOM killer, and the backend's logs; `proxy_next_upstream error` retries "
                          "idempotent requests on another server";
                 return d;
             }
-            if (const OomEvent *oom = oom_kill_of(peer->current_pid, std::max(peer->mono_ns, r.mono_ns))) {
+            if (const OomEvent *oom = oom_kill_of(peer->on_cpu_pid, std::max(peer->mono_ns, r.mono_ns))) {
                 d.cause = Cause::BackendOom;
                 d.confidence = Confidence::High;
                 std::string kill = who + " killed by the OOM killer " +
@@ -210,7 +210,7 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
                 if (!oom->cgroup.empty())
                     kill += ", cgroup " + oom->cgroup;
                 d.evidence.push_back(kill);
-                d.hint = "backend " + peer->current_comm + " ran out of memory" +
+                d.hint = "backend " + peer->on_cpu_comm + " ran out of memory" +
                          (oom->cgroup.empty() ? std::string() : " in " + oom->cgroup) +
                          ": raise its memory limit or fix its memory use; `proxy_next_upstream error` retries "
                          "idempotent requests on another server";
@@ -218,10 +218,10 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
             }
             d.cause = Cause::BackendCrash;
             d.confidence = Confidence::High;
-            d.evidence.push_back(who + " was exiting on " + signal_name(peer->current_exit_signal) +
+            d.evidence.push_back(who + " was exiting on " + signal_name(peer->on_cpu_exit_signal) +
                                  " when the reset left its socket");
-            d.hint = "backend " + peer->current_comm + " died mid-request on " +
-                     signal_name(peer->current_exit_signal) +
+            d.hint = "backend " + peer->on_cpu_comm + " died mid-request on " +
+                     signal_name(peer->on_cpu_exit_signal) +
                      ": check its logs and core dumps; `proxy_next_upstream error` retries idempotent "
                      "requests on another server";
             return d;
@@ -248,13 +248,13 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
                      : "its socket was in " + state + " when the request arrived"));
             return d;  // the hint comes from the idle cluster
         }
-        if (peer->stalled_retrans > 0 && peer->packets_out > 0) {
+        if (peer->stalled_retransmits > 0 && peer->packets_out > 0) {
             d.cause = Cause::MtuBlackhole;
             d.confidence = Confidence::High;
             d.evidence.push_back(printf_string(
                 "the backend had %u segments of up to %u bytes unacknowledged after %u retransmission timeouts "
                 "in a row when it gave up: its large segments were not getting through",
-                peer->packets_out, peer->mss, peer->stalled_retrans));
+                peer->packets_out, peer->mss, peer->stalled_retransmits));
             d.hint = printf_string("segments of %u bytes from %s are lost on the way: let ICMP "
                                    "'fragmentation needed' through, or clamp the MSS (iptables TCPMSS "
                                    "--clamp-mss-to-pmtu) on the path",
@@ -280,12 +280,12 @@ Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
                                                                   : "sent by another host than the backend"));
         return d;  // the hint comes from the idle cluster
     }
-    if (r.stalled_retrans > 0 && r.packets_out > 0) {
+    if (r.stalled_retransmits > 0 && r.packets_out > 0) {
         d.cause = Cause::MtuBlackhole;
         d.confidence = Confidence::Medium;
         d.evidence.push_back(printf_string("%s had %u segments of up to %u bytes unacknowledged after %u "
                                            "retransmission timeouts in a row",
-                                           r.comm.c_str(), r.packets_out, r.mss, r.stalled_retrans));
+                                           r.comm.c_str(), r.packets_out, r.mss, r.stalled_retransmits));
         d.hint = printf_string("nginx's segments of %u bytes to %s are lost on the way: check the path MTU "
                                "and let ICMP 'fragmentation needed' through",
                                r.mss, r.remote.c_str());

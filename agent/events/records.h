@@ -68,10 +68,10 @@ struct ResetEvent {
     uint32_t pid = 0;         // the socket's owner (nginx worker), not the CPU's task
     std::string comm;
 
-    uint32_t current_pid = 0; // the task that happened to be on the CPU
-    std::string current_comm;
-    bool current_exiting = false;
-    int current_exit_signal = 0;
+    uint32_t on_cpu_pid = 0;  // the task that happened to be on the CPU
+    std::string on_cpu_comm;
+    bool on_cpu_exiting = false;
+    int on_cpu_exit_signal = 0;
 
     bool no_socket = false;   // sent reset that had no full socket
     bool orphan = false;      // sent from a socket its application had closed
@@ -79,6 +79,8 @@ struct ResetEvent {
 
     std::optional<double> idle_ms;
     std::optional<double> pool_idle_ms;
+    // Since the socket last sent data: on nginx's upstream connections, its
+    // request (or that request's retransmission).
     std::optional<double> since_request_ms;
     std::optional<uint64_t> bytes_sent;
     std::optional<uint64_t> bytes_received;
@@ -88,10 +90,10 @@ struct ResetEvent {
     bool reused = false;      // ... on a connection that had answered before
     uint8_t data_ttl = 0;     // TTL / hop limit of the peer's data segments, 0 unknown
     uint8_t rst_ttl = 0;      // TTL / hop limit of the reset itself, 0 unknown
-    uint8_t stalled_retrans = 0;  // retransmission timeouts in a row without progress
+    uint8_t stalled_retransmits = 0;  // retransmission timeouts in a row without progress
 
     std::optional<Diagnosis> diagnosis;  // for resets on tracked connections
-    uint32_t total_retrans = 0;
+    uint32_t retransmits = 0;  // over the connection's life, SYN retransmissions included
     uint32_t packets_out = 0;
     uint32_t mss = 0;
 };

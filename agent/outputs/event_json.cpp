@@ -110,10 +110,10 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.owner_listener = via == "listener";
     e.owner_holder = via == "holder";
     if (auto it = j.find("on_cpu"); it != j.end() && it->is_object()) {
-        e.current_pid = number_or<uint32_t>(*it, "pid", 0);
-        e.current_comm = string_or_empty(*it, "comm");
-        e.current_exiting = it->value("exiting", false);
-        e.current_exit_signal = number_or<int>(*it, "exit_signal", 0);
+        e.on_cpu_pid = number_or<uint32_t>(*it, "pid", 0);
+        e.on_cpu_comm = string_or_empty(*it, "comm");
+        e.on_cpu_exiting = it->value("exiting", false);
+        e.on_cpu_exit_signal = number_or<int>(*it, "exit_signal", 0);
     }
     e.no_socket = j.value("no_socket", false);
     e.orphan = j.value("orphan", false);
@@ -128,8 +128,8 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.reused = j.contains("reused") ? j.value("reused", false) : number_or<uint32_t>(j, "requests", 0) > 1;
     e.data_ttl = number_or<uint8_t>(j, "data_ttl", 0);
     e.rst_ttl = number_or<uint8_t>(j, "rst_ttl", 0);
-    e.total_retrans = number_or<uint32_t>(j, "retransmits", 0);
-    e.stalled_retrans = number_or<uint8_t>(j, "stalled_retransmits", 0);
+    e.retransmits = number_or<uint32_t>(j, "retransmits", 0);
+    e.stalled_retransmits = number_or<uint8_t>(j, "stalled_retransmits", 0);
     e.packets_out = number_or<uint32_t>(j, "packets_out", 0);
     e.mss = number_or<uint32_t>(j, "mss", 0);
 

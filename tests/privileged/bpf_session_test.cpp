@@ -239,7 +239,7 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
     EXPECT_EQ(received->remote, remote);
     EXPECT_EQ(tcp_state_name(received->state), "ESTABLISHED");
     // The reset was processed while the child ran: the CPU's task is not the owner.
-    EXPECT_NE(received->current_pid, static_cast<uint32_t>(getpid()));
+    EXPECT_NE(received->on_cpu_pid, static_cast<uint32_t>(getpid()));
 
     const double measured_idle_ms = (received->mono_ns - exchange.read_ns) / 1e6;
     EXPECT_GE(measured_idle_ms, 300.0);
@@ -807,8 +807,8 @@ TEST(BpfSession, BackendSideOfAReceivedResetComesWithIt)
     ASSERT_TRUE(received) << "seen:" << collector.describe();
     ASSERT_TRUE(sent) << "the backend's side is missing; seen:" << collector.describe();
     EXPECT_FALSE(sent->owner_known) << "the backend is not tracked";
-    EXPECT_NE(sent->current_pid, 0u) << "the backend, read when it sent the reset";
-    EXPECT_NE(sent->current_pid, static_cast<uint32_t>(getpid()));
+    EXPECT_NE(sent->on_cpu_pid, 0u) << "the backend, read when it sent the reset";
+    EXPECT_NE(sent->on_cpu_pid, static_cast<uint32_t>(getpid()));
     // A reset from close() is traced after it is sent, so after it is received on loopback.
     EXPECT_LT(std::max(sent->mono_ns, received->mono_ns) - std::min(sent->mono_ns, received->mono_ns), 1000000000u);
     EXPECT_EQ(collector.count([](const ResetEvent &e) { return e.direction == Direction::Sent; }), 1u)

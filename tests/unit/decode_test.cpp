@@ -51,21 +51,21 @@ rw_reset_record ipv4_reset()
     r.flags = RW_RST_OWNER_KNOWN | RW_RST_BYTES_KNOWN | RW_RST_IN_REQUEST | RW_RST_REUSED;
     r.owner_tgid = 1234;
     set_comm(r.owner_comm, "nginx");
-    r.current_tgid = 0;
-    set_comm(r.current_comm, "swapper/3");
+    r.on_cpu_tgid = 0;
+    set_comm(r.on_cpu_comm, "swapper/3");
     const uint8_t local[4] = {127, 0, 0, 1}, remote[4] = {10, 1, 2, 3};
     std::memcpy(r.local_addr, local, 4);
     std::memcpy(r.remote_addr, remote, 4);
     r.local_port = 40312;
     r.remote_port = 8081;
     r.idle_ns = 5'003'100'000;
-    r.since_send_ns = 400'000;
+    r.since_request_ns = 400'000;
     r.pool_idle_ns = 5'002'900'000;
     r.bytes_sent = 1229;
     r.bytes_received = 3482;
-    r.total_retrans = 2;
+    r.retransmits = 2;
     r.packets_out = 1;
-    r.mss_cache = 1448;
+    r.mss = 1448;
     return r;
 }
 
@@ -100,9 +100,9 @@ TEST(DecodeReset, Ipv4UpstreamResetReceivedByOwner)
     EXPECT_TRUE(e.owner_known);
     EXPECT_EQ(e.pid, 1234u);
     EXPECT_EQ(e.comm, "nginx");
-    EXPECT_EQ(e.current_pid, 0u);
-    EXPECT_EQ(e.current_comm, "swapper/3");
-    EXPECT_FALSE(e.current_exiting);
+    EXPECT_EQ(e.on_cpu_pid, 0u);
+    EXPECT_EQ(e.on_cpu_comm, "swapper/3");
+    EXPECT_FALSE(e.on_cpu_exiting);
     EXPECT_EQ(e.sock_cookie, 0xabcdefu);
     ASSERT_TRUE(e.idle_ms && e.pool_idle_ms && e.since_request_ms);
     EXPECT_DOUBLE_EQ(*e.idle_ms, 5003.1);
@@ -112,7 +112,7 @@ TEST(DecodeReset, Ipv4UpstreamResetReceivedByOwner)
     EXPECT_EQ(e.bytes_received, 3482u);
     EXPECT_TRUE(e.in_request);
     EXPECT_TRUE(e.reused);
-    EXPECT_EQ(e.total_retrans, 2u);
+    EXPECT_EQ(e.retransmits, 2u);
     EXPECT_EQ(e.packets_out, 1u);
     EXPECT_EQ(e.mss, 1448u);
     // Received resets carry no kernel reason.
@@ -143,7 +143,7 @@ TEST(DecodeReset, UnknownValuesBecomeNullopt)
     r.flags = 0;  // no owner, no byte counts, no reason
     r.pool_idle_ns = RW_UNKNOWN_NS;
     r.idle_ns = RW_UNKNOWN_NS;
-    r.since_send_ns = RW_UNKNOWN_NS;
+    r.since_request_ns = RW_UNKNOWN_NS;
     r.reason = 11;  // present in the record but not flagged as known
     ResetEvent e = decode_reset_ok(r);
     EXPECT_FALSE(e.owner_known);
@@ -164,9 +164,9 @@ TEST(DecodeReset, SentResetWithReasonAndExitingTask)
     r.direction = RW_DIR_SENT;
     r.role = RW_ROLE_DOWNSTREAM;
     r.reason = 11;
-    r.flags |= RW_RST_REASON_KNOWN | RW_RST_CURRENT_EXITING | RW_RST_OWNER_HOLDER | RW_RST_NO_SOCKET;
-    r.current_tgid = 1234;
-    r.current_exit_code = 0x80 | 9;  // core-dump bit + SIGKILL
+    r.flags |= RW_RST_REASON_KNOWN | RW_RST_ON_CPU_EXITING | RW_RST_OWNER_HOLDER | RW_RST_NO_SOCKET;
+    r.on_cpu_tgid = 1234;
+    r.on_cpu_exit_code = 0x80 | 9;  // core-dump bit + SIGKILL
     ResetEvent e = decode_reset_ok(r);
     EXPECT_EQ(e.direction, Direction::Sent);
     EXPECT_EQ(e.role, Role::Downstream);
@@ -175,8 +175,8 @@ TEST(DecodeReset, SentResetWithReasonAndExitingTask)
     EXPECT_EQ(e.reason, "TCP_ABORT_ON_CLOSE");
     EXPECT_TRUE(e.owner_holder);
     EXPECT_TRUE(e.no_socket);
-    EXPECT_TRUE(e.current_exiting);
-    EXPECT_EQ(e.current_exit_signal, 9);
+    EXPECT_TRUE(e.on_cpu_exiting);
+    EXPECT_EQ(e.on_cpu_exit_signal, 9);
 }
 
 TEST(DecodeReset, ClientConnectionOwnedThroughItsListener)
@@ -237,10 +237,10 @@ TEST(DecodeReset, ANameThatIsNotTextIsEscaped)
 {
     rw_reset_record r = ipv4_reset();
     set_comm(r.owner_comm, "bad\xff\n");
-    set_comm(r.current_comm, "\x1b[2J");
+    set_comm(r.on_cpu_comm, "\x1b[2J");
     ResetEvent e = decode_reset_ok(r);
     EXPECT_EQ(e.comm, "bad\\xff\\x0a");
-    EXPECT_EQ(e.current_comm, "\\x1b[2J");
+    EXPECT_EQ(e.on_cpu_comm, "\\x1b[2J");
 }
 
 TEST(DecodeOom, RssIsTheSumOfItsParts)

@@ -66,8 +66,8 @@ ResetEvent backend_sent(uint64_t at_ms, const std::string &reason, int state = 1
     p.remote = kNginx;
     p.state = state;
     p.reason = reason;
-    p.current_pid = 777;
-    p.current_comm = "backend";
+    p.on_cpu_pid = 777;
+    p.on_cpu_comm = "backend";
     return p;
 }
 
@@ -76,7 +76,7 @@ ResetEvent backend_sent(uint64_t at_ms, const std::string &reason, int state = 1
 ResetEvent backend_gave_up(uint64_t at_ms, const std::string &reason, uint32_t timeouts, uint32_t segments)
 {
     ResetEvent p = backend_sent(at_ms, reason);
-    p.stalled_retrans = timeouts;
+    p.stalled_retransmits = timeouts;
     p.packets_out = segments;
     p.mss = 1448;
     return p;
@@ -84,8 +84,8 @@ ResetEvent backend_gave_up(uint64_t at_ms, const std::string &reason, uint32_t t
 
 ResetEvent exiting(ResetEvent p, int sig)
 {
-    p.current_exiting = true;
-    p.current_exit_signal = sig;
+    p.on_cpu_exiting = true;
+    p.on_cpu_exit_signal = sig;
     return p;
 }
 
@@ -224,7 +224,7 @@ TEST(Diagnosis, BackendGivingUpOnStalledFullSizeSegmentsIsAnMtuBlackHole)
 {
     Diagnoser d;
     ResetEvent peer = backend_gave_up(3000, "TCP_ABORT_ON_LINGER", 6, 10);
-    peer.total_retrans = 6;
+    peer.retransmits = 6;
     ResetEvent r = nginx_received(3000);
     r.since_request_ms = 2000;
     auto result = diagnose_after(d, {peer}, r);
@@ -410,12 +410,12 @@ TEST(Diagnosis, ListenerAnsweringTheFlowIsStaleReuse)
 
 TEST(Diagnosis, SynRetransmissionsAloneAreNoBlackHole)
 {
-    // total_retrans counts a lost SYN; only timeouts in a row on stalled data count.
+    // retransmits counts a lost SYN; only timeouts in a row on stalled data count.
     Diagnoser d;
     ResetEvent peer = backend_sent(100, "NO_SOCKET", /*CLOSE*/ 7);
     peer.no_socket = true;
     ResetEvent r = reused(nginx_received(100), 3000);
-    r.total_retrans = 1;
+    r.retransmits = 1;
     r.packets_out = 1;
     auto result = diagnose_with(d, {}, r, {peer});
     EXPECT_EQ(result.cause, Cause::StaleReuse);

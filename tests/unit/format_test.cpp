@@ -25,8 +25,8 @@ ResetEvent upstream_reset()
     e.owner_known = true;
     e.pid = 1234;
     e.comm = "nginx";
-    e.current_pid = 1234;
-    e.current_comm = "nginx";
+    e.on_cpu_pid = 1234;
+    e.on_cpu_comm = "nginx";
     e.sock_cookie = 77;
     e.idle_ms = 5003.14159;
     e.pool_idle_ms = 5002.9;
@@ -35,7 +35,7 @@ ResetEvent upstream_reset()
     e.bytes_received = 3482;
     e.in_request = true;
     e.reused = true;
-    e.total_retrans = 0;
+    e.retransmits = 0;
     e.packets_out = 1;
     e.mss = 1448;
     return e;
@@ -155,8 +155,8 @@ TEST(ResetJson, SentResetWithReasonAndKilledTask)
     e.direction = Direction::Sent;
     e.reason_code = 11;
     e.reason = "TCP_ABORT_ON_CLOSE";
-    e.current_exiting = true;
-    e.current_exit_signal = 9;
+    e.on_cpu_exiting = true;
+    e.on_cpu_exit_signal = 9;
     json j = to_json(e);
     EXPECT_EQ(j["direction"], "sent");
     EXPECT_EQ(j["reason"], "TCP_ABORT_ON_CLOSE");
@@ -209,8 +209,10 @@ TEST(TextLine, UpstreamReset)
     e.idle_ms = 5003.1;
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST received upstream nginx[1234] 127.0.0.1:40312 -> "
-              "127.0.0.1:8081 ESTABLISHED idle=5003.1ms pool_idle=5002.9ms since_req=0.4ms "
-              "req=reused tx=1.2KiB rx=3.4KiB");
+              "127.0.0.1:8081 ESTABLISHED idle=5003.1ms pool_idle=5002.9ms since_request=0.4ms "
+              "req=reused bytes_sent=1.2KiB bytes_received=3.4KiB");
+    e.retransmits = 3;
+    EXPECT_NE(format_text(e).find(" bytes_received=3.4KiB retransmits=3"), std::string::npos) << format_text(e);
 }
 
 TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
@@ -228,13 +230,13 @@ TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
     e.bytes_received.reset();
     e.in_request = false;
     e.reused = false;
-    e.current_pid = 999;
-    e.current_comm = "python3";
-    e.current_exiting = true;
-    e.current_exit_signal = 9;
+    e.on_cpu_pid = 999;
+    e.on_cpu_comm = "python3";
+    e.on_cpu_exiting = true;
+    e.on_cpu_exit_signal = 9;
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST sent other ? 127.0.0.1:40312 -> 127.0.0.1:8081 ESTABLISHED "
-              "reason=NO_SOCKET idle=- pool_idle=- since_req=- tx=- rx=- "
+              "reason=NO_SOCKET idle=- pool_idle=- since_request=- bytes_sent=- bytes_received=- "
               "on_cpu=python3[999](exiting, signal 9)");
 }
 

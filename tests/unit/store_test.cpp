@@ -96,18 +96,18 @@ TEST(EventJson, ResetComesBackAsTheSameJson)
     ResetEvent e = reset(1234, "127.0.0.1:8081");
     e.reason_code = 3;
     e.reason = "TCP_ABORT_ON_DATA";
-    e.current_pid = 99;
-    e.current_comm = "backend";
-    e.current_exiting = true;
-    e.current_exit_signal = 6;
+    e.on_cpu_pid = 99;
+    e.on_cpu_comm = "backend";
+    e.on_cpu_exiting = true;
+    e.on_cpu_exit_signal = 6;
     // Every field the JSON carries, none at its default, so that one the
     // reader forgets cannot come back equal by chance.
     e.in_request = true;
     e.data_ttl = 63;
     e.rst_ttl = 64;
     e.no_socket = true;
-    e.total_retrans = 4;
-    e.stalled_retrans = 3;
+    e.retransmits = 4;
+    e.stalled_retransmits = 3;
     e.packets_out = 12;
     e.mss = 1448;
     e.sock_cookie = 77;
