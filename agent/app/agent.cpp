@@ -20,6 +20,7 @@
 #include "diagnosis/diagnosis.h"
 #include "tables/dump.h"
 #include "common/errors.h"
+#include "outputs/evidence_text.h"
 #include "outputs/format.h"
 #include "kernel/kernel_features.h"
 #include "kernel/kernel_support.h"
@@ -250,18 +251,18 @@ int run_agent(const RunSettings &settings)
         throw FatalError(all);
     }
 
-    std::string reasons_error;
-    ResetReasonNames reasons = load_reset_reason_names(&reasons_error);
-    if (!reasons_error.empty())
-        spdlog::warn("reset reason names unavailable ({}); sent resets show reason numbers", reasons_error);
-
     DecodeContext decode_ctx;
     decode_ctx.realtime_offset_ns = realtime_minus_monotonic_ns();
-    decode_ctx.reason_name = [&reasons](uint32_t code) { return reasons.name(code); };
+    std::string reasons_error;
+    decode_ctx.reasons = load_reset_reasons(kernel, &reasons_error);
+    if (!reasons_error.empty())
+        spdlog::warn("reset reason names unavailable ({}); sent resets show reason numbers", reasons_error);
+    for (const std::string &name : decode_ctx.reasons.unknown_names())
+        spdlog::warn("reset reason {} is new to this build: shown as REASON_<n>", name);
 
     const KernelSupport support = probe_kernel_support(kernel);
     Diagnoser diagnoser(KernelEvidence{support.sent_resets_without_socket, support.oom_kills});
-    AttributionTables tables;
+    AttributionTables tables(hint_text);
     Reporter reporter(settings);
     Metrics metrics;
     uint64_t consumer_errors = 0;  // records undecodable, or events that could not be reported
@@ -320,7 +321,7 @@ int run_agent(const RunSettings &settings)
             if (!writer)
                 return {{"error", "--since reads the store, and this agent runs without one (--store none)"}};
             writer->flush();  // what was reported so far, in the store
-            AttributionTables recent;
+            AttributionTables recent(hint_text);
             load_from_store(writer->path(), realtime_ns() - static_cast<int64_t>(since.get<double>() * 1e9), recent);
             set_lost_of(recent);
             nlohmann::json response = dump_response(recent, "store");

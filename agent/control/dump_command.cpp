@@ -7,6 +7,7 @@
 #include "control/control.h"
 #include "tables/dump.h"
 #include "common/errors.h"
+#include "outputs/evidence_text.h"
 #include "outputs/store.h"
 
 namespace rstwatch {
@@ -36,7 +37,7 @@ int run_dump(const DumpSettings &settings)
             clock_gettime(CLOCK_REALTIME, &ts);
             since_ns = ts.tv_sec * 1'000'000'000LL + ts.tv_nsec - static_cast<int64_t>(*settings.since_s * 1e9);
         }
-        AttributionTables tables;
+        AttributionTables tables(hint_text);
         uint64_t skipped = 0;
         store->for_each(since_ns, [&](Event &&e) { tables.add(e); }, &skipped);
         if (skipped)

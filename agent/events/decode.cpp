@@ -121,10 +121,10 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
     e.ipv6 = r.family == AF_INET6;
     e.local = format_endpoint(e.ipv6, r.local_addr, r.local_port);
     e.remote = format_endpoint(e.ipv6, r.remote_addr, r.remote_port);
-    e.state = r.state;
+    e.state = static_cast<TcpState>(r.state);
     if (r.flags & RW_RST_REASON_KNOWN) {
         e.reason_code = r.reason;
-        e.reason = ctx.reason_name ? ctx.reason_name(r.reason) : std::to_string(r.reason);
+        e.reason = ctx.reasons.reason(r.reason);
     }
     e.owner_known = r.flags & RW_RST_OWNER_KNOWN;
     e.owner_listener = r.flags & RW_RST_OWNER_LISTENER;

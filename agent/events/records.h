@@ -9,6 +9,10 @@
 #include <variant>
 #include <vector>
 
+#include "events/evidence.h"
+#include "events/reset_reasons.h"
+#include "events/tcp_state.h"
+
 namespace rstwatch {
 
 enum class Direction { Received, Sent };
@@ -16,34 +20,6 @@ enum class Role { Upstream, Downstream, Other };
 
 const char *to_string(Direction d);  // "received" | "sent"
 const char *to_string(Role r);       // "upstream" | "downstream" | "other"
-// TCP state name at the reset ("ESTABLISHED", "SYN_SENT", ...).
-std::string tcp_state_name(int state);
-
-enum class Cause {
-    BackendCrash,
-    BackendOom,
-    KeepaliveRace,
-    MiddleboxIdle,
-    StaleReuse,
-    MtuBlackhole,
-    ClientSide,
-    Unknown,
-};
-enum class Confidence { High, Medium, Low };
-
-const char *to_string(Cause c);       // "backend_crash", ...
-const char *to_string(Confidence c);  // "high" | "medium" | "low"
-std::optional<Cause> cause_from_string(const std::string &name);
-// Causes that are failures of the upstream side (everything but client_side and unknown).
-bool is_upstream_failure(Cause c);
-
-// What the diagnosis engine (diagnosis.h) concluded about one reset.
-struct Diagnosis {
-    Cause cause = Cause::Unknown;
-    Confidence confidence = Confidence::Low;
-    std::vector<std::string> evidence;  // short facts a person can check
-    std::string hint;                   // what to change, from measured values
-};
 
 struct ResetEvent {
     int64_t time_ns = 0;      // CLOCK_REALTIME, nanoseconds since the epoch
@@ -53,9 +29,12 @@ struct ResetEvent {
     bool ipv6 = false;
     std::string local;        // "addr:port" or "[addr]:port"
     std::string remote;
-    int state = 0;            // kernel TCP state number
-    std::optional<uint32_t> reason_code;  // sent resets on kernels with sk_rst_reason
-    std::string reason;       // name of reason_code from the running kernel, "" if none
+    TcpState state = TcpState::Unknown;
+    // Sent resets on Linux 6.10+: the kernel's reason, through the running
+    // kernel's numbering (reset_reasons.h), and its number as the record
+    // had it (which the store does not keep).
+    std::optional<ResetReason> reason;
+    std::optional<uint32_t> reason_code;
 
     bool owner_known = false; // false: no tracked owner (peer evidence or --all)
     // How the owner was found. Usually from the credentials of the socket's

@@ -11,21 +11,11 @@
 #include <rapidjson/writer.h>
 
 #include "common/units.h"
+#include "outputs/evidence_text.h"
 
 namespace rstwatch {
 
 namespace {
-
-std::string reason_name(const ResetEvent &e)
-{
-    // decode_record names the reason; an event built elsewhere (or read back
-    // from the store, which keeps only the name) may have one without the other.
-    if (!e.reason.empty())
-        return e.reason;
-    if (!e.reason_code)
-        return {};
-    return "REASON_" + std::to_string(*e.reason_code);
-}
 
 std::string text_line(const ResetEvent &e)
 {
@@ -34,7 +24,7 @@ std::string text_line(const ResetEvent &e)
                        " " + to_string(e.role) + " " + owner + " " + e.local + " -> " +
                        e.remote + " " + tcp_state_name(e.state);
     if (e.direction == Direction::Sent) {
-        std::string reason = reason_name(e);
+        std::string reason = reason_text(e.reason, e.reason_code);
         line += " reason=" + (reason.empty() ? std::string("-") : reason);
     }
     line += " idle=" + format_ms(e.idle_ms);
@@ -62,12 +52,12 @@ std::string text_line(const ResetEvent &e)
         const Diagnosis &d = *e.diagnosis;
         line += std::string(" cause=") + to_string(d.cause) + "(" + to_string(d.confidence) + ")";
         std::string why;
-        for (const auto &fact : d.evidence)
-            why += (why.empty() ? "" : "; ") + fact;
+        for (const Evidence &fact : d.evidence)
+            why += (why.empty() ? "" : "; ") + evidence_text(fact);
         if (!why.empty())
             line += "\n    why: " + why;
         if (!d.hint.empty())
-            line += "\n    fix: " + d.hint;
+            line += "\n    fix: " + hint_text(d.hint);
     }
     return line;
 }
@@ -187,7 +177,7 @@ std::string json_line(const ResetEvent &e)
     j.string("local", e.local);
     j.string("remote", e.remote);
     j.string("state", tcp_state_name(e.state));
-    j.string_or_null("reason", reason_name(e));
+    j.string_or_null("reason", reason_text(e.reason, e.reason_code));
     j.ms("idle_ms", e.idle_ms);
     j.ms("pool_idle_ms", e.pool_idle_ms);
     j.ms("since_request_ms", e.since_request_ms);
@@ -213,8 +203,12 @@ std::string json_line(const ResetEvent &e)
     if (e.diagnosis) {
         j.string("cause", to_string(e.diagnosis->cause));
         j.string("confidence", to_string(e.diagnosis->confidence));
-        j.strings("evidence", e.diagnosis->evidence);
-        j.string_or_null("hint", e.diagnosis->hint);
+        std::vector<std::string> evidence;
+        evidence.reserve(e.diagnosis->evidence.size());
+        for (const Evidence &fact : e.diagnosis->evidence)
+            evidence.push_back(evidence_text(fact));
+        j.strings("evidence", evidence);
+        j.string_or_null("hint", hint_text(e.diagnosis->hint));
     } else {
         // No owner, so no diagnosis: the far side of a flow, shown with --all.
         j.null("cause");

@@ -69,8 +69,8 @@ void ResetCounts::add(const ResetEvent &e)
 
 // ---- AttributionTables: counting -------------------------------------------
 
-AttributionTables::AttributionTables(size_t max_rows_per_table)
-    : by_worker_upstream_(max_rows_per_table), by_upstream_(max_rows_per_table),
+AttributionTables::AttributionTables(HintWords hint_words, size_t max_rows_per_table)
+    : hint_words_(hint_words), by_worker_upstream_(max_rows_per_table), by_upstream_(max_rows_per_table),
       by_upstream_cause_(max_rows_per_table), by_worker_cause_(max_rows_per_table)
 {
 }
@@ -183,7 +183,8 @@ std::string folded_note(const detail::FoldingTable<Key, Row> &table, const char 
 
 // ---- AttributionTables: text -----------------------------------------------
 
-std::string AttributionTables::render_text() const
+// Resets by worker x upstream and by upstream, with their idle times.
+std::string AttributionTables::reset_tables_text() const
 {
     std::string out;
     bool approximate_median = false;
@@ -243,6 +244,13 @@ std::string AttributionTables::render_text() const
                " resets are estimated from a sample of " +
                std::to_string(IdleSummary::kMaxSamples) + ")\n";
 
+    return out;
+}
+
+// Upstream resets by cause (with what to change) and by worker x cause.
+std::string AttributionTables::cause_tables_text() const
+{
+    std::string out;
     out += "\nUpstream resets by cause\n";
     if (by_upstream_cause_.rows().empty()) {
         out += "  (none)\n";
@@ -254,7 +262,8 @@ std::string AttributionTables::render_text() const
                        std::to_string(row->resets), std::to_string(row->high_confidence),
                        last_seen_text(row->last_seen_ns)});
             if (key && !row->hint.empty())
-                hints.push_back("  " + key->first + " " + to_string(key->second) + ": " + row->hint + "\n");
+                hints.push_back("  " + key->first + " " + to_string(key->second) + ": " + hint_words_(row->hint) +
+                                "\n");
         }
         out += t.render();
         if (!hints.empty())
@@ -275,6 +284,13 @@ std::string AttributionTables::render_text() const
         out += t.render();
     }
 
+    return out;
+}
+
+// Pool idle clusters and the idle time histogram.
+std::string AttributionTables::idle_text() const
+{
+    std::string out;
     out += "\nPool idle clusters (resets on reused connections)\n";
     if (idle_clusters_.empty()) {
         out += "  (none)\n";
@@ -285,11 +301,18 @@ std::string AttributionTables::render_text() const
                        format_ms(c.median_ms), format_ms(c.max_ms)});
         out += t.render();
         for (const auto &c : idle_clusters_)
-            out += "  " + c.upstream + ": " + c.hint + "\n";
+            out += "  " + c.upstream + ": " + hint_words_(c.hint) + "\n";
     }
 
     out += "\nIdle time before reset, upstream connections (ms)\n";
     out += idle_histogram_.count() ? idle_histogram_.render("idle_ms") : "  (none)\n";
+
+    return out;
+}
+
+std::string AttributionTables::render_text() const
+{
+    std::string out = reset_tables_text() + cause_tables_text() + idle_text();
 
     out += "\nOOM kills\n";
     if (oom_kills_.empty()) {
@@ -316,6 +339,41 @@ std::string AttributionTables::render_text() const
 }
 
 // ---- AttributionTables: JSON -----------------------------------------------
+
+// Resets by cause, their hints, and the pool idle clusters.
+void AttributionTables::add_cause_json(nlohmann::json &j) const
+{
+    nlohmann::json by_up_cause = nlohmann::json::array();
+    for (auto [key, row] : ordered_rows(by_upstream_cause_, std::mem_fn(&CauseRow::total)))
+        by_up_cause.push_back({{"upstream", key ? key->first : kOther},
+                               {"cause", key ? to_string(key->second) : kOther},
+                               {"resets", row->resets},
+                               {"high_confidence", row->high_confidence},
+                               {"last_seen", format_rfc3339_us(row->last_seen_ns)},
+                               {"hint", row->hint.empty() ? nlohmann::json(nullptr)
+                                                          : nlohmann::json(hint_words_(row->hint))}});
+    j["by_upstream_cause"] = by_up_cause;
+
+    nlohmann::json by_worker_cause = nlohmann::json::array();
+    for (auto [key, row] : ordered_rows(by_worker_cause_, std::mem_fn(&CauseRow::total)))
+        by_worker_cause.push_back({{"pid", key ? nlohmann::json(key->pid) : nlohmann::json(nullptr)},
+                                   {"comm", key ? key->comm : kOther},
+                                   {"cause", key ? to_string(key->cause) : kOther},
+                                   {"resets", row->resets},
+                                   {"last_seen", format_rfc3339_us(row->last_seen_ns)}});
+    j["by_worker_cause"] = by_worker_cause;
+
+    nlohmann::json clusters = nlohmann::json::array();
+    for (const auto &c : idle_clusters_)
+        clusters.push_back({{"upstream", c.upstream},
+                            {"cause", to_string(c.cause)},
+                            {"resets", c.count},
+                            {"pool_idle_ms_min", c.min_ms},
+                            {"pool_idle_ms_median", c.median_ms},
+                            {"pool_idle_ms_max", c.max_ms},
+                            {"hint", hint_words_(c.hint)}});
+    j["idle_clusters"] = clusters;
+}
 
 nlohmann::json AttributionTables::to_json() const
 {
@@ -349,35 +407,7 @@ nlohmann::json AttributionTables::to_json() const
     }
     j["by_upstream"] = by_up;
 
-    nlohmann::json by_up_cause = nlohmann::json::array();
-    for (auto [key, row] : ordered_rows(by_upstream_cause_, std::mem_fn(&CauseRow::total)))
-        by_up_cause.push_back({{"upstream", key ? key->first : kOther},
-                               {"cause", key ? to_string(key->second) : kOther},
-                               {"resets", row->resets},
-                               {"high_confidence", row->high_confidence},
-                               {"last_seen", format_rfc3339_us(row->last_seen_ns)},
-                               {"hint", row->hint.empty() ? nlohmann::json(nullptr) : nlohmann::json(row->hint)}});
-    j["by_upstream_cause"] = by_up_cause;
-
-    nlohmann::json by_worker_cause = nlohmann::json::array();
-    for (auto [key, row] : ordered_rows(by_worker_cause_, std::mem_fn(&CauseRow::total)))
-        by_worker_cause.push_back({{"pid", key ? nlohmann::json(key->pid) : nlohmann::json(nullptr)},
-                                   {"comm", key ? key->comm : kOther},
-                                   {"cause", key ? to_string(key->cause) : kOther},
-                                   {"resets", row->resets},
-                                   {"last_seen", format_rfc3339_us(row->last_seen_ns)}});
-    j["by_worker_cause"] = by_worker_cause;
-
-    nlohmann::json clusters = nlohmann::json::array();
-    for (const auto &c : idle_clusters_)
-        clusters.push_back({{"upstream", c.upstream},
-                            {"cause", to_string(c.cause)},
-                            {"resets", c.count},
-                            {"pool_idle_ms_min", c.min_ms},
-                            {"pool_idle_ms_median", c.median_ms},
-                            {"pool_idle_ms_max", c.max_ms},
-                            {"hint", c.hint}});
-    j["idle_clusters"] = clusters;
+    add_cause_json(j);
 
     j["idle_histogram"] = idle_histogram_.to_json();
 

@@ -69,10 +69,9 @@ rw_reset_record ipv4_reset()
     return r;
 }
 
-const DecodeContext kCtx{kOffsetNs, [](uint32_t code) {
-                             return code == 11 ? std::string("TCP_ABORT_ON_CLOSE")
-                                               : "REASON_" + std::to_string(code);
-                         }};
+// A kernel's numbering, as BTF gives it: 11 and a name this build does not know.
+const DecodeContext kCtx{kOffsetNs, ResetReasonTable::from_enumerators({{"SK_RST_REASON_TCP_ABORT_ON_CLOSE", 11},
+                                                                        {"SK_RST_REASON_TCP_SOMETHING_NEW", 12}})};
 
 ResetEvent decode_reset_ok(const rw_reset_record &r, const DecodeContext &ctx = kCtx)
 {
@@ -96,7 +95,7 @@ TEST(DecodeReset, Ipv4UpstreamResetReceivedByOwner)
     EXPECT_FALSE(e.ipv6);
     EXPECT_EQ(e.local, "127.0.0.1:40312");
     EXPECT_EQ(e.remote, "10.1.2.3:8081");
-    EXPECT_EQ(tcp_state_name(e.state), "ESTABLISHED");
+    EXPECT_EQ(e.state, TcpState::Established);
     EXPECT_TRUE(e.owner_known);
     EXPECT_EQ(e.pid, 1234u);
     EXPECT_EQ(e.comm, "nginx");
@@ -117,7 +116,7 @@ TEST(DecodeReset, Ipv4UpstreamResetReceivedByOwner)
     EXPECT_EQ(e.mss, 1448u);
     // Received resets carry no kernel reason.
     EXPECT_FALSE(e.reason_code.has_value());
-    EXPECT_EQ(e.reason, "");
+    EXPECT_FALSE(e.reason.has_value());
 }
 
 TEST(DecodeReset, Ipv6Endpoints)
@@ -156,6 +155,7 @@ TEST(DecodeReset, UnknownValuesBecomeNullopt)
     EXPECT_FALSE(e.bytes_sent.has_value());
     EXPECT_FALSE(e.bytes_received.has_value());
     EXPECT_FALSE(e.reason_code.has_value());
+    EXPECT_FALSE(e.reason.has_value());
 }
 
 TEST(DecodeReset, SentResetWithReasonAndExitingTask)
@@ -172,7 +172,7 @@ TEST(DecodeReset, SentResetWithReasonAndExitingTask)
     EXPECT_EQ(e.role, Role::Downstream);
     ASSERT_TRUE(e.reason_code.has_value());
     EXPECT_EQ(*e.reason_code, 11u);
-    EXPECT_EQ(e.reason, "TCP_ABORT_ON_CLOSE");
+    EXPECT_EQ(e.reason, ResetReason::TcpAbortOnClose);
     EXPECT_TRUE(e.owner_holder);
     EXPECT_TRUE(e.no_socket);
     EXPECT_TRUE(e.on_cpu_exiting);
@@ -195,14 +195,23 @@ TEST(DecodeReset, ClientConnectionOwnedThroughItsListener)
     EXPECT_TRUE(e.owner_holder);
 }
 
-TEST(DecodeReset, ReasonWithoutNameTableIsTheNumber)
+// A number the kernel did not name, one it named something new, and any
+// number without a table: an unknown reason that keeps its number.
+TEST(DecodeReset, ReasonsTheTableCannotNameAreUnknownWithTheirNumber)
 {
     rw_reset_record r = ipv4_reset();
     r.direction = RW_DIR_SENT;
-    r.reason = 7;
     r.flags |= RW_RST_REASON_KNOWN;
+    for (uint32_t code : {7u, 12u, 100000u}) {
+        r.reason = code;
+        ResetEvent e = decode_reset_ok(r);
+        EXPECT_EQ(e.reason, ResetReason::Unknown) << code;
+        EXPECT_EQ(e.reason_code, code);
+    }
+    r.reason = 11;
     ResetEvent e = decode_reset_ok(r, DecodeContext{0, {}});
-    EXPECT_EQ(e.reason, "7");
+    EXPECT_EQ(e.reason, ResetReason::Unknown);
+    EXPECT_EQ(e.reason_code, 11u);
     EXPECT_EQ(e.time_ns, static_cast<int64_t>(kMonoNs));
 }
 
@@ -329,10 +338,17 @@ TEST(DecodeErrors, HeaderSizeLargerThanBuffer)
 
 TEST(DecodeNames, TcpStates)
 {
-    EXPECT_EQ(tcp_state_name(2), "SYN_SENT");
-    EXPECT_EQ(tcp_state_name(12), "NEW_SYN_RECV");
-    EXPECT_EQ(tcp_state_name(0), "STATE_0");
-    EXPECT_EQ(tcp_state_name(42), "STATE_42");
+    EXPECT_EQ(tcp_state_name(TcpState::SynSent), "SYN_SENT");
+    EXPECT_EQ(tcp_state_name(TcpState::NewSynRecv), "NEW_SYN_RECV");
+    EXPECT_EQ(tcp_state_name(TcpState::Unknown), "STATE_0");
+    EXPECT_EQ(tcp_state_name(static_cast<TcpState>(42)), "STATE_42") << "a newer kernel's state keeps its number";
+    for (int n = 0; n < 256; n++) {
+        const auto state = static_cast<TcpState>(n);
+        EXPECT_EQ(tcp_state_from_name(tcp_state_name(state)), state) << n;
+    }
+    EXPECT_EQ(tcp_state_from_name("TIME_WAIT"), TcpState::TimeWait);
+    EXPECT_FALSE(tcp_state_from_name("TCP_TIME_WAIT"));
+    EXPECT_FALSE(tcp_state_from_name("STATE_x"));
     EXPECT_STREQ(to_string(Role::Upstream), "upstream");
     EXPECT_STREQ(to_string(Direction::Sent), "sent");
 }
