@@ -174,7 +174,7 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	rec->state = sk->__sk_common.skc_state;
 	rec->sock_cookie = rw_socket_cookie(sk);
 	fill_tuple_from_sock(rec, sk, tp);
-	rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
+	rec->idle_ns = rec->since_request_ns = RW_UNKNOWN_NS;
 	rec->pool_idle_ns = RW_UNKNOWN_NS;
 	if (!tp)
 		return;
@@ -184,16 +184,16 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 	now = (__u32)bpf_jiffies64();
 	rec->idle_ns = last_data ? ns_between_jiffies(last_data, now) : RW_UNKNOWN_NS;
 	if (stamps->last_send)
-		rec->since_send_ns = ns_between_jiffies(stamps->last_send, now);
+		rec->since_request_ns = ns_between_jiffies(stamps->last_send, now);
 	if (rw_tcp_has_byte_counters(tp)) {
 		rec->bytes_sent = tp->bytes_sent;
 		rec->bytes_received = tp->bytes_received;
 		rec->flags |= RW_RST_BYTES_KNOWN;
 	}
-	rec->total_retrans = tp->total_retrans;
-	rec->stalled_retrans = tp->inet_conn.icsk_retransmits;
+	rec->retransmits = tp->total_retrans;
+	rec->stalled_retransmits = tp->inet_conn.icsk_retransmits;
 	rec->packets_out = tp->packets_out;
-	rec->mss_cache = tp->mss_cache;
+	rec->mss = tp->mss_cache;
 }
 
 #endif /* RSTWATCH_CONNECTION_BPF_H */

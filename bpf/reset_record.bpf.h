@@ -76,11 +76,11 @@ static __always_inline void fill_current(struct rw_reset_record *rec)
 {
 	struct rw_task task = current_task();
 
-	rec->current_tgid = task_tgid(task);
-	copy_task_comm(task, rec->current_comm);
+	rec->on_cpu_tgid = task_tgid(task);
+	copy_task_comm(task, rec->on_cpu_comm);
 	if (task_flags(task) & PF_EXITING) {
-		rec->flags |= RW_RST_CURRENT_EXITING;
-		rec->current_exit_code = task_exit_code(task);
+		rec->flags |= RW_RST_ON_CPU_EXITING;
+		rec->on_cpu_exit_code = task_exit_code(task);
 	}
 }
 

@@ -154,7 +154,7 @@ static __always_inline int handle_sent_reset(struct sock *sk, const struct sk_bu
 		/* No connection: none at all, or only a listener answering a stray. */
 		rec->flags |= RW_RST_NO_SOCKET;
 		rec->state = sk ? sk->__sk_common.skc_state : TCP_CLOSE;
-		rec->idle_ns = rec->since_send_ns = RW_UNKNOWN_NS;
+		rec->idle_ns = rec->since_request_ns = RW_UNKNOWN_NS;
 		rec->pool_idle_ns = RW_UNKNOWN_NS;
 	}
 	/* A reset answering a segment belongs to that segment's flow. */

@@ -97,7 +97,7 @@ struct rw_record_header {
 enum rw_reset_flags {
 	RW_RST_OWNER_KNOWN = 1u << 0,     /* owner_* is the connection's process */
 	RW_RST_NO_SOCKET = 1u << 1,       /* sent with no connection socket: none, or a listener */
-	RW_RST_CURRENT_EXITING = 1u << 2, /* the task on the CPU was exiting */
+	RW_RST_ON_CPU_EXITING = 1u << 2,  /* the task on the CPU was exiting */
 	RW_RST_REASON_KNOWN = 1u << 4,    /* `reason` is the kernel's sk_rst_reason */
 	RW_RST_BYTES_KNOWN = 1u << 5,     /* bytes_sent/bytes_received are valid */
 	/*
@@ -146,9 +146,9 @@ struct rw_reset_record {
 	__u32 owner_tgid;
 	char owner_comm[RW_COMM_LEN];
 	/* The task that happened to be on the CPU: evidence, never the owner. */
-	__u32 current_tgid;
-	__u32 current_exit_code; /* task->exit_code when exiting: signal in low 7 bits */
-	char current_comm[RW_COMM_LEN];
+	__u32 on_cpu_tgid;
+	__u32 on_cpu_exit_code; /* task->exit_code when exiting: signal in low 7 bits */
+	char on_cpu_comm[RW_COMM_LEN];
 	__u8 local_addr[16];  /* IPv4 uses the first 4 bytes */
 	__u8 remote_addr[16];
 	__u16 local_port;     /* host byte order */
@@ -156,16 +156,17 @@ struct rw_reset_record {
 	__u32 pad1;
 	/* Durations from the tcp_sock's jiffies stamps: 1/CONFIG_HZ resolution. */
 	__u64 idle_ns;        /* now - last data either way */
-	__u64 since_send_ns;  /* now - last data segment sent (retransmissions included) */
+	__u64 since_request_ns; /* now - last data segment sent: on nginx's upstream connections its
+	                         * request (or that request's retransmission) */
 	__u64 pool_idle_ns;   /* quiet before the open request on a reused connection, else RW_UNKNOWN_NS */
 	__u64 bytes_sent;
 	__u64 bytes_received;
-	__u32 total_retrans;  /* over the connection's life, SYN retransmissions included */
+	__u32 retransmits;    /* tp->total_retrans: over the connection's life, SYN ones included */
 	__u32 packets_out;    /* segments in flight at the reset */
-	__u32 mss_cache;
+	__u32 mss;            /* tp->mss_cache */
 	__u8 data_ttl;        /* TTL / hop limit of the peer's data segments, 0 unknown */
 	__u8 rst_ttl;         /* TTL / hop limit of the reset segment, 0 unknown */
-	__u8 stalled_retrans; /* retransmission timeouts in a row without progress */
+	__u8 stalled_retransmits; /* icsk_retransmits: timeouts in a row without progress */
 	__u8 pad0;
 	__u64 owner_cred;     /* RW_RST_OWNER_PENDING: see there */
 };

@@ -26,6 +26,7 @@
 #include "kernel/reset_reason_names.h"
 #include "kernel/ring_fill.h"
 #include "kernel/seed.h"
+#include "outputs/evidence_text.h"
 #include "outputs/metrics.h"
 #include "outputs/metrics_server.h"
 #include "outputs/reporter.h"
@@ -117,8 +118,8 @@ private:
     const KernelFeatures &kernel_;
     const KernelSupport support_;
     const int64_t realtime_offset_ns_ = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
-    ResetReasonNames reasons_;
-    AttributionTables tables_;
+    ResetReasonTable reasons_;
+    AttributionTables tables_{hint_text};
     Metrics metrics_;
     Reporter reporter_;
     RingFillWatch ring_fill_;  // attached once the ring exists; outlives the writer, which asks it
@@ -146,9 +147,11 @@ AgentRun::AgentRun(const RunSettings &settings, const KernelFeatures &kernel)
                                 .has_store = !settings.store_path.empty()})
 {
     std::string reasons_error;
-    reasons_ = load_reset_reason_names(&reasons_error);
+    reasons_ = load_reset_reasons(kernel, &reasons_error);
     if (!reasons_error.empty())
         spdlog::warn("reset reason names unavailable ({}); sent resets show reason numbers", reasons_error);
+    for (const std::string &name : reasons_.unknown_names())
+        spdlog::warn("reset reason {} is new to this build: shown as REASON_<n>", name);
 }
 
 int AgentRun::run()

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "outputs/evidence_text.h"
 #include "outputs/store.h"
 #include "tables/dump.h"
 
@@ -21,7 +22,7 @@ nlohmann::json dump_since(const ControlledAgent &agent, const nlohmann::json &si
     if (agent.store_path.empty())
         return {{"error", "--since reads the store, and this agent runs without one (--store none)"}};
     agent.flush_store();
-    AttributionTables recent;
+    AttributionTables recent(hint_text);
     uint64_t skipped = 0;
     add_from_store(agent.store_path, realtime_ns_ago(since.get<double>()), recent, &skipped);
     if (skipped)

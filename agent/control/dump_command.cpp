@@ -5,6 +5,7 @@
 #include "common/errors.h"
 #include "control/control.h"
 #include "control/control_protocol.h"
+#include "outputs/evidence_text.h"
 #include "tables/dump.h"
 
 namespace rstwatch {
@@ -23,7 +24,7 @@ DumpFormat format_of(const std::string &s)
 
 nlohmann::json from_store(const DumpSettings &settings)
 {
-    AttributionTables tables;
+    AttributionTables tables(hint_text);
     uint64_t skipped = 0;
     add_from_store(settings.store_path, settings.since_s ? realtime_ns_ago(*settings.since_s) : 0, tables, &skipped);
     if (skipped)

@@ -1,82 +1,59 @@
 #include "diagnosis/diagnosis.h"
 
-#include <string.h>
-
 #include <algorithm>
 #include <cmath>
 #include <csignal>
-#include <cstdio>
 
 namespace rstwatch {
 
 namespace {
 
-std::string printf_string(const char *fmt, auto... args)
-{
-    char buf[512];
-    std::snprintf(buf, sizeof(buf), fmt, args...);
-    return buf;
-}
+Evidence fact(EvidenceCode code) { return Evidence{.code = code}; }
 
-// "350 ms", "5.0 s"
-std::string duration_text(double ms)
-{
-    if (ms < 1000)
-        return printf_string("%.0f ms", ms);
-    return printf_string("%.1f s", ms / 1000);
-}
-
-// An nginx time value a little below `ms`: "4s", "800ms".
-std::string nginx_time_below(double ms)
-{
-    double target = std::max(100.0, std::floor(ms * 0.8 / 100) * 100);
-    if (std::fmod(target, 1000) == 0)
-        return printf_string("%.0fs", target / 1000);
-    return printf_string("%.0fms", target);
-}
-
-std::string signal_name(int sig)
-{
-    const char *abbrev = sig > 0 ? sigabbrev_np(sig) : nullptr;
-    return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
-}
-
-std::string process_text(uint32_t pid, const std::string &comm)
-{
-    return "pid " + std::to_string(pid) + " (" + comm + ")";
-}
+// The keepalive_timeout to suggest for connections that were reset after
+// `ms` idle: a little below it, in the 100 ms steps nginx times are written in.
+double keepalive_below(double ms) { return std::max(100.0, std::floor(ms * 0.8 / 100) * 100); }
 
 // Data that arrived after the backend's application closed the socket: the
 // reason says so on Linux 6.10+, an orphaned socket on every kernel.
 bool aborted_on_data(const ResetEvent &peer)
 {
-    return peer.reason == "TCP_ABORT_ON_DATA" || (peer.orphan && !peer.no_socket && !peer.current_exiting);
+    return peer.reason == ResetReason::TcpAbortOnData ||
+           (peer.orphan && !peer.no_socket && !peer.on_cpu_exiting);
 }
 
 bool is_closed_by_backend(const ResetEvent &peer)
 {
     // The backend's application had closed the socket; data from nginx
     // then meets a half-closed or timewait socket.
-    static const char *closing[] = {"FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSING", "LAST_ACK"};
-    const std::string state = tcp_state_name(peer.state);
-    return peer.reason == "TCP_TIMEWAIT_SOCKET" || aborted_on_data(peer) ||
-           std::find(std::begin(closing), std::end(closing), state) != std::end(closing);
+    static constexpr TcpState closing[] = {TcpState::FinWait1, TcpState::FinWait2, TcpState::TimeWait,
+                                           TcpState::Closing, TcpState::LastAck};
+    return peer.reason == ResetReason::TcpTimewaitSocket || aborted_on_data(peer) ||
+           std::find(std::begin(closing), std::end(closing), peer.state) != std::end(closing);
 }
 
-std::string request_text(const ResetEvent &r)
+// Was a request waiting, and since when: nginx's side of the reset.
+Evidence request_evidence(const ResetEvent &r)
 {
-    const std::string owner = r.comm.empty() ? "nginx" : r.comm;
     if (!r.in_request)
-        return "no request was waiting: the backend had sent last (a response under way, or the "
-               "connection idle in " + owner + "'s pool)";
-    const std::string request = r.reused ? "a request on a reused connection" : "the connection's first request";
-    std::string when = r.since_request_ms ? duration_text(*r.since_request_ms) + " after " + owner + " sent " + request
-                                          : "while " + request + " was waiting";
-    return "reset " + when + ", before any response byte";
+        return Evidence{.code = EvidenceCode::NoRequestWaiting, .comm = r.comm};
+    if (r.since_request_ms)
+        return Evidence{.code = EvidenceCode::ResetAfterRequest, .ms = *r.since_request_ms, .comm = r.comm,
+                        .reused = r.reused};
+    return Evidence{.code = EvidenceCode::ResetDuringRequest, .reused = r.reused};
+}
+
+// Segments stuck unacknowledged at the reset: `who` gave up, or saw them stall.
+Evidence stalled_segments(EvidenceCode code, const ResetEvent &who)
+{
+    return Evidence{.code = code,
+                    .comm = who.comm,
+                    .segments = who.packets_out,
+                    .mss = who.mss,
+                    .timeouts = who.stalled_retransmits};
 }
 
 }  // namespace
-
 
 // One key per direction of a flow: "local remote" (addresses have no spaces).
 static std::string flow_key(const std::string &local, const std::string &remote)
@@ -152,8 +129,8 @@ Diagnosis Diagnoser::diagnose(const ResetEvent &r) const
     if (r.role == Role::Downstream) {
         d.cause = Cause::ClientSide;
         d.confidence = Confidence::High;
-        d.evidence.push_back("reset on a connection " + r.comm + " accepted (its client " + r.remote + ")");
-        d.hint = "not an upstream failure: clients going away show as 499 in the access log";
+        d.evidence.push_back(Evidence{.code = EvidenceCode::ClientConnection, .comm = r.comm, .address = r.remote});
+        d.hint.code = HintCode::ClientsGoAway;
         return d;
     }
     if (r.direction == Direction::Sent && r.role == Role::Upstream) {
@@ -161,14 +138,13 @@ Diagnosis Diagnoser::diagnose(const ResetEvent &r) const
         // (or a proxy timeout fires) and closes with the response unread.
         d.cause = Cause::ClientSide;
         d.confidence = Confidence::Medium;
-        d.evidence.push_back(r.comm + " itself reset the upstream connection" +
-                             (r.reason.empty() ? std::string() : " (reason " + r.reason + ")") +
-                             ": it abandoned the request, as when its client goes away");
-        d.hint = "not an upstream failure: look for 499 (client closed) or 504 lines at that time";
+        d.evidence.push_back(Evidence{
+            .code = EvidenceCode::NginxAbandoned, .comm = r.comm, .reason = r.reason, .reason_code = r.reason_code});
+        d.hint.code = HintCode::NginxGaveUp;
         return d;
     }
     if (r.role != Role::Upstream) {
-        d.evidence.push_back("connection role unknown: neither its connect() nor its accept() was seen");
+        d.evidence.push_back(fact(EvidenceCode::RoleUnknown));
         return d;
     }
     return diagnose_upstream_received(r);
@@ -177,166 +153,134 @@ Diagnosis Diagnoser::diagnose(const ResetEvent &r) const
 Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
 {
     Diagnosis d;
+    d.evidence.push_back(request_evidence(r));
+    if (r.pool_idle_ms)
+        d.evidence.push_back(Evidence{.code = EvidenceCode::PoolReuse, .ms = *r.pool_idle_ms});
+    if (const ResetEvent *peer = backend_side_of(r))
+        diagnose_with_backend_side(r, *peer, d);
+    else
+        diagnose_from_afar(r, d);
+    return d;
+}
+
+// The backend runs on this host and its side of the reset was traced.
+void Diagnoser::diagnose_with_backend_side(const ResetEvent &r, const ResetEvent &peer, Diagnosis &d) const
+{
+    const bool reused = r.pool_idle_ms.has_value();
+    d.evidence.push_back(
+        Evidence{.code = EvidenceCode::BackendSentReset, .reason = peer.reason, .reason_code = peer.reason_code});
+    if (peer.on_cpu_exiting) {
+        diagnose_backend_exit(r, peer, d);
+    } else if (peer.no_socket && !is_closed_by_backend(peer)) {
+        d.cause = Cause::StaleReuse;
+        d.confidence = reused ? Confidence::High : Confidence::Medium;
+        d.evidence.push_back(Evidence{
+            .code = EvidenceCode::BackendHadNoSocket, .comm = r.comm, .listener = peer.state == TcpState::Listen});
+        d.hint.code = HintCode::BackendsRestarted;
+    } else if (is_closed_by_backend(peer)) {
+        d.cause = Cause::KeepaliveRace;
+        d.confidence = reused ? Confidence::High : Confidence::Medium;
+        d.evidence.push_back(aborted_on_data(peer)
+                                 ? fact(EvidenceCode::BackendClosedOnData)
+                                 : Evidence{.code = EvidenceCode::BackendClosedState, .state = peer.state});
+        // the hint comes from the idle cluster
+    } else if (peer.stalled_retransmits > 0 && peer.packets_out > 0) {
+        d.cause = Cause::MtuBlackhole;
+        d.confidence = Confidence::High;
+        d.evidence.push_back(stalled_segments(EvidenceCode::BackendSegmentsStalled, peer));
+        d.hint = Hint{.code = HintCode::BackendSegmentsLost, .address = r.remote, .mss = peer.mss};
+    } else {
+        d.evidence.push_back(
+            Evidence{.code = EvidenceCode::BackendResetItself, .pid = peer.on_cpu_pid, .comm = peer.on_cpu_comm});
+    }
+}
+
+// The backend's task was exiting when its socket sent the reset.
+void Diagnoser::diagnose_backend_exit(const ResetEvent &r, const ResetEvent &peer, Diagnosis &d) const
+{
+    const Evidence exiting{.code = EvidenceCode::BackendExiting,
+                           .pid = peer.on_cpu_pid,
+                           .comm = peer.on_cpu_comm,
+                           .signal = peer.on_cpu_exit_signal};
+    if (peer.on_cpu_exit_signal == SIGKILL && !kernel_.oom_kills) {
+        d.evidence.push_back(exiting);
+        d.evidence.push_back(fact(EvidenceCode::OomKillsUntraced));
+        d.hint = Hint{.code = HintCode::BackendKilled, .comm = peer.on_cpu_comm};
+        return;
+    }
+    if (const OomEvent *oom = oom_kill_of(peer.on_cpu_pid, std::max(peer.mono_ns, r.mono_ns))) {
+        d.cause = Cause::BackendOom;
+        d.confidence = Confidence::High;
+        d.evidence.push_back(Evidence{.code = EvidenceCode::BackendOomKilled,
+                                      .ms = (peer.mono_ns - oom->mono_ns) / 1e6,
+                                      .pid = peer.on_cpu_pid,
+                                      .comm = peer.on_cpu_comm,
+                                      .rss_kb = oom->rss_kb,
+                                      .cgroup = oom->cgroup});
+        d.hint = Hint{.code = HintCode::BackendOutOfMemory, .comm = peer.on_cpu_comm, .cgroup = oom->cgroup};
+        return;
+    }
+    d.cause = Cause::BackendCrash;
+    d.confidence = Confidence::High;
+    d.evidence.push_back(exiting);
+    d.hint = Hint{.code = HintCode::BackendDied, .comm = peer.on_cpu_comm, .signal = peer.on_cpu_exit_signal};
+}
+
+// No backend side traced: what nginx's own socket and the reset segment say.
+void Diagnoser::diagnose_from_afar(const ResetEvent &r, Diagnosis &d) const
+{
     const bool reused = r.pool_idle_ms.has_value();
     const bool prompt = r.in_request && r.since_request_ms && *r.since_request_ms <= kPromptResetMs;
-    d.evidence.push_back(request_text(r));
-    if (reused)
-        d.evidence.push_back("pooled connection reused after " + duration_text(*r.pool_idle_ms) + " idle");
-
-    if (const ResetEvent *peer = backend_side_of(r)) {
-        const std::string who = process_text(peer->current_pid, peer->current_comm);
-        std::string sent_by = "the backend's side is on this host: its socket sent the reset";
-        if (!peer->reason.empty())
-            sent_by += " (reason " + peer->reason + ")";
-        d.evidence.push_back(sent_by);
-
-        if (peer->current_exiting) {
-            if (peer->current_exit_signal == SIGKILL && !kernel_.oom_kills) {
-                d.evidence.push_back(who + " was exiting on SIGKILL when the reset left its socket");
-                d.evidence.push_back("this kernel does not trace OOM kills (oom:mark_victim): the OOM killer "
-                                     "(backend_oom) and a kill -9 (backend_crash) look the same");
-                d.hint = "backend " + peer->current_comm + " was killed: check `dmesg -T | grep -i 'killed process'` "
-                         "for the OOM killer, and the backend's logs; `proxy_next_upstream error` retries "
-                         "idempotent requests on another server";
-                return d;
-            }
-            if (const OomEvent *oom = oom_kill_of(peer->current_pid, std::max(peer->mono_ns, r.mono_ns))) {
-                d.cause = Cause::BackendOom;
-                d.confidence = Confidence::High;
-                std::string kill = who + " killed by the OOM killer " +
-                                   duration_text((peer->mono_ns - oom->mono_ns) / 1e6) + " before";
-                if (oom->rss_kb)
-                    kill += ", rss " + std::to_string(*oom->rss_kb) + " kB";
-                if (!oom->cgroup.empty())
-                    kill += ", cgroup " + oom->cgroup;
-                d.evidence.push_back(kill);
-                d.hint = "backend " + peer->current_comm + " ran out of memory" +
-                         (oom->cgroup.empty() ? std::string() : " in " + oom->cgroup) +
-                         ": raise its memory limit or fix its memory use; `proxy_next_upstream error` retries "
-                         "idempotent requests on another server";
-                return d;
-            }
-            d.cause = Cause::BackendCrash;
-            d.confidence = Confidence::High;
-            d.evidence.push_back(who + " was exiting on " + signal_name(peer->current_exit_signal) +
-                                 " when the reset left its socket");
-            d.hint = "backend " + peer->current_comm + " died mid-request on " +
-                     signal_name(peer->current_exit_signal) +
-                     ": check its logs and core dumps; `proxy_next_upstream error` retries idempotent "
-                     "requests on another server";
-            return d;
-        }
-        if (peer->no_socket && !is_closed_by_backend(*peer)) {
-            d.cause = Cause::StaleReuse;
-            d.confidence = reused ? Confidence::High : Confidence::Medium;
-            d.evidence.push_back(std::string("the backend's kernel had no socket for this connection") +
-                                 (tcp_state_name(peer->state) == "LISTEN" ? " (only its listener answered)" : "") +
-                                 ": the backend restarted (or its host or container did) while " +
-                                 (r.comm.empty() ? "nginx" : r.comm) + " held it");
-            d.hint = "backends restarted under pooled connections: drain nginx before restarting backends, "
-                     "or lower keepalive_timeout in the upstream block";
-            return d;
-        }
-        if (is_closed_by_backend(*peer)) {
-            d.cause = Cause::KeepaliveRace;
-            d.confidence = reused ? Confidence::High : Confidence::Medium;
-            const std::string state = tcp_state_name(peer->state);
-            d.evidence.push_back(
-                "the backend had already closed this connection: " +
-                (aborted_on_data(*peer)
-                     ? std::string("data arriving after its close was answered with a reset")
-                     : "its socket was in " + state + " when the request arrived"));
-            return d;  // the hint comes from the idle cluster
-        }
-        if (peer->stalled_retrans > 0 && peer->packets_out > 0) {
-            d.cause = Cause::MtuBlackhole;
-            d.confidence = Confidence::High;
-            d.evidence.push_back(printf_string(
-                "the backend had %u segments of up to %u bytes unacknowledged after %u retransmission timeouts "
-                "in a row when it gave up: its large segments were not getting through",
-                peer->packets_out, peer->mss, peer->stalled_retrans));
-            d.hint = printf_string("segments of %u bytes from %s are lost on the way: let ICMP "
-                                   "'fragmentation needed' through, or clamp the MSS (iptables TCPMSS "
-                                   "--clamp-mss-to-pmtu) on the path",
-                                   peer->mss, r.remote.c_str());
-            return d;
-        }
-        d.evidence.push_back(who + " reset the connection itself without exiting");
-        return d;
-    }
-
-    if (kernel_.socketless_sent_resets)
-        d.evidence.push_back("no reset from the backend's side on this host: the backend is elsewhere, its "
-                             "processes cannot be seen");
-    else
-        d.evidence.push_back("no reset from the backend's side traced: this kernel does not trace resets sent "
-                             "without a socket (Linux 6.10+), so a backend on this host that restarted or had "
-                             "already closed the connection leaves none");
+    d.evidence.push_back(fact(kernel_.socketless_sent_resets ? EvidenceCode::BackendElsewhere
+                                                             : EvidenceCode::SocketlessResetsUntraced));
     if (r.rst_ttl && r.data_ttl && r.rst_ttl != r.data_ttl) {
         d.cause = Cause::MiddleboxIdle;
         d.confidence = reused && *r.pool_idle_ms >= 1000 ? Confidence::High : Confidence::Medium;
-        d.evidence.push_back(printf_string("RST TTL %u vs connection TTL %u: %s", r.rst_ttl, r.data_ttl,
-                                           r.rst_ttl > r.data_ttl ? "sent by a hop closer than the backend"
-                                                                  : "sent by another host than the backend"));
-        return d;  // the hint comes from the idle cluster
+        d.evidence.push_back(
+            Evidence{.code = EvidenceCode::RstTtlDiffers, .rst_ttl = r.rst_ttl, .data_ttl = r.data_ttl});
+        return;  // the hint comes from the idle cluster
     }
-    if (r.stalled_retrans > 0 && r.packets_out > 0) {
+    if (r.stalled_retransmits > 0 && r.packets_out > 0) {
         d.cause = Cause::MtuBlackhole;
         d.confidence = Confidence::Medium;
-        d.evidence.push_back(printf_string("%s had %u segments of up to %u bytes unacknowledged after %u "
-                                           "retransmission timeouts in a row",
-                                           r.comm.c_str(), r.packets_out, r.mss, r.stalled_retrans));
-        d.hint = printf_string("nginx's segments of %u bytes to %s are lost on the way: check the path MTU "
-                               "and let ICMP 'fragmentation needed' through",
-                               r.mss, r.remote.c_str());
-        return d;
+        d.evidence.push_back(stalled_segments(EvidenceCode::NginxSegmentsStalled, r));
+        d.hint = Hint{.code = HintCode::NginxSegmentsLost, .address = r.remote, .mss = r.mss};
+        return;
     }
     if (r.rst_ttl && r.data_ttl)
-        d.evidence.push_back(printf_string("RST TTL %u matches the connection's: the backend host sent it",
-                                           r.rst_ttl));
+        d.evidence.push_back(Evidence{.code = EvidenceCode::RstTtlMatches, .rst_ttl = r.rst_ttl});
     else
-        d.evidence.push_back("TTL of the reset unknown: a middlebox cannot be ruled out");
-    if (!kernel_.socketless_sent_resets && (r.in_request || reused))
-        return unknown_without_socketless_resets(r, d);
-    if (reused && prompt) {
+        d.evidence.push_back(fact(EvidenceCode::RstTtlUnknown));
+    if (!kernel_.socketless_sent_resets && (r.in_request || reused)) {
+        unknown_without_socketless_resets(r, d);
+    } else if (reused && prompt) {
         d.cause = Cause::KeepaliveRace;
         d.confidence = Confidence::Low;
-        d.evidence.push_back("a backend restart (stale_reuse) would look the same from here");
-        return d;
-    }
-    if (r.in_request && !reused && r.rst_ttl && r.rst_ttl == r.data_ttl) {
+        d.evidence.push_back(fact(EvidenceCode::StaleReuseAlike));
+    } else if (r.in_request && !reused && r.rst_ttl && r.rst_ttl == r.data_ttl) {
         d.cause = Cause::BackendCrash;
         d.confidence = Confidence::Low;
-        d.evidence.push_back("cannot tell a crash from an OOM kill or a deliberate reset without seeing the "
-                             "backend's processes");
-        d.hint = "check the backend's logs and restarts at this time";
-        return d;
+        d.evidence.push_back(fact(EvidenceCode::CrashOomAlike));
+        d.hint.code = HintCode::CheckBackendLogs;
     }
-    return d;
 }
 
 // A kernel that does not trace socketless resets cannot tell a backend here
 // that restarted (stale_reuse) or had closed the connection (keepalive_race)
 // from one elsewhere: the cause stays unknown, with a hint true for each.
-Diagnosis Diagnoser::unknown_without_socketless_resets(const ResetEvent &r, Diagnosis d) const
+void Diagnoser::unknown_without_socketless_resets(const ResetEvent &r, Diagnosis &d) const
 {
     d.cause = Cause::Unknown;
     d.confidence = Confidence::Low;
     if (r.pool_idle_ms) {
-        d.evidence.push_back("candidates: keepalive_race, stale_reuse, middlebox_idle (a reset on a reused "
-                             "connection)");
-        d.hint = "the connection sat " + duration_text(*r.pool_idle_ms) +
-                 " in the pool: a keepalive_timeout below that in the upstream block (" +
-                 nginx_time_below(*r.pool_idle_ms) +
-                 ") avoids the reset whether the backend closed it, restarted or a middlebox forgot it; "
-                 "Linux 6.10+ would tell which";
+        d.evidence.push_back(fact(EvidenceCode::CandidatesOnReuse));
+        d.hint = Hint{.code = HintCode::KeepaliveBelowPoolIdle,
+                      .idle_ms = *r.pool_idle_ms,
+                      .keepalive_ms = keepalive_below(*r.pool_idle_ms)};
     } else {
-        d.evidence.push_back("candidates: backend_crash, backend_oom, stale_reuse (a reset on the connection's "
-                             "first request)");
-        d.hint = "check the backend's logs and restarts at this time; `proxy_next_upstream error` retries "
-                 "idempotent requests on another server";
+        d.evidence.push_back(fact(EvidenceCode::CandidatesOnFirstRequest));
+        d.hint.code = HintCode::CheckBackendRestarts;
     }
-    return d;
 }
 
 const ResetEvent *Diagnoser::backend_side_of(const ResetEvent &r) const
@@ -422,35 +366,26 @@ std::optional<IdleCluster> Diagnoser::cluster_for(const std::string &upstream,
     return c;
 }
 
-std::string Diagnoser::idle_hint(const ResetEvent &r, Cause cause) const
+Hint Diagnoser::idle_hint(const ResetEvent &r, Cause cause) const
 {
     const auto &samples = idle_by_upstream_.at(r.remote);
     auto cluster = cluster_for(r.remote, {samples.begin(), samples.end()});
-    const double floor_ms = cluster ? cluster->min_ms : *r.pool_idle_ms;
-    std::string seen = cluster ? printf_string("resets on reuse cluster at %s idle (%zu resets, from %s)",
-                                               duration_text(cluster->median_ms).c_str(), cluster->count,
-                                               duration_text(cluster->min_ms).c_str())
-                               : "reset on reuse after " + duration_text(*r.pool_idle_ms) + " idle";
     // One reset bounds the timeout from above; a cluster of them, as a
     // genuine race produces, sits at the timeout itself.
+    const double floor_ms = cluster ? cluster->min_ms : *r.pool_idle_ms;
+    Hint h{.idle_ms = floor_ms,
+           .keepalive_ms = keepalive_below(floor_ms),
+           .cluster_resets = cluster ? cluster->count : 0,
+           .cluster_median_ms = cluster ? cluster->median_ms : 0};
     switch (cause) {
-    case Cause::KeepaliveRace:
-        if (cluster)
-            return seen + ": the backend closes idle connections at about " + duration_text(floor_ms) +
-                   "; set keepalive_timeout " + nginx_time_below(floor_ms) +
-                   " in the upstream block (below the backend's)";
-        return seen + ": the backend closes idle connections after at most " + duration_text(floor_ms) +
-               "; keep keepalive_timeout in the upstream block below the backend's (" +
-               nginx_time_below(floor_ms) + " if its timeout is about " + duration_text(floor_ms) + ")";
+    case Cause::KeepaliveRace: h.code = HintCode::BackendIdleTimeout; break;
     case Cause::MiddleboxIdle:
-        return seen + ": a middlebox between nginx and " + r.remote + " forgets flows idle " +
-               (cluster ? "for about " : "for at most ") + duration_text(floor_ms) + "; set keepalive_timeout " +
-               nginx_time_below(floor_ms) + (cluster ? "" : " or lower") +
-               " in the upstream block, or raise the middlebox's idle timeout";
-    default:
-        return seen + ": backends restarted under pooled connections: drain nginx before restarting "
-               "backends, or lower keepalive_timeout in the upstream block";
+        h.code = HintCode::MiddleboxIdleTimeout;
+        h.address = r.remote;
+        break;
+    default: h.code = HintCode::RestartedUnderPool; break;
     }
+    return h;
 }
 
 std::vector<IdleCluster> Diagnoser::idle_clusters() const

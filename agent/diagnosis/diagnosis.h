@@ -1,5 +1,6 @@
 // Why did this upstream connection get reset? The diagnosis engine: pure
-// logic over decoded events in ring-buffer order.
+// logic over decoded events in ring-buffer order. It concludes in codes and
+// numbers (events/evidence.h); agent/outputs puts them into words.
 //
 // Evidence can arrive on either side of the reset it explains: an OOM kill
 // is always reserved first, but tcp_send_active_reset() fires its
@@ -28,7 +29,7 @@ struct IdleCluster {
     Cause cause = Cause::Unknown;  // the most common cause among its resets
     size_t count = 0;
     double min_ms = 0, median_ms = 0, max_ms = 0;
-    std::string hint;
+    Hint hint;
 };
 
 // What the running kernel can show (agent/kernel/kernel_support.h): an absent
@@ -82,12 +83,15 @@ private:
 
     Diagnosis diagnose(const ResetEvent &reset) const;
     Diagnosis diagnose_upstream_received(const ResetEvent &reset) const;
-    Diagnosis unknown_without_socketless_resets(const ResetEvent &reset, Diagnosis d) const;
+    void diagnose_with_backend_side(const ResetEvent &reset, const ResetEvent &peer, Diagnosis &d) const;
+    void diagnose_backend_exit(const ResetEvent &reset, const ResetEvent &peer, Diagnosis &d) const;
+    void diagnose_from_afar(const ResetEvent &reset, Diagnosis &d) const;
+    void unknown_without_socketless_resets(const ResetEvent &reset, Diagnosis &d) const;
     const ResetEvent *backend_side_of(const ResetEvent &reset) const;
     const OomEvent *oom_kill_of(uint32_t pid, uint64_t before_ns) const;
     std::optional<IdleCluster> cluster_for(const std::string &upstream, const std::vector<IdleSample> &samples) const;
     void remember_idle(const ResetEvent &reset, Cause cause);
-    std::string idle_hint(const ResetEvent &reset, Cause cause) const;
+    Hint idle_hint(const ResetEvent &reset, Cause cause) const;
 
     Diagnosis diagnose_and_learn(const ResetEvent &reset);
     void forget_oldest_peer();

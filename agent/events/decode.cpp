@@ -121,10 +121,10 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
     e.ipv6 = r.family == AF_INET6;
     e.local = format_endpoint(e.ipv6, r.local_addr, r.local_port);
     e.remote = format_endpoint(e.ipv6, r.remote_addr, r.remote_port);
-    e.state = r.state;
+    e.state = static_cast<TcpState>(r.state);
     if (r.flags & RW_RST_REASON_KNOWN) {
         e.reason_code = r.reason;
-        e.reason = ctx.reason_name ? ctx.reason_name(r.reason) : std::to_string(r.reason);
+        e.reason = ctx.reasons.reason(r.reason);
     }
     e.owner_known = r.flags & RW_RST_OWNER_KNOWN;
     e.owner_listener = r.flags & RW_RST_OWNER_LISTENER;
@@ -133,16 +133,16 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
         e.pid = r.owner_tgid;
         e.comm = comm_string(r.owner_comm);
     }
-    e.current_pid = r.current_tgid;
-    e.current_comm = comm_string(r.current_comm);
-    e.current_exiting = r.flags & RW_RST_CURRENT_EXITING;
-    e.current_exit_signal = static_cast<int>(r.current_exit_code & 0x7f);
+    e.on_cpu_pid = r.on_cpu_tgid;
+    e.on_cpu_comm = comm_string(r.on_cpu_comm);
+    e.on_cpu_exiting = r.flags & RW_RST_ON_CPU_EXITING;
+    e.on_cpu_exit_signal = static_cast<int>(r.on_cpu_exit_code & 0x7f);
     e.no_socket = r.flags & RW_RST_NO_SOCKET;
     e.orphan = r.flags & RW_RST_ORPHAN;
     e.sock_cookie = r.sock_cookie;
     e.idle_ms = ns_to_ms(r.idle_ns);
     e.pool_idle_ms = ns_to_ms(r.pool_idle_ns);
-    e.since_request_ms = ns_to_ms(r.since_send_ns);
+    e.since_request_ms = ns_to_ms(r.since_request_ns);
     if (r.flags & RW_RST_BYTES_KNOWN) {
         e.bytes_sent = r.bytes_sent;
         e.bytes_received = r.bytes_received;
@@ -151,10 +151,10 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
     e.reused = r.flags & RW_RST_REUSED;
     e.data_ttl = r.data_ttl;
     e.rst_ttl = r.rst_ttl;
-    e.stalled_retrans = r.stalled_retrans;
-    e.total_retrans = r.total_retrans;
+    e.stalled_retransmits = r.stalled_retransmits;
+    e.retransmits = r.retransmits;
     e.packets_out = r.packets_out;
-    e.mss = r.mss_cache;
+    e.mss = r.mss;
     return e;
 }
 

@@ -3,20 +3,22 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "events/records.h"
+#include "events/reset_reasons.h"
 
 namespace rstwatch {
 
 struct DecodeContext {
     // CLOCK_REALTIME minus CLOCK_MONOTONIC, sampled at start-up.
     int64_t realtime_offset_ns = 0;
-    // Names the running kernel gives to enum sk_rst_reason values.
-    std::function<std::string(uint32_t)> reason_name;
+    // The running kernel's numbering of enum sk_rst_reason, read once at
+    // start-up (agent/kernel/reset_reason_names.h). Empty: every reason is
+    // ResetReason::Unknown, shown by its number.
+    ResetReasonTable reasons;
 };
 
 struct DecodeResult {

@@ -2,13 +2,43 @@
 #include "events/records.h"
 
 #include <array>
+#include <charconv>
 #include <iterator>
 
 namespace rstwatch {
 
 namespace {
+
 constexpr const char *kCauseNames[] = {"backend_crash", "backend_oom", "keepalive_race", "middlebox_idle",
                                        "stale_reuse",   "mtu_blackhole", "client_side", "unknown"};
+
+// In TcpState's order, from 0 (which no socket is in).
+constexpr const char *kTcpStateNames[] = {
+    "UNKNOWN",   "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",    "TIME_WAIT",
+    "CLOSE",     "CLOSE_WAIT",  "LAST_ACK", "LISTEN",   "CLOSING",   "NEW_SYN_RECV", "BOUND_INACTIVE"};
+static_assert(std::size(kTcpStateNames) == static_cast<size_t>(TcpState::BoundInactive) + 1);
+
+constexpr const char *kEvidenceNames[] = {
+    "client_connection",     "nginx_abandoned",        "role_unknown",
+    "no_request_waiting",    "reset_after_request",    "reset_during_request",
+    "pool_reuse",            "backend_sent_reset",     "backend_exiting",
+    "oom_kills_untraced",    "backend_oom_killed",     "backend_had_no_socket",
+    "backend_closed_on_data", "backend_closed_state",  "backend_segments_stalled",
+    "backend_reset_itself",  "backend_elsewhere",      "socketless_resets_untraced",
+    "rst_ttl_differs",       "nginx_segments_stalled", "rst_ttl_matches",
+    "rst_ttl_unknown",       "stale_reuse_alike",      "crash_oom_alike",
+    "candidates_on_reuse",   "candidates_on_first_request", "recorded"};
+static_assert(std::size(kEvidenceNames) == static_cast<size_t>(EvidenceCode::Recorded) + 1);
+
+constexpr const char *kHintNames[] = {
+    "none",                  "clients_go_away",        "nginx_gave_up",
+    "backend_killed",        "backend_out_of_memory",  "backend_died",
+    "backends_restarted",    "backend_segments_lost",  "nginx_segments_lost",
+    "check_backend_logs",    "check_backend_restarts", "keepalive_below_pool_idle",
+    "backend_idle_timeout",  "middlebox_idle_timeout", "restarted_under_pool",
+    "recorded"};
+static_assert(std::size(kHintNames) == static_cast<size_t>(HintCode::Recorded) + 1);
+
 }  // namespace
 
 const char *to_string(Direction d) { return d == Direction::Received ? "received" : "sent"; }
@@ -23,16 +53,27 @@ const char *to_string(Role r)
     return "other";
 }
 
-std::string tcp_state_name(int state)
+std::string tcp_state_name(TcpState state)
 {
-    // Kernel numbering (include/net/tcp_states.h), stable since 2.6.
-    static constexpr std::array<const char *, 13> names = {
-        "UNKNOWN",   "ESTABLISHED", "SYN_SENT",   "SYN_RECV", "FIN_WAIT1",
-        "FIN_WAIT2", "TIME_WAIT",   "CLOSE",      "CLOSE_WAIT", "LAST_ACK",
-        "LISTEN",    "CLOSING",     "NEW_SYN_RECV"};
-    if (state > 0 && static_cast<size_t>(state) < names.size())
-        return names[state];
-    return "STATE_" + std::to_string(state);
+    const auto n = static_cast<size_t>(state);
+    if (n > 0 && n < std::size(kTcpStateNames))
+        return kTcpStateNames[n];
+    return "STATE_" + std::to_string(n);
+}
+
+std::optional<TcpState> tcp_state_from_name(std::string_view name)
+{
+    for (size_t n = 1; n < std::size(kTcpStateNames); n++)
+        if (name == kTcpStateNames[n])
+            return static_cast<TcpState>(n);
+    if (!name.starts_with("STATE_"))
+        return std::nullopt;
+    name.remove_prefix(6);
+    uint8_t n = 0;
+    auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), n);
+    if (ec != std::errc() || end != name.data() + name.size())
+        return std::nullopt;
+    return static_cast<TcpState>(n);
 }
 
 const char *to_string(Cause c) { return kCauseNames[static_cast<int>(c)]; }
@@ -51,5 +92,9 @@ std::optional<Cause> cause_from_string(const std::string &name)
 }
 
 bool is_upstream_failure(Cause c) { return c != Cause::ClientSide && c != Cause::Unknown; }
+
+const char *to_string(EvidenceCode code) { return kEvidenceNames[static_cast<size_t>(code)]; }
+
+const char *to_string(HintCode code) { return kHintNames[static_cast<size_t>(code)]; }
 
 }  // namespace rstwatch

@@ -9,6 +9,10 @@
 #include <variant>
 #include <vector>
 
+#include "events/evidence.h"
+#include "events/reset_reasons.h"
+#include "events/tcp_state.h"
+
 namespace rstwatch {
 
 enum class Direction { Received, Sent };
@@ -16,34 +20,6 @@ enum class Role { Upstream, Downstream, Other };
 
 const char *to_string(Direction d);  // "received" | "sent"
 const char *to_string(Role r);       // "upstream" | "downstream" | "other"
-// TCP state name at the reset ("ESTABLISHED", "SYN_SENT", ...).
-std::string tcp_state_name(int state);
-
-enum class Cause {
-    BackendCrash,
-    BackendOom,
-    KeepaliveRace,
-    MiddleboxIdle,
-    StaleReuse,
-    MtuBlackhole,
-    ClientSide,
-    Unknown,
-};
-enum class Confidence { High, Medium, Low };
-
-const char *to_string(Cause c);       // "backend_crash", ...
-const char *to_string(Confidence c);  // "high" | "medium" | "low"
-std::optional<Cause> cause_from_string(const std::string &name);
-// Causes that are failures of the upstream side (everything but client_side and unknown).
-bool is_upstream_failure(Cause c);
-
-// What the diagnosis engine (diagnosis.h) concluded about one reset.
-struct Diagnosis {
-    Cause cause = Cause::Unknown;
-    Confidence confidence = Confidence::Low;
-    std::vector<std::string> evidence;  // short facts a person can check
-    std::string hint;                   // what to change, from measured values
-};
 
 struct ResetEvent {
     int64_t time_ns = 0;      // CLOCK_REALTIME, nanoseconds since the epoch
@@ -53,9 +29,12 @@ struct ResetEvent {
     bool ipv6 = false;
     std::string local;        // "addr:port" or "[addr]:port"
     std::string remote;
-    int state = 0;            // kernel TCP state number
-    std::optional<uint32_t> reason_code;  // sent resets on kernels with sk_rst_reason
-    std::string reason;       // name of reason_code from the running kernel, "" if none
+    TcpState state = TcpState::Unknown;
+    // Sent resets on Linux 6.10+: the kernel's reason, through the running
+    // kernel's numbering (reset_reasons.h), and its number as the record
+    // had it (which the store does not keep).
+    std::optional<ResetReason> reason;
+    std::optional<uint32_t> reason_code;
 
     bool owner_known = false; // false: no tracked owner (peer evidence or --all)
     // How the owner was found. Usually from the credentials of the socket's
@@ -68,10 +47,10 @@ struct ResetEvent {
     uint32_t pid = 0;         // the socket's owner (nginx worker), not the CPU's task
     std::string comm;
 
-    uint32_t current_pid = 0; // the task that happened to be on the CPU
-    std::string current_comm;
-    bool current_exiting = false;
-    int current_exit_signal = 0;
+    uint32_t on_cpu_pid = 0;  // the task that happened to be on the CPU
+    std::string on_cpu_comm;
+    bool on_cpu_exiting = false;
+    int on_cpu_exit_signal = 0;
 
     bool no_socket = false;   // sent reset that had no full socket
     bool orphan = false;      // sent from a socket its application had closed
@@ -79,6 +58,8 @@ struct ResetEvent {
 
     std::optional<double> idle_ms;
     std::optional<double> pool_idle_ms;
+    // Since the socket last sent data: on nginx's upstream connections, its
+    // request (or that request's retransmission).
     std::optional<double> since_request_ms;
     std::optional<uint64_t> bytes_sent;
     std::optional<uint64_t> bytes_received;
@@ -88,10 +69,10 @@ struct ResetEvent {
     bool reused = false;      // ... on a connection that had answered before
     uint8_t data_ttl = 0;     // TTL / hop limit of the peer's data segments, 0 unknown
     uint8_t rst_ttl = 0;      // TTL / hop limit of the reset itself, 0 unknown
-    uint8_t stalled_retrans = 0;  // retransmission timeouts in a row without progress
+    uint8_t stalled_retransmits = 0;  // retransmission timeouts in a row without progress
 
     std::optional<Diagnosis> diagnosis;  // for resets on tracked connections
-    uint32_t total_retrans = 0;
+    uint32_t retransmits = 0;  // over the connection's life, SYN retransmissions included
     uint32_t packets_out = 0;
     uint32_t mss = 0;
 };

@@ -1,7 +1,10 @@
 #include "events/reset_reasons.h"
 
+#include <map>
+
 #include <cctype>
 #include <charconv>
+#include <iterator>
 
 namespace rstwatch {
 
@@ -122,10 +125,84 @@ bool has_reason_field(std::string_view text)
     return false;
 }
 
+
+// In the enum's order; Unknown last.
+constexpr const char *kReasonNames[] = {
+    "NOT_SPECIFIED",       "NO_SOCKET",           "TCP_INVALID_ACK_SEQUENCE", "TCP_RFC7323_PAWS",
+    "TCP_TOO_OLD_ACK",     "TCP_ACK_UNSENT_DATA", "TCP_FLAGS",                "TCP_OLD_ACK",
+    "TCP_ABORT_ON_DATA",   "TCP_TIMEWAIT_SOCKET", "INVALID_SYN",              "TCP_ABORT_ON_CLOSE",
+    "TCP_ABORT_ON_LINGER", "TCP_ABORT_ON_MEMORY", "TCP_STATE",                "TCP_KEEPALIVE_TIMEOUT",
+    "TCP_DISCONNECT_WITH_DATA", "MPTCP_RST_EUNSPEC", "MPTCP_RST_EMPTCP",      "MPTCP_RST_ERESOURCE",
+    "MPTCP_RST_EPROHIBIT", "MPTCP_RST_EWQ2BIG",   "MPTCP_RST_EBADPERF",       "MPTCP_RST_EMIDDLEBOX",
+    "ERROR",               "UNKNOWN",
+};
+static_assert(std::size(kReasonNames) == static_cast<size_t>(ResetReason::Unknown) + 1,
+              "one name per ResetReason");
+
+constexpr std::string_view kBtfPrefix = "SK_RST_REASON_";
+
+// Numbers past this are no reason the kernel sends (it has about 25): a
+// table indexed by them would only waste memory.
+constexpr uint32_t kMaxCode = 255;
+
 }  // namespace
 
-std::optional<ResetReasonNames> ResetReasonNames::parse_format(std::string_view format_text,
-                                                               std::string *error)
+const char *reset_reason_name(ResetReason reason)
+{
+    const auto i = static_cast<size_t>(reason);
+    return i < std::size(kReasonNames) ? kReasonNames[i] : "UNKNOWN";
+}
+
+std::optional<ResetReason> reset_reason_from_name(std::string_view name)
+{
+    if (name.starts_with(kBtfPrefix))
+        name.remove_prefix(kBtfPrefix.size());
+    for (size_t i = 0; i < std::size(kReasonNames) - 1; i++)
+        if (name == kReasonNames[i])
+            return static_cast<ResetReason>(i);
+    return std::nullopt;
+}
+
+void ResetReasonTable::add(uint32_t code, std::string_view kernel_name)
+{
+    if (kernel_name.starts_with(kBtfPrefix))
+        kernel_name.remove_prefix(kBtfPrefix.size());
+    if (kernel_name == "MAX")
+        return;  // the enum's end marker, never a reason sent
+    auto reason = reset_reason_from_name(kernel_name);
+    if (!reason || code > kMaxCode) {
+        unknown_names_.push_back(std::string(kernel_name) + "=" + std::to_string(code));
+        return;
+    }
+    if (code >= by_code_.size())
+        by_code_.resize(code + 1, ResetReason::Unknown);
+    by_code_[code] = *reason;
+    known_++;
+}
+
+ResetReason ResetReasonTable::reason(uint32_t code) const
+{
+    return code < by_code_.size() ? by_code_[code] : ResetReason::Unknown;
+}
+
+std::map<uint32_t, std::string> ResetReasonTable::names() const
+{
+    std::map<uint32_t, std::string> names;
+    for (uint32_t code = 0; code < by_code_.size(); code++)
+        if (by_code_[code] != ResetReason::Unknown)
+            names[code] = reset_reason_name(by_code_[code]);
+    return names;
+}
+
+ResetReasonTable ResetReasonTable::from_enumerators(const std::vector<std::pair<std::string, uint32_t>> &enumerators)
+{
+    ResetReasonTable table;
+    for (const auto &[name, code] : enumerators)
+        table.add(code, name);
+    return table;
+}
+
+std::optional<ResetReasonTable> ResetReasonTable::parse_format(std::string_view format_text, std::string *error)
 {
     std::string_view fmt = line_starting_with(format_text, "print fmt:");
     if (fmt.empty()) {
@@ -146,7 +223,8 @@ std::optional<ResetReasonNames> ResetReasonNames::parse_format(std::string_view 
         }
     }
 
-    ResetReasonNames table;
+    ResetReasonTable table;
+    bool numbered = false;
     if (!reason_list) {
         if (has_reason_field(format_text)) {
             set_error(error, "tracepoint has a reason field but no __print_symbolic(REC->reason, ...)");
@@ -175,8 +253,10 @@ std::optional<ResetReasonNames> ResetReasonNames::parse_format(std::string_view 
         }
         // The kernel substitutes numbers for enum names that are declared
         // with TRACE_DEFINE_ENUM; an unresolved symbol tells us nothing.
-        if (auto number = parse_number(*value))
-            table.names_[*number] = *name;
+        if (auto number = parse_number(*value)) {
+            table.add(*number, *name);
+            numbered = true;
+        }
         if (c.eat(')'))
             break;
         if (!c.eat(',')) {
@@ -184,19 +264,11 @@ std::optional<ResetReasonNames> ResetReasonNames::parse_format(std::string_view 
             return std::nullopt;
         }
     }
-    if (table.names_.empty()) {
+    if (!numbered) {
         set_error(error, "reason list in print fmt has no numeric values");
         return std::nullopt;
     }
     return table;
-}
-
-std::string ResetReasonNames::name(uint32_t code) const
-{
-    auto it = names_.find(code);
-    if (it != names_.end())
-        return it->second;
-    return "REASON_" + std::to_string(code);
 }
 
 }  // namespace rstwatch

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -43,6 +44,12 @@ public:
     bool has_kernel_function(const std::string &name) const override { return btf_index().functions.count(name) > 0; }
 
     bool has_btf_enum(const std::string &name) const override { return btf_index().enums.count(name) > 0; }
+
+    std::vector<std::pair<std::string, uint32_t>> btf_enum_values(const std::string &name) const override
+    {
+        auto it = btf_index().enum_values.find(name);
+        return it != btf_index().enum_values.end() ? it->second : std::vector<std::pair<std::string, uint32_t>>{};
+    }
 
     bool tracepoint_first_arg_is_pointer(const std::string &name) const override
     {
@@ -108,6 +115,7 @@ private:
         std::set<std::string> tracepoints;  // names with a btf_trace_ typedef
         std::set<std::string> functions;    // those named bpf_*
         std::set<std::string> enums;
+        std::map<std::string, std::vector<std::pair<std::string, uint32_t>>> enum_values;  // of kProbedEnumValues
         std::set<std::string> members;      // "struct.member" of kProbedStructs
         std::set<std::string> pointer_first_args;  // of kProbedTracepointArgs
     };
@@ -158,12 +166,28 @@ private:
             index_.functions.insert(name);
         } else if (btf_is_any_enum(t)) {
             index_.enums.insert(name);
+            if (std::find(kProbedEnumValues.begin(), kProbedEnumValues.end(), name) != kProbedEnumValues.end())
+                index_.enum_values[name] = enumerators(b, t);
         } else if (btf_is_struct(t) &&
                    std::find(kProbedStructs.begin(), kProbedStructs.end(), name) != kProbedStructs.end()) {
             const struct btf_member *m = btf_members(t);
             for (__u16 i = 0; i < btf_vlen(t); i++, m++)
                 index_.members.insert(std::string(name) + "." + btf__name_by_offset(b, m->name_off));
         }
+    }
+
+    static std::vector<std::pair<std::string, uint32_t>> enumerators(const struct btf *b, const struct btf_type *t)
+    {
+        std::vector<std::pair<std::string, uint32_t>> values;
+        for (__u16 i = 0; i < btf_vlen(t); i++) {
+            if (btf_is_enum(t))
+                values.emplace_back(btf__name_by_offset(b, btf_enum(t)[i].name_off),
+                                    static_cast<uint32_t>(btf_enum(t)[i].val));
+            else
+                values.emplace_back(btf__name_by_offset(b, btf_enum64(t)[i].name_off),
+                                    static_cast<uint32_t>(btf_enum64_value(btf_enum64(t) + i)));
+        }
+        return values;
     }
 
     // CONFIG_HZ from the kernel's config file, where the distribution

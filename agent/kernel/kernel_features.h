@@ -2,8 +2,10 @@
 // an interface so that unit tests can substitute a kernel that lacks things.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rstwatch {
@@ -19,6 +21,9 @@ public:
     virtual bool has_kernel_function(const std::string &name) const = 0;
     // An enum type in the kernel's BTF, such as "sk_rst_reason".
     virtual bool has_btf_enum(const std::string &name) const = 0;
+    // Its enumerators, (name, value); only the enums in kProbedEnumValues
+    // are looked at. Empty when the kernel has no such enum.
+    virtual std::vector<std::pair<std::string, uint32_t>> btf_enum_values(const std::string &name) const = 0;
     // A member of a struct in the kernel's BTF; only the structs in
     // kProbedStructs are looked at.
     virtual bool has_struct_member(const std::string &type, const std::string &member) const = 0;
@@ -50,6 +55,8 @@ extern const std::vector<std::string> kProbedFunctions;
 extern const std::vector<std::string> kProbedTracepointArgs;
 // The structs whose members has_struct_member() can answer for.
 extern const std::vector<std::string> kProbedStructs;
+// The enums whose enumerators btf_enum_values() can answer for.
+extern const std::vector<std::string> kProbedEnumValues;
 
 // Everything missing for `rstwatch run`, as messages a person can act on;
 // empty when the agent can load.

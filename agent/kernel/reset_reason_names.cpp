@@ -3,7 +3,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "kernel/kernel_features.h"
+
 namespace rstwatch {
+
+const std::vector<std::string> kProbedEnumValues = {"sk_rst_reason"};
 
 namespace {
 
@@ -13,17 +17,9 @@ void set_error(std::string *error, std::string text)
         *error = std::move(text);
 }
 
-}  // namespace
-
-ResetReasonNames load_reset_reason_names(std::string *error)
+// The tracepoint's format file under the first tracefs mount that has one.
+std::optional<ResetReasonTable> from_tracefs(const std::vector<std::string> &tracefs_roots, std::string &problems)
 {
-    return load_reset_reason_names({"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}, error);
-}
-
-ResetReasonNames load_reset_reason_names(const std::vector<std::string> &tracefs_roots,
-                                                     std::string *error)
-{
-    std::string problems;
     for (const std::string &root : tracefs_roots) {
         std::string path = root + "/events/tcp/tcp_send_reset/format";
         std::ifstream in(path);
@@ -34,15 +30,37 @@ ResetReasonNames load_reset_reason_names(const std::vector<std::string> &tracefs
         std::ostringstream text;
         text << in.rdbuf();
         std::string parse_error;
-        if (auto table = ResetReasonNames::parse_format(text.str(), &parse_error)) {
-            if (error)
-                error->clear();
-            return *table;
-        }
+        if (auto table = ResetReasonTable::parse_format(text.str(), &parse_error))
+            return table;
         problems += (problems.empty() ? "" : "; ") + path + ": " + parse_error;
     }
-    set_error(error, "reset reason names unavailable (" + problems +
-                         "); is tracefs mounted and are we root?");
+    return std::nullopt;
+}
+
+}  // namespace
+
+ResetReasonTable load_reset_reasons(const KernelFeatures &kernel, std::string *error)
+{
+    return load_reset_reasons(kernel.has_vmlinux_btf(), kernel.btf_enum_values("sk_rst_reason"),
+                              {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}, error);
+}
+
+ResetReasonTable load_reset_reasons(bool btf_loaded, const std::vector<std::pair<std::string, uint32_t>> &btf_enumerators,
+                                    const std::vector<std::string> &tracefs_roots, std::string *error)
+{
+    if (error)
+        error->clear();
+    // BTF needs no tracefs mount and is what the programs were loaded against.
+    if (!btf_enumerators.empty())
+        return ResetReasonTable::from_enumerators(btf_enumerators);
+    std::string problems;
+    if (auto table = from_tracefs(tracefs_roots, problems))
+        return *table;
+    // The kernel's BTF has every type its tracepoints use: without the
+    // enum, this kernel has no reasons (before 6.10).
+    if (btf_loaded)
+        return {};
+    set_error(error, "no kernel BTF, and " + problems + "; is tracefs mounted and are we root?");
     return {};
 }
 

@@ -1,5 +1,6 @@
 #include "outputs/event_json.h"
 
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 
@@ -28,18 +29,39 @@ std::string string_or_empty(const nlohmann::json &j, const char *key)
     return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-int state_number(const std::string &name)
+// The store keeps the reason's name: the enum comes back from it, and a
+// number this build could not name from its REASON_<n>.
+void read_reason(const std::string &name, ResetEvent &e)
 {
-    for (int s = 1; s < 13; ++s)
-        if (tcp_state_name(s) == name)
-            return s;
-    if (name.rfind("STATE_", 0) == 0) {
-        try {
-            return std::stoi(name.substr(6));
-        } catch (const std::exception &) {
-        }
-    }
-    return 0;
+    if (name.empty())
+        return;
+    e.reason = reset_reason_from_name(name).value_or(ResetReason::Unknown);
+    if (*e.reason != ResetReason::Unknown || !name.starts_with("REASON_"))
+        return;
+    uint32_t code = 0;
+    auto [end, ec] = std::from_chars(name.data() + 7, name.data() + name.size(), code);
+    if (ec == std::errc() && end == name.data() + name.size())
+        e.reason_code = code;
+}
+
+// The store keeps the words the user saw, not the codes: they come back as
+// recorded words.
+std::optional<Diagnosis> diagnosis_from_json(const nlohmann::json &j)
+{
+    auto cause = cause_from_string(string_or_empty(j, "cause"));
+    if (!cause)
+        return std::nullopt;
+    Diagnosis d;
+    d.cause = *cause;
+    const std::string conf = string_or_empty(j, "confidence");
+    d.confidence = conf == "high" ? Confidence::High : conf == "medium" ? Confidence::Medium : Confidence::Low;
+    if (auto it = j.find("evidence"); it != j.end() && it->is_array())
+        for (const auto &fact : *it)
+            if (fact.is_string())
+                d.evidence.push_back(Evidence{.code = EvidenceCode::Recorded, .text = fact.get<std::string>()});
+    if (std::string hint = string_or_empty(j, "hint"); !hint.empty())
+        d.hint = Hint{.code = HintCode::Recorded, .text = std::move(hint)};
+    return d;
 }
 
 std::optional<Event> fail(std::string *error, std::string what)
@@ -101,8 +123,8 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.ipv6 = string_or_empty(j, "family") == "ipv6";
     e.local = string_or_empty(j, "local");
     e.remote = string_or_empty(j, "remote");
-    e.state = state_number(string_or_empty(j, "state"));
-    e.reason = string_or_empty(j, "reason");  // the name is what was shown; the number is not stored
+    e.state = tcp_state_from_name(string_or_empty(j, "state")).value_or(TcpState::Unknown);
+    read_reason(string_or_empty(j, "reason"), e);
     e.owner_known = j.contains("pid") && j["pid"].is_number();
     e.pid = number_or<uint32_t>(j, "pid", 0);
     e.comm = string_or_empty(j, "comm");
@@ -110,10 +132,10 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.owner_listener = via == "listener";
     e.owner_holder = via == "holder";
     if (auto it = j.find("on_cpu"); it != j.end() && it->is_object()) {
-        e.current_pid = number_or<uint32_t>(*it, "pid", 0);
-        e.current_comm = string_or_empty(*it, "comm");
-        e.current_exiting = it->value("exiting", false);
-        e.current_exit_signal = number_or<int>(*it, "exit_signal", 0);
+        e.on_cpu_pid = number_or<uint32_t>(*it, "pid", 0);
+        e.on_cpu_comm = string_or_empty(*it, "comm");
+        e.on_cpu_exiting = it->value("exiting", false);
+        e.on_cpu_exit_signal = number_or<int>(*it, "exit_signal", 0);
     }
     e.no_socket = j.value("no_socket", false);
     e.orphan = j.value("orphan", false);
@@ -128,23 +150,12 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.reused = j.contains("reused") ? j.value("reused", false) : number_or<uint32_t>(j, "requests", 0) > 1;
     e.data_ttl = number_or<uint8_t>(j, "data_ttl", 0);
     e.rst_ttl = number_or<uint8_t>(j, "rst_ttl", 0);
-    e.total_retrans = number_or<uint32_t>(j, "retransmits", 0);
-    e.stalled_retrans = number_or<uint8_t>(j, "stalled_retransmits", 0);
+    e.retransmits = number_or<uint32_t>(j, "retransmits", 0);
+    e.stalled_retransmits = number_or<uint8_t>(j, "stalled_retransmits", 0);
     e.packets_out = number_or<uint32_t>(j, "packets_out", 0);
     e.mss = number_or<uint32_t>(j, "mss", 0);
 
-    if (auto cause = cause_from_string(string_or_empty(j, "cause"))) {
-        Diagnosis d;
-        d.cause = *cause;
-        const std::string conf = string_or_empty(j, "confidence");
-        d.confidence = conf == "high" ? Confidence::High : conf == "medium" ? Confidence::Medium : Confidence::Low;
-        if (auto it = j.find("evidence"); it != j.end() && it->is_array())
-            for (const auto &fact : *it)
-                if (fact.is_string())
-                    d.evidence.push_back(fact.get<std::string>());
-        d.hint = string_or_empty(j, "hint");
-        e.diagnosis = std::move(d);
-    }
+    e.diagnosis = diagnosis_from_json(j);
     return Event(std::move(e));
 }
 

@@ -19,9 +19,12 @@ namespace rstwatch {
 std::optional<int64_t> parse_rfc3339_us(std::string_view text);
 
 // An Event from to_json(Event)'s output. Fields the JSON does not carry
-// (mono_ns, the raw reason code's name table) stay at their defaults; what
-// the tables use (owner, role, remote, direction, timings, cause, hint)
-// comes back. nullopt with *error set when the object is not a record.
+// (mono_ns; the reason's number, unless it was shown as REASON_<n>) stay at
+// their defaults; the reason and the state come back as their enums; the
+// evidence and hint come back as the words recorded (EvidenceCode::Recorded,
+// HintCode::Recorded). What the tables use (owner, role, remote, direction,
+// timings, cause, hint) comes back. nullopt with *error set when the object
+// is not a record.
 std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error = nullptr);
 
 }  // namespace rstwatch

@@ -11,21 +11,11 @@
 #include <rapidjson/writer.h>
 
 #include "common/units.h"
+#include "outputs/evidence_text.h"
 
 namespace rstwatch {
 
 namespace {
-
-std::string reason_name(const ResetEvent &e)
-{
-    // decode_record names the reason; an event built elsewhere (or read back
-    // from the store, which keeps only the name) may have one without the other.
-    if (!e.reason.empty())
-        return e.reason;
-    if (!e.reason_code)
-        return {};
-    return "REASON_" + std::to_string(*e.reason_code);
-}
 
 std::string text_line(const ResetEvent &e)
 {
@@ -34,25 +24,25 @@ std::string text_line(const ResetEvent &e)
                        " " + to_string(e.role) + " " + owner + " " + e.local + " -> " +
                        e.remote + " " + tcp_state_name(e.state);
     if (e.direction == Direction::Sent) {
-        std::string reason = reason_name(e);
+        std::string reason = reason_text(e.reason, e.reason_code);
         line += " reason=" + (reason.empty() ? std::string("-") : reason);
     }
     line += " idle=" + format_ms(e.idle_ms);
     line += " pool_idle=" + format_ms(e.pool_idle_ms);
-    line += " since_req=" + format_ms(e.since_request_ms);
+    line += " since_request=" + format_ms(e.since_request_ms);
     if (e.in_request)
         line += e.reused ? " req=reused" : " req=first";
-    line += " tx=" + (e.bytes_sent ? format_bytes(*e.bytes_sent) : std::string("-"));
-    line += " rx=" + (e.bytes_received ? format_bytes(*e.bytes_received) : std::string("-"));
-    if (e.total_retrans > 0)
-        line += " retrans=" + std::to_string(e.total_retrans);
+    line += " bytes_sent=" + (e.bytes_sent ? format_bytes(*e.bytes_sent) : std::string("-"));
+    line += " bytes_received=" + (e.bytes_received ? format_bytes(*e.bytes_received) : std::string("-"));
+    if (e.retransmits > 0)
+        line += " retransmits=" + std::to_string(e.retransmits);
     // The task on the CPU is evidence, not the owner: show it only when it
     // says something (no owner, another task, or a task being killed).
-    bool other_task = !e.owner_known || e.current_pid != e.pid;
-    if ((other_task && e.current_pid != 0) || e.current_exiting) {
-        line += " on_cpu=" + e.current_comm + "[" + std::to_string(e.current_pid) + "]";
-        if (e.current_exiting)
-            line += "(exiting, signal " + std::to_string(e.current_exit_signal) + ")";
+    bool other_task = !e.owner_known || e.on_cpu_pid != e.pid;
+    if ((other_task && e.on_cpu_pid != 0) || e.on_cpu_exiting) {
+        line += " on_cpu=" + e.on_cpu_comm + "[" + std::to_string(e.on_cpu_pid) + "]";
+        if (e.on_cpu_exiting)
+            line += "(exiting, signal " + std::to_string(e.on_cpu_exit_signal) + ")";
     }
     if (e.owner_listener || e.owner_holder)
         line += e.owner_listener ? " owner_via=listener" : " owner_via=holder";
@@ -62,12 +52,12 @@ std::string text_line(const ResetEvent &e)
         const Diagnosis &d = *e.diagnosis;
         line += std::string(" cause=") + to_string(d.cause) + "(" + to_string(d.confidence) + ")";
         std::string why;
-        for (const auto &fact : d.evidence)
-            why += (why.empty() ? "" : "; ") + fact;
+        for (const Evidence &fact : d.evidence)
+            why += (why.empty() ? "" : "; ") + evidence_text(fact);
         if (!why.empty())
             line += "\n    why: " + why;
         if (!d.hint.empty())
-            line += "\n    fix: " + d.hint;
+            line += "\n    fix: " + hint_text(d.hint);
     }
     return line;
 }
@@ -187,7 +177,7 @@ std::string json_line(const ResetEvent &e)
     j.string("local", e.local);
     j.string("remote", e.remote);
     j.string("state", tcp_state_name(e.state));
-    j.string_or_null("reason", reason_name(e));
+    j.string_or_null("reason", reason_text(e.reason, e.reason_code));
     j.ms("idle_ms", e.idle_ms);
     j.ms("pool_idle_ms", e.pool_idle_ms);
     j.ms("since_request_ms", e.since_request_ms);
@@ -195,13 +185,13 @@ std::string json_line(const ResetEvent &e)
     j.unsigned_or_null("bytes_received", e.bytes_received);
     j.boolean("reused", e.reused);
     j.begin_object("on_cpu");
-    j.unsigned_number("pid", e.current_pid);
-    j.string("comm", e.current_comm);
-    j.boolean("exiting", e.current_exiting);
-    j.signed_number("exit_signal", e.current_exit_signal);
+    j.unsigned_number("pid", e.on_cpu_pid);
+    j.string("comm", e.on_cpu_comm);
+    j.boolean("exiting", e.on_cpu_exiting);
+    j.signed_number("exit_signal", e.on_cpu_exit_signal);
     j.end_object();
     j.unsigned_number("sock_cookie", e.sock_cookie);
-    j.unsigned_number("retransmits", e.total_retrans);
+    j.unsigned_number("retransmits", e.retransmits);
     j.unsigned_number("packets_out", e.packets_out);
     j.unsigned_number("mss", e.mss);
     j.boolean("in_request", e.in_request);
@@ -209,12 +199,16 @@ std::string json_line(const ResetEvent &e)
     j.unsigned_or_null("rst_ttl", e.rst_ttl ? std::optional<uint64_t>(e.rst_ttl) : std::nullopt);
     j.boolean("no_socket", e.no_socket);
     j.boolean("orphan", e.orphan);
-    j.unsigned_number("stalled_retransmits", e.stalled_retrans);
+    j.unsigned_number("stalled_retransmits", e.stalled_retransmits);
     if (e.diagnosis) {
         j.string("cause", to_string(e.diagnosis->cause));
         j.string("confidence", to_string(e.diagnosis->confidence));
-        j.strings("evidence", e.diagnosis->evidence);
-        j.string_or_null("hint", e.diagnosis->hint);
+        std::vector<std::string> evidence;
+        evidence.reserve(e.diagnosis->evidence.size());
+        for (const Evidence &fact : e.diagnosis->evidence)
+            evidence.push_back(evidence_text(fact));
+        j.strings("evidence", evidence);
+        j.string_or_null("hint", hint_text(e.diagnosis->hint));
     } else {
         // No owner, so no diagnosis: the far side of a flow, shown with --all.
         j.null("cause");

@@ -22,7 +22,8 @@ nlohmann::json to_json(const Event &e);
 
 // One line, no trailing newline, e.g.
 // 02:30:00.123456 RST received upstream nginx[1234] 127.0.0.1:40312 -> 127.0.0.1:8081
-//   ESTABLISHED idle=0.4ms pool_idle=5002.9ms since_req=0.4ms req=reused tx=1.2KiB rx=3.4KiB
+//   ESTABLISHED idle=0.4ms pool_idle=5002.9ms since_request=0.4ms req=reused bytes_sent=1.2KiB
+//   bytes_received=3.4KiB
 // then, for a diagnosed reset, an indented "why:" and "fix:" line.
 std::string format_text(const Event &e);
 

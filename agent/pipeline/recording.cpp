@@ -62,10 +62,10 @@ DecodeContext RecordingHeader::decode_context() const
 {
     DecodeContext ctx;
     ctx.realtime_offset_ns = realtime_offset_ns;
-    ctx.reason_name = [names = reset_reasons](uint32_t code) {
-        auto it = names.find(code);
-        return it != names.end() ? it->second : "REASON_" + std::to_string(code);
-    };
+    std::vector<std::pair<std::string, uint32_t>> enumerators;
+    for (const auto &[code, name] : reset_reasons)
+        enumerators.emplace_back(name, code);
+    ctx.reasons = ResetReasonTable::from_enumerators(enumerators);
     return ctx;
 }
 

@@ -69,8 +69,8 @@ void ResetCounts::add(const ResetEvent &e)
 
 // ---- AttributionTables: counting -------------------------------------------
 
-AttributionTables::AttributionTables(size_t max_rows_per_table)
-    : by_worker_upstream_(max_rows_per_table), by_upstream_(max_rows_per_table),
+AttributionTables::AttributionTables(HintWords hint_words, size_t max_rows_per_table)
+    : hint_words_(hint_words), by_worker_upstream_(max_rows_per_table), by_upstream_(max_rows_per_table),
       by_upstream_cause_(max_rows_per_table), by_worker_cause_(max_rows_per_table)
 {
 }
@@ -183,9 +183,12 @@ std::string folded_note(const detail::FoldingTable<Key, Row> &table, const char 
 
 // ---- AttributionTables: text -----------------------------------------------
 
-std::string AttributionTables::render_worker_upstream(bool &approximate_median) const
+// Resets by worker x upstream and by upstream, with their idle times.
+std::string AttributionTables::reset_tables_text() const
 {
     std::string out;
+    bool approximate_median = false;
+
     out += "Resets by nginx worker x upstream\n";
     if (by_worker_upstream_.rows().empty()) {
         out += "  (none)\n";
@@ -210,12 +213,6 @@ std::string AttributionTables::render_worker_upstream(bool &approximate_median) 
             out += folded_note(by_worker_upstream_, "worker x upstream keys");
     }
 
-    return out;
-}
-
-std::string AttributionTables::render_upstreams(bool &approximate_median) const
-{
-    std::string out;
     out += "\nResets by upstream\n";
     if (by_upstream_.rows().empty()) {
         out += "  (none)\n";
@@ -242,10 +239,16 @@ std::string AttributionTables::render_upstreams(bool &approximate_median) const
         if (by_upstream_.other())
             out += folded_note(by_upstream_, "upstreams");
     }
+    if (approximate_median)
+        out += "  (idle medians of rows with more than " + std::to_string(IdleSummary::kMaxSamples) +
+               " resets are estimated from a sample of " +
+               std::to_string(IdleSummary::kMaxSamples) + ")\n";
+
     return out;
 }
 
-std::string AttributionTables::render_causes() const
+// Upstream resets by cause (with what to change) and by worker x cause.
+std::string AttributionTables::cause_tables_text() const
 {
     std::string out;
     out += "\nUpstream resets by cause\n";
@@ -259,7 +262,8 @@ std::string AttributionTables::render_causes() const
                        std::to_string(row->resets), std::to_string(row->high_confidence),
                        last_seen_text(row->last_seen_ns)});
             if (key && !row->hint.empty())
-                hints.push_back("  " + key->first + " " + to_string(key->second) + ": " + row->hint + "\n");
+                hints.push_back("  " + key->first + " " + to_string(key->second) + ": " + hint_words_(row->hint) +
+                                "\n");
         }
         out += t.render();
         if (!hints.empty())
@@ -268,12 +272,6 @@ std::string AttributionTables::render_causes() const
             out += "  " + h;
     }
 
-    return out;
-}
-
-std::string AttributionTables::render_worker_causes() const
-{
-    std::string out;
     out += "\nUpstream resets by nginx worker x cause\n";
     if (by_worker_cause_.rows().empty()) {
         out += "  (none)\n";
@@ -289,7 +287,8 @@ std::string AttributionTables::render_worker_causes() const
     return out;
 }
 
-std::string AttributionTables::render_idle_clusters() const
+// Pool idle clusters and the idle time histogram.
+std::string AttributionTables::idle_text() const
 {
     std::string out;
     out += "\nPool idle clusters (resets on reused connections)\n";
@@ -302,15 +301,19 @@ std::string AttributionTables::render_idle_clusters() const
                        format_ms(c.median_ms), format_ms(c.max_ms)});
         out += t.render();
         for (const auto &c : idle_clusters_)
-            out += "  " + c.upstream + ": " + c.hint + "\n";
+            out += "  " + c.upstream + ": " + hint_words_(c.hint) + "\n";
     }
+
+    out += "\nIdle time before reset, upstream connections (ms)\n";
+    out += idle_histogram_.count() ? idle_histogram_.render("idle_ms") : "  (none)\n";
 
     return out;
 }
 
-std::string AttributionTables::render_oom_kills() const
+std::string AttributionTables::render_text() const
 {
-    std::string out;
+    std::string out = reset_tables_text() + cause_tables_text() + idle_text();
+
     out += "\nOOM kills\n";
     if (oom_kills_.empty()) {
         out += "  (none)\n";
@@ -325,12 +328,6 @@ std::string AttributionTables::render_oom_kills() const
             out += "  (" + std::to_string(oom_kills_dropped_) + " older OOM kills not shown)\n";
     }
 
-    return out;
-}
-
-std::string AttributionTables::render_counts() const
-{
-    std::string out;
     out += "\nClient-side resets (downstream/other connections, not upstream failures): " +
            std::to_string(client_side_resets_) + "\n";
     out += "Resets with no known owner: " + std::to_string(unowned_resets_) + "\n";
@@ -343,40 +340,7 @@ std::string AttributionTables::render_counts() const
     return out;
 }
 
-std::string AttributionTables::render_text() const
-{
-    bool approximate_median = false;
-    std::string out = render_worker_upstream(approximate_median);
-    out += render_upstreams(approximate_median);
-    if (approximate_median)
-        out += "  (idle medians of rows with more than " + std::to_string(IdleSummary::kMaxSamples) +
-               " resets are estimated from a sample of " +
-               std::to_string(IdleSummary::kMaxSamples) + ")\n";
-
-    out += render_causes();
-    out += render_worker_causes();
-    out += render_idle_clusters();
-    out += "\nIdle time before reset, upstream connections (ms)\n";
-    out += idle_histogram_.count() ? idle_histogram_.render("idle_ms") : "  (none)\n";
-
-    out += render_oom_kills();
-    out += render_counts();
-    return out;
-}
-
 // ---- AttributionTables: JSON -----------------------------------------------
-
-nlohmann::json AttributionTables::oom_kills_json() const
-{
-    nlohmann::json ooms = nlohmann::json::array();
-    for (const OomEvent &k : oom_kills_)
-        ooms.push_back({{"time", format_rfc3339_us(k.time_ns)},
-                        {"pid", k.pid},
-                        {"comm", k.comm},
-                        {"rss_kb", k.rss_kb ? nlohmann::json(*k.rss_kb) : nlohmann::json(nullptr)},
-                        {"cgroup", k.cgroup.empty() ? nlohmann::json(nullptr) : nlohmann::json(k.cgroup)}});
-    return ooms;
-}
 
 // LossCounts' members by their names; not_stored only with a store, and
 // left_unread only when the stop left some.
@@ -391,6 +355,41 @@ nlohmann::json AttributionTables::lost_json() const
     if (lost_.left_unread)
         lost["left_unread"] = lost_.left_unread;
     return lost;
+}
+
+// Resets by cause, their hints, and the pool idle clusters.
+void AttributionTables::add_cause_json(nlohmann::json &j) const
+{
+    nlohmann::json by_up_cause = nlohmann::json::array();
+    for (auto [key, row] : ordered_rows(by_upstream_cause_, std::mem_fn(&CauseRow::total)))
+        by_up_cause.push_back({{"upstream", key ? key->first : kOther},
+                               {"cause", key ? to_string(key->second) : kOther},
+                               {"resets", row->resets},
+                               {"high_confidence", row->high_confidence},
+                               {"last_seen", format_rfc3339_us(row->last_seen_ns)},
+                               {"hint", row->hint.empty() ? nlohmann::json(nullptr)
+                                                          : nlohmann::json(hint_words_(row->hint))}});
+    j["by_upstream_cause"] = by_up_cause;
+
+    nlohmann::json by_worker_cause = nlohmann::json::array();
+    for (auto [key, row] : ordered_rows(by_worker_cause_, std::mem_fn(&CauseRow::total)))
+        by_worker_cause.push_back({{"pid", key ? nlohmann::json(key->pid) : nlohmann::json(nullptr)},
+                                   {"comm", key ? key->comm : kOther},
+                                   {"cause", key ? to_string(key->cause) : kOther},
+                                   {"resets", row->resets},
+                                   {"last_seen", format_rfc3339_us(row->last_seen_ns)}});
+    j["by_worker_cause"] = by_worker_cause;
+
+    nlohmann::json clusters = nlohmann::json::array();
+    for (const auto &c : idle_clusters_)
+        clusters.push_back({{"upstream", c.upstream},
+                            {"cause", to_string(c.cause)},
+                            {"resets", c.count},
+                            {"pool_idle_ms_min", c.min_ms},
+                            {"pool_idle_ms_median", c.median_ms},
+                            {"pool_idle_ms_max", c.max_ms},
+                            {"hint", hint_words_(c.hint)}});
+    j["idle_clusters"] = clusters;
 }
 
 nlohmann::json AttributionTables::to_json() const
@@ -425,40 +424,20 @@ nlohmann::json AttributionTables::to_json() const
     }
     j["by_upstream"] = by_up;
 
-    nlohmann::json by_up_cause = nlohmann::json::array();
-    for (auto [key, row] : ordered_rows(by_upstream_cause_, std::mem_fn(&CauseRow::total)))
-        by_up_cause.push_back({{"upstream", key ? key->first : kOther},
-                               {"cause", key ? to_string(key->second) : kOther},
-                               {"resets", row->resets},
-                               {"high_confidence", row->high_confidence},
-                               {"last_seen", format_rfc3339_us(row->last_seen_ns)},
-                               {"hint", row->hint.empty() ? nlohmann::json(nullptr) : nlohmann::json(row->hint)}});
-    j["by_upstream_cause"] = by_up_cause;
-
-    nlohmann::json by_worker_cause = nlohmann::json::array();
-    for (auto [key, row] : ordered_rows(by_worker_cause_, std::mem_fn(&CauseRow::total)))
-        by_worker_cause.push_back({{"pid", key ? nlohmann::json(key->pid) : nlohmann::json(nullptr)},
-                                   {"comm", key ? key->comm : kOther},
-                                   {"cause", key ? to_string(key->cause) : kOther},
-                                   {"resets", row->resets},
-                                   {"last_seen", format_rfc3339_us(row->last_seen_ns)}});
-    j["by_worker_cause"] = by_worker_cause;
-
-    nlohmann::json clusters = nlohmann::json::array();
-    for (const auto &c : idle_clusters_)
-        clusters.push_back({{"upstream", c.upstream},
-                            {"cause", to_string(c.cause)},
-                            {"resets", c.count},
-                            {"pool_idle_ms_min", c.min_ms},
-                            {"pool_idle_ms_median", c.median_ms},
-                            {"pool_idle_ms_max", c.max_ms},
-                            {"hint", c.hint}});
-    j["idle_clusters"] = clusters;
+    add_cause_json(j);
 
     j["idle_histogram"] = idle_histogram_.to_json();
 
-    j["oom_kills"] = oom_kills_json();
+    nlohmann::json ooms = nlohmann::json::array();
+    for (const OomEvent &k : oom_kills_)
+        ooms.push_back({{"time", format_rfc3339_us(k.time_ns)},
+                        {"pid", k.pid},
+                        {"comm", k.comm},
+                        {"rss_kb", k.rss_kb ? nlohmann::json(*k.rss_kb) : nlohmann::json(nullptr)},
+                        {"cgroup", k.cgroup.empty() ? nlohmann::json(nullptr) : nlohmann::json(k.cgroup)}});
+    j["oom_kills"] = ooms;
     j["oom_kills_dropped"] = oom_kills_dropped_;
+
     j["lost"] = lost_json();
     j["client_side_resets"] = client_side_resets_;
     j["unowned_resets"] = unowned_resets_;

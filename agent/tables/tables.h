@@ -108,13 +108,17 @@ private:
 
 }  // namespace detail
 
+// The words for a hint. They are made in agent/outputs (evidence_text.h's
+// hint_text), a layer above this one: whoever builds the tables hands them in.
+using HintWords = std::string (*)(const Hint &);
+
 class AttributionTables {
 public:
     static constexpr size_t kDefaultMaxRows = 4096;
     static constexpr size_t kMaxOomKills = 1024;      // the most recent are kept
     static constexpr size_t kMaxWorkersPerUpstream = 256;
 
-    explicit AttributionTables(size_t max_rows_per_table = kDefaultMaxRows);
+    explicit AttributionTables(HintWords hint_words, size_t max_rows_per_table = kDefaultMaxRows);
 
     // Resets with a known owner and role upstream go into the tables and the
     // idle histogram; owned downstream/other resets are counted as client
@@ -141,16 +145,6 @@ public:
     nlohmann::json to_json() const;
 
 private:
-    // render_text()'s sections, in order.
-    std::string render_worker_upstream(bool &approximate_median) const;
-    std::string render_upstreams(bool &approximate_median) const;
-    std::string render_causes() const;
-    std::string render_worker_causes() const;
-    std::string render_idle_clusters() const;
-    std::string render_oom_kills() const;
-    std::string render_counts() const;
-    nlohmann::json oom_kills_json() const;
-    nlohmann::json lost_json() const;
 
     struct WorkerUpstreamKey {
         uint32_t pid = 0;
@@ -168,7 +162,7 @@ private:
         uint64_t resets = 0;
         uint64_t high_confidence = 0;
         int64_t last_seen_ns = 0;
-        std::string hint;
+        Hint hint;
 
         uint64_t total() const { return resets; }
         void add(const ResetEvent &e);
@@ -183,7 +177,13 @@ private:
 
     void add_reset(const ResetEvent &e);
     void add_oom(const OomEvent &e);
+    std::string reset_tables_text() const;
+    std::string cause_tables_text() const;
+    std::string idle_text() const;
+    void add_cause_json(nlohmann::json &j) const;
+    nlohmann::json lost_json() const;
 
+    HintWords hint_words_;
     detail::FoldingTable<WorkerUpstreamKey, ResetCounts> by_worker_upstream_;
     detail::FoldingTable<std::string, UpstreamRow> by_upstream_;
     detail::FoldingTable<UpstreamCauseKey, CauseRow> by_upstream_cause_;

@@ -37,8 +37,7 @@ public:
     // too), which the agent uses as evidence.
     // ttl_evidence: attach tcp:tcp_probe too (rstwatch run --ttl-evidence).
     explicit Collector(uint32_t ring_buffer_bytes = 1u << 20, bool peer_resets = true, bool ttl_evidence = false)
-        : reasons_(load_reset_reason_names(nullptr)),
-          session_(options(ring_buffer_bytes, peer_resets, ttl_evidence), running_kernel(),
+        : session_(options(ring_buffer_bytes, peer_resets, ttl_evidence), running_kernel(),
                    [this](std::span<const uint8_t> bytes) { on_record(bytes); })
     {
     }
@@ -101,9 +100,7 @@ private:
 
     void on_record(std::span<const uint8_t> bytes)
     {
-        DecodeContext ctx;
-        ctx.reason_name = [this](uint32_t code) { return reasons_.name(code); };
-        DecodeResult r = decode_record(bytes, ctx);
+        DecodeResult r = decode_record(bytes, decode_ctx_);
         if (!r.event) {
             decode_errors_++;
             return;
@@ -112,7 +109,8 @@ private:
             resets_.push_back(*reset);
     }
 
-    ResetReasonNames reasons_;
+    // The running kernel's reason numbering, as the agent reads it.
+    DecodeContext decode_ctx_{0, load_reset_reasons(running_kernel(), nullptr)};
     BpfSession session_;
     std::vector<ResetEvent> resets_;
     size_t decode_errors_ = 0;
@@ -237,9 +235,9 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
     EXPECT_EQ(received->role, Role::Upstream);
     EXPECT_EQ(received->ipv6, v6);
     EXPECT_EQ(received->remote, remote);
-    EXPECT_EQ(tcp_state_name(received->state), "ESTABLISHED");
+    EXPECT_EQ(received->state, TcpState::Established);
     // The reset was processed while the child ran: the CPU's task is not the owner.
-    EXPECT_NE(received->current_pid, static_cast<uint32_t>(getpid()));
+    EXPECT_NE(received->on_cpu_pid, static_cast<uint32_t>(getpid()));
 
     const double measured_idle_ms = (received->mono_ns - exchange.read_ns) / 1e6;
     EXPECT_GE(measured_idle_ms, 300.0);
@@ -267,8 +265,12 @@ void expect_idle_reset_attributed(bool v6, bool ttl_evidence)
     EXPECT_FALSE(sent->owner_listener);
     EXPECT_TRUE(sent->owner_holder);
     EXPECT_EQ(sent->local, remote);
-    // The tracepoint has the reason since Linux 6.10 (the "rstreason" series).
-    EXPECT_EQ(sent->reason.empty(), !running_kernel().has_btf_enum("sk_rst_reason"));
+    // The tracepoint has the reason since Linux 6.10 (the "rstreason" series),
+    // and the kernel's own numbering names it.
+    EXPECT_EQ(sent->reason.has_value(), running_kernel().has_btf_enum("sk_rst_reason"));
+    if (sent->reason) {
+        EXPECT_NE(*sent->reason, ResetReason::Unknown) << "reason number " << sent->reason_code.value_or(0);
+    }
     EXPECT_EQ(collector.decode_errors(), 0u);
 }
 
@@ -807,8 +809,8 @@ TEST(BpfSession, BackendSideOfAReceivedResetComesWithIt)
     ASSERT_TRUE(received) << "seen:" << collector.describe();
     ASSERT_TRUE(sent) << "the backend's side is missing; seen:" << collector.describe();
     EXPECT_FALSE(sent->owner_known) << "the backend is not tracked";
-    EXPECT_NE(sent->current_pid, 0u) << "the backend, read when it sent the reset";
-    EXPECT_NE(sent->current_pid, static_cast<uint32_t>(getpid()));
+    EXPECT_NE(sent->on_cpu_pid, 0u) << "the backend, read when it sent the reset";
+    EXPECT_NE(sent->on_cpu_pid, static_cast<uint32_t>(getpid()));
     // A reset from close() is traced after it is sent, so after it is received on loopback.
     EXPECT_LT(std::max(sent->mono_ns, received->mono_ns) - std::min(sent->mono_ns, received->mono_ns), 1000000000u);
     EXPECT_EQ(collector.count([](const ResetEvent &e) { return e.direction == Direction::Sent; }), 1u)

@@ -1,8 +1,11 @@
 // The JSON contract and the human line for one event.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <set>
+#include <vector>
 
+#include "outputs/evidence_text.h"
 #include "outputs/format.h"
 
 using namespace rstwatch;
@@ -21,12 +24,12 @@ ResetEvent upstream_reset()
     e.role = Role::Upstream;
     e.local = "127.0.0.1:40312";
     e.remote = "127.0.0.1:8081";
-    e.state = 1;
+    e.state = TcpState::Established;
     e.owner_known = true;
     e.pid = 1234;
     e.comm = "nginx";
-    e.current_pid = 1234;
-    e.current_comm = "nginx";
+    e.on_cpu_pid = 1234;
+    e.on_cpu_comm = "nginx";
     e.sock_cookie = 77;
     e.idle_ms = 5003.14159;
     e.pool_idle_ms = 5002.9;
@@ -35,7 +38,7 @@ ResetEvent upstream_reset()
     e.bytes_received = 3482;
     e.in_request = true;
     e.reused = true;
-    e.total_retrans = 0;
+    e.retransmits = 0;
     e.packets_out = 1;
     e.mss = 1448;
     return e;
@@ -82,17 +85,30 @@ TEST(ResetJson, DiagnosisFields)
 {
     ResetEvent e = upstream_reset();
     EXPECT_TRUE(to_json(e)["cause"].is_null()) << "no diagnosis, no cause";
-    e.diagnosis = Diagnosis{Cause::KeepaliveRace, Confidence::High, {"backend socket in FIN_WAIT1"},
-                            "set keepalive_timeout 4s in the upstream block"};
+    e.diagnosis = Diagnosis{Cause::KeepaliveRace,
+                            Confidence::High,
+                            {Evidence{.code = EvidenceCode::BackendClosedState, .state = TcpState::FinWait1},
+                             Evidence{.code = EvidenceCode::PoolReuse, .ms = 5000}},
+                            Hint{.code = HintCode::BackendIdleTimeout, .idle_ms = 5000, .keepalive_ms = 4000}};
     json j = to_json(e);
     EXPECT_EQ(j["cause"], "keepalive_race");
     EXPECT_EQ(j["confidence"], "high");
-    EXPECT_EQ(j["evidence"], json::array({"backend socket in FIN_WAIT1"}));
-    EXPECT_EQ(j["hint"], "set keepalive_timeout 4s in the upstream block");
+    EXPECT_EQ(j["evidence"], json::array({"the backend had already closed this connection: its socket was in "
+                                          "FIN_WAIT1 when the request arrived",
+                                          "pooled connection reused after 5.0 s idle"}));
+    EXPECT_EQ(j["hint"], "reset on reuse after 5.0 s idle: the backend closes idle connections after at most "
+                         "5.0 s; keep keepalive_timeout in the upstream block below the backend's (4s if its "
+                         "timeout is about 5.0 s)");
     const std::string text = format_text(e);
-    EXPECT_NE(text.find(" cause=keepalive_race(high)\n    why: backend socket in FIN_WAIT1\n    fix: set "),
+    EXPECT_NE(text.find(" cause=keepalive_race(high)\n    why: the backend had already closed this connection: "
+                        "its socket was in FIN_WAIT1 when the request arrived; pooled connection reused after "
+                        "5.0 s idle\n    fix: reset on reuse after 5.0 s idle: "),
               std::string::npos)
         << text;
+
+    e.diagnosis = Diagnosis{Cause::Unknown, Confidence::Low, {Evidence{.code = EvidenceCode::RoleUnknown}}, {}};
+    EXPECT_TRUE(to_json(e)["hint"].is_null()) << "no hint is null, not \"\"";
+    EXPECT_EQ(format_text(e).find("fix:"), std::string::npos);
 }
 
 TEST(ResetJson, Values)
@@ -154,17 +170,17 @@ TEST(ResetJson, SentResetWithReasonAndKilledTask)
     ResetEvent e = upstream_reset();
     e.direction = Direction::Sent;
     e.reason_code = 11;
-    e.reason = "TCP_ABORT_ON_CLOSE";
-    e.current_exiting = true;
-    e.current_exit_signal = 9;
+    e.reason = ResetReason::TcpAbortOnClose;
+    e.on_cpu_exiting = true;
+    e.on_cpu_exit_signal = 9;
     json j = to_json(e);
     EXPECT_EQ(j["direction"], "sent");
     EXPECT_EQ(j["reason"], "TCP_ABORT_ON_CLOSE");
     EXPECT_EQ(j["on_cpu"]["exiting"], true);
     EXPECT_EQ(j["on_cpu"]["exit_signal"], 9);
 
-    // A code nobody named still says which one it was.
-    e.reason.clear();
+    // A code this build cannot name still says which one it was.
+    e.reason = ResetReason::Unknown;
     EXPECT_EQ(to_json(e)["reason"], "REASON_11");
 }
 
@@ -209,8 +225,10 @@ TEST(TextLine, UpstreamReset)
     e.idle_ms = 5003.1;
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST received upstream nginx[1234] 127.0.0.1:40312 -> "
-              "127.0.0.1:8081 ESTABLISHED idle=5003.1ms pool_idle=5002.9ms since_req=0.4ms "
-              "req=reused tx=1.2KiB rx=3.4KiB");
+              "127.0.0.1:8081 ESTABLISHED idle=5003.1ms pool_idle=5002.9ms since_request=0.4ms "
+              "req=reused bytes_sent=1.2KiB bytes_received=3.4KiB");
+    e.retransmits = 3;
+    EXPECT_NE(format_text(e).find(" bytes_received=3.4KiB retransmits=3"), std::string::npos) << format_text(e);
 }
 
 TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
@@ -220,7 +238,7 @@ TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
     e.role = Role::Other;
     e.owner_known = false;
     e.reason_code = 1;
-    e.reason = "NO_SOCKET";
+    e.reason = ResetReason::NoSocket;
     e.idle_ms.reset();
     e.pool_idle_ms.reset();
     e.since_request_ms.reset();
@@ -228,13 +246,13 @@ TEST(TextLine, SentResetUnknownOwnerShowsEvidence)
     e.bytes_received.reset();
     e.in_request = false;
     e.reused = false;
-    e.current_pid = 999;
-    e.current_comm = "python3";
-    e.current_exiting = true;
-    e.current_exit_signal = 9;
+    e.on_cpu_pid = 999;
+    e.on_cpu_comm = "python3";
+    e.on_cpu_exiting = true;
+    e.on_cpu_exit_signal = 9;
     EXPECT_EQ(format_text(e),
               "02:30:00.123456 RST sent other ? 127.0.0.1:40312 -> 127.0.0.1:8081 ESTABLISHED "
-              "reason=NO_SOCKET idle=- pool_idle=- since_req=- tx=- rx=- "
+              "reason=NO_SOCKET idle=- pool_idle=- since_request=- bytes_sent=- bytes_received=- "
               "on_cpu=python3[999](exiting, signal 9)");
 }
 
@@ -272,4 +290,190 @@ TEST(TextHelpers, Bytes)
     EXPECT_EQ(format_bytes(1024), "1.0KiB");
     EXPECT_EQ(format_bytes(5 * 1024 * 1024 + 512 * 1024), "5.5MiB");
     EXPECT_EQ(format_bytes(uint64_t{3} << 40), "3.0TiB");
+}
+
+// ---- The diagnosis in words: one rendering per code ------------------------
+
+namespace {
+
+const std::string kRetry = "`proxy_next_upstream error` retries idempotent requests on another server";
+
+struct EvidenceRendering {
+    Evidence evidence;
+    std::string words;
+};
+
+std::vector<EvidenceRendering> evidence_renderings()
+{
+    using C = EvidenceCode;
+    return {
+        {{.code = C::ClientConnection, .comm = "nginx", .address = "203.0.113.7:51000"},
+         "reset on a connection nginx accepted (its client 203.0.113.7:51000)"},
+        {{.code = C::NginxAbandoned, .comm = "nginx", .reason = ResetReason::TcpAbortOnClose, .reason_code = 11},
+         "nginx itself reset the upstream connection (reason TCP_ABORT_ON_CLOSE): it abandoned the request, as "
+         "when its client goes away"},
+        {{.code = C::NginxAbandoned, .comm = "nginx"},
+         "nginx itself reset the upstream connection: it abandoned the request, as when its client goes away"},
+        {{.code = C::RoleUnknown}, "connection role unknown: neither its connect() nor its accept() was seen"},
+        {{.code = C::NoRequestWaiting},
+         "no request was waiting: the backend had sent last (a response under way, or the connection idle in "
+         "nginx's pool)"},
+        {{.code = C::ResetAfterRequest, .ms = 350, .comm = "nginx", .reused = true},
+         "reset 350 ms after nginx sent a request on a reused connection, before any response byte"},
+        {{.code = C::ResetAfterRequest, .ms = 2500, .comm = "openresty"},
+         "reset 2.5 s after openresty sent the connection's first request, before any response byte"},
+        {{.code = C::ResetDuringRequest},
+         "reset while the connection's first request was waiting, before any response byte"},
+        {{.code = C::PoolReuse, .ms = 5000}, "pooled connection reused after 5.0 s idle"},
+        {{.code = C::BackendSentReset, .reason = ResetReason::Unknown, .reason_code = 27},
+         "the backend's side is on this host: its socket sent the reset (reason REASON_27)"},
+        {{.code = C::BackendSentReset}, "the backend's side is on this host: its socket sent the reset"},
+        {{.code = C::BackendExiting, .pid = 777, .comm = "backend", .signal = SIGABRT},
+         "pid 777 (backend) was exiting on SIGABRT when the reset left its socket"},
+        {{.code = C::OomKillsUntraced},
+         "this kernel does not trace OOM kills (oom:mark_victim): the OOM killer (backend_oom) and a kill -9 "
+         "(backend_crash) look the same"},
+        {{.code = C::BackendOomKilled, .ms = 3, .pid = 777, .comm = "backend", .rss_kb = 65536,
+          .cgroup = "/rstwatch-test"},
+         "pid 777 (backend) killed by the OOM killer 3 ms before, rss 65536 kB, cgroup /rstwatch-test"},
+        {{.code = C::BackendOomKilled, .ms = 1500, .pid = 777, .comm = "backend"},
+         "pid 777 (backend) killed by the OOM killer 1.5 s before"},
+        {{.code = C::BackendHadNoSocket, .comm = "nginx", .listener = true},
+         "the backend's kernel had no socket for this connection (only its listener answered): the backend "
+         "restarted (or its host or container did) while nginx held it"},
+        {{.code = C::BackendClosedOnData},
+         "the backend had already closed this connection: data arriving after its close was answered with a "
+         "reset"},
+        {{.code = C::BackendClosedState, .state = TcpState::TimeWait},
+         "the backend had already closed this connection: its socket was in TIME_WAIT when the request arrived"},
+        {{.code = C::BackendSegmentsStalled, .segments = 10, .mss = 1448, .timeouts = 6},
+         "the backend had 10 segments of up to 1448 bytes unacknowledged after 6 retransmission timeouts in a "
+         "row when it gave up: its large segments were not getting through"},
+        {{.code = C::BackendResetItself, .pid = 777, .comm = "backend"},
+         "pid 777 (backend) reset the connection itself without exiting"},
+        {{.code = C::BackendElsewhere},
+         "no reset from the backend's side on this host: the backend is elsewhere, its processes cannot be seen"},
+        {{.code = C::SocketlessResetsUntraced},
+         "no reset from the backend's side traced: this kernel does not trace resets sent without a socket "
+         "(Linux 6.10+), so a backend on this host that restarted or had already closed the connection leaves "
+         "none"},
+        {{.code = C::RstTtlDiffers, .rst_ttl = 64, .data_ttl = 63},
+         "RST TTL 64 vs connection TTL 63: sent by a hop closer than the backend"},
+        {{.code = C::RstTtlDiffers, .rst_ttl = 60, .data_ttl = 63},
+         "RST TTL 60 vs connection TTL 63: sent by another host than the backend"},
+        {{.code = C::NginxSegmentsStalled, .comm = "nginx", .segments = 8, .mss = 1448, .timeouts = 5},
+         "nginx had 8 segments of up to 1448 bytes unacknowledged after 5 retransmission timeouts in a row"},
+        {{.code = C::RstTtlMatches, .rst_ttl = 64}, "RST TTL 64 matches the connection's: the backend host sent it"},
+        {{.code = C::RstTtlUnknown}, "TTL of the reset unknown: a middlebox cannot be ruled out"},
+        {{.code = C::StaleReuseAlike}, "a backend restart (stale_reuse) would look the same from here"},
+        {{.code = C::CrashOomAlike},
+         "cannot tell a crash from an OOM kill or a deliberate reset without seeing the backend's processes"},
+        {{.code = C::CandidatesOnReuse},
+         "candidates: keepalive_race, stale_reuse, middlebox_idle (a reset on a reused connection)"},
+        {{.code = C::CandidatesOnFirstRequest},
+         "candidates: backend_crash, backend_oom, stale_reuse (a reset on the connection's first request)"},
+        {{.code = C::Recorded, .text = "words from the store"}, "words from the store"},
+    };
+}
+
+struct HintRendering {
+    Hint hint;
+    std::string words;
+};
+
+std::vector<HintRendering> hint_renderings()
+{
+    using H = HintCode;
+    const std::string backend = "198.18.1.2:8081";
+    return {
+        {{.code = H::None}, ""},
+        {{.code = H::ClientsGoAway}, "not an upstream failure: clients going away show as 499 in the access log"},
+        {{.code = H::NginxGaveUp}, "not an upstream failure: look for 499 (client closed) or 504 lines at that time"},
+        {{.code = H::BackendKilled, .comm = "gunicorn"},
+         "backend gunicorn was killed: check `dmesg -T | grep -i 'killed process'` for the OOM killer, and the "
+         "backend's logs; " + kRetry},
+        {{.code = H::BackendOutOfMemory, .comm = "gunicorn", .cgroup = "/system.slice/app.service"},
+         "backend gunicorn ran out of memory in /system.slice/app.service: raise its memory limit or fix its "
+         "memory use; " + kRetry},
+        {{.code = H::BackendOutOfMemory, .comm = "gunicorn"},
+         "backend gunicorn ran out of memory: raise its memory limit or fix its memory use; " + kRetry},
+        {{.code = H::BackendDied, .comm = "gunicorn", .signal = SIGSEGV},
+         "backend gunicorn died mid-request on SIGSEGV: check its logs and core dumps; " + kRetry},
+        {{.code = H::BackendsRestarted},
+         "backends restarted under pooled connections: drain nginx before restarting backends, or lower "
+         "keepalive_timeout in the upstream block"},
+        {{.code = H::BackendSegmentsLost, .address = backend, .mss = 1448},
+         "segments of 1448 bytes from 198.18.1.2:8081 are lost on the way: let ICMP 'fragmentation needed' "
+         "through, or clamp the MSS (iptables TCPMSS --clamp-mss-to-pmtu) on the path"},
+        {{.code = H::NginxSegmentsLost, .address = backend, .mss = 1448},
+         "nginx's segments of 1448 bytes to 198.18.1.2:8081 are lost on the way: check the path MTU and let ICMP "
+         "'fragmentation needed' through"},
+        {{.code = H::CheckBackendLogs}, "check the backend's logs and restarts at this time"},
+        {{.code = H::CheckBackendRestarts}, "check the backend's logs and restarts at this time; " + kRetry},
+        {{.code = H::KeepaliveBelowPoolIdle, .idle_ms = 5000, .keepalive_ms = 4000},
+         "the connection sat 5.0 s in the pool: a keepalive_timeout below that in the upstream block (4s) avoids "
+         "the reset whether the backend closed it, restarted or a middlebox forgot it; Linux 6.10+ would tell "
+         "which"},
+        {{.code = H::BackendIdleTimeout, .idle_ms = 2000, .keepalive_ms = 1600},
+         "reset on reuse after 2.0 s idle: the backend closes idle connections after at most 2.0 s; keep "
+         "keepalive_timeout in the upstream block below the backend's (1600ms if its timeout is about 2.0 s)"},
+        {{.code = H::BackendIdleTimeout, .idle_ms = 2000, .keepalive_ms = 1600, .cluster_resets = 3,
+          .cluster_median_ms = 2100},
+         "resets on reuse cluster at 2.1 s idle (3 resets, from 2.0 s): the backend closes idle connections at "
+         "about 2.0 s; set keepalive_timeout 1600ms in the upstream block (below the backend's)"},
+        {{.code = H::MiddleboxIdleTimeout, .address = backend, .idle_ms = 5000, .keepalive_ms = 4000},
+         "reset on reuse after 5.0 s idle: a middlebox between nginx and 198.18.1.2:8081 forgets flows idle for "
+         "at most 5.0 s; set keepalive_timeout 4s or lower in the upstream block, or raise the middlebox's idle "
+         "timeout"},
+        {{.code = H::MiddleboxIdleTimeout, .address = backend, .idle_ms = 5000, .keepalive_ms = 4000,
+          .cluster_resets = 4, .cluster_median_ms = 5100},
+         "resets on reuse cluster at 5.1 s idle (4 resets, from 5.0 s): a middlebox between nginx and "
+         "198.18.1.2:8081 forgets flows idle for about 5.0 s; set keepalive_timeout 4s in the upstream block, or "
+         "raise the middlebox's idle timeout"},
+        {{.code = H::RestartedUnderPool, .idle_ms = 400},
+         "reset on reuse after 400 ms idle: backends restarted under pooled connections: drain nginx before "
+         "restarting backends, or lower keepalive_timeout in the upstream block"},
+        {{.code = H::Recorded, .text = "words from the store"}, "words from the store"},
+    };
+}
+
+}  // namespace
+
+TEST(EvidenceInWords, EachCodeInWords)
+{
+    for (const auto &[evidence, words] : evidence_renderings())
+        EXPECT_EQ(evidence_text(evidence), words) << to_string(evidence.code);
+}
+
+TEST(EvidenceInWords, EveryCodeHasARenderingAbove)
+{
+    std::set<EvidenceCode> seen;
+    for (const auto &[evidence, words] : evidence_renderings())
+        seen.insert(evidence.code);
+    for (int c = 0; c <= static_cast<int>(EvidenceCode::Recorded); c++)
+        EXPECT_TRUE(seen.count(static_cast<EvidenceCode>(c))) << to_string(static_cast<EvidenceCode>(c));
+}
+
+TEST(HintInWords, EachCodeInWords)
+{
+    for (const auto &[hint, words] : hint_renderings())
+        EXPECT_EQ(hint_text(hint), words) << to_string(hint.code);
+}
+
+TEST(HintInWords, EveryCodeHasARenderingAbove)
+{
+    std::set<HintCode> seen;
+    for (const auto &[hint, words] : hint_renderings())
+        seen.insert(hint.code);
+    for (int c = 0; c <= static_cast<int>(HintCode::Recorded); c++)
+        EXPECT_TRUE(seen.count(static_cast<HintCode>(c))) << to_string(static_cast<HintCode>(c));
+}
+
+TEST(ReasonText, NameNumberOrNothing)
+{
+    EXPECT_EQ(reason_text(ResetReason::TcpTimewaitSocket, 9), "TCP_TIMEWAIT_SOCKET");
+    EXPECT_EQ(reason_text(ResetReason::TcpTimewaitSocket, std::nullopt), "TCP_TIMEWAIT_SOCKET")
+        << "read back from the store, which keeps no number";
+    EXPECT_EQ(reason_text(ResetReason::Unknown, 27), "REASON_27");
+    EXPECT_EQ(reason_text(std::nullopt, std::nullopt), "");
 }

@@ -25,7 +25,7 @@ ResetEvent upstream_reset(const std::string &remote, double idle_ms, Cause cause
     e.comm = "nginx";
     e.remote = remote;
     e.idle_ms = idle_ms;
-    e.diagnosis = Diagnosis{cause, Confidence::High, {}, ""};
+    e.diagnosis = Diagnosis{cause, Confidence::High, {}, {}};
     return e;
 }
 

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/errors.h"
+#include "outputs/evidence_text.h"
 #include "outputs/metrics.h"
 #include "outputs/reporter.h"
 #include "pipeline/pipeline.h"
@@ -72,7 +73,7 @@ struct Replayed {
 Replayed replay(const std::string &path, bool json)
 {
     CapturedOutput captured;
-    AttributionTables tables;
+    AttributionTables tables(hint_text);
     Metrics metrics;
     Replayed out;
     {
@@ -140,7 +141,7 @@ TEST(Pipeline, ReadmeSampleIsTheReplayedTextOutput)
 TEST(Pipeline, UndecodableRecordIsCountedAndTheRestGoesOn)
 {
     CapturedOutput captured;
-    AttributionTables tables;
+    AttributionTables tables(hint_text);
     Metrics metrics;
     Reporter reporter(captured.fd(), {.json_events = true});
     RecordingHeader header = replay_recording(kRecording, [](std::span<const uint8_t>) {});
@@ -169,8 +170,8 @@ TEST(Recording, WrittenRecordsReadBackInOrder)
         replay_recording(path, [&](std::span<const uint8_t> r) { records.emplace_back(r.begin(), r.end()); });
     std::filesystem::remove(path);
     EXPECT_EQ(h.realtime_offset_ns, 42);
-    EXPECT_EQ(h.decode_context().reason_name(3), "NO_SOCKET");
-    EXPECT_EQ(h.decode_context().reason_name(4), "REASON_4");
+    EXPECT_EQ(h.decode_context().reasons.reason(3), ResetReason::NoSocket);
+    EXPECT_EQ(h.decode_context().reasons.reason(4), ResetReason::Unknown);
     EXPECT_EQ(records, (std::vector<std::vector<uint8_t>>{{1, 2, 3}, {9}}));
 }
 

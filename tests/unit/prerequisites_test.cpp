@@ -26,6 +26,7 @@ struct FakeKernel : KernelFeatures {
     bool has_btf_tracepoint(const std::string &name) const override { return btf && tracepoints.count(name); }
     bool has_kernel_function(const std::string &name) const override { return btf && kfuncs.count(name); }
     bool has_btf_enum(const std::string &name) const override { return btf && enums.count(name); }
+    std::vector<std::pair<std::string, uint32_t>> btf_enum_values(const std::string &) const override { return {}; }
     bool has_struct_member(const std::string &t, const std::string &m) const override { return btf && members.count(t + "." + m); }
     bool has_classic_tracepoint(const std::string &, const std::string &name) const override
     {

@@ -1,4 +1,5 @@
-// ResetReasonNames against real and synthetic tcp_send_reset format files.
+// The running kernel's numbering of enum sk_rst_reason: from BTF enumerators,
+// and from real and synthetic tcp_send_reset format files.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -7,7 +8,8 @@
 
 #include "kernel/reset_reason_names.h"
 
-using rstwatch::ResetReasonNames;
+using rstwatch::ResetReason;
+using rstwatch::ResetReasonTable;
 namespace fs = std::filesystem;
 
 namespace {
@@ -21,18 +23,18 @@ std::string read_fixture(const std::string &name)
     return s.str();
 }
 
-ResetReasonNames parse_ok(std::string_view text)
+ResetReasonTable parse_ok(std::string_view text)
 {
     std::string error;
-    auto table = ResetReasonNames::parse_format(text, &error);
+    auto table = ResetReasonTable::parse_format(text, &error);
     EXPECT_TRUE(table.has_value()) << error;
-    return table ? *table : ResetReasonNames{};
+    return table ? *table : ResetReasonTable{};
 }
 
 std::string parse_error(std::string_view text)
 {
     std::string error;
-    auto table = ResetReasonNames::parse_format(text, &error);
+    auto table = ResetReasonTable::parse_format(text, &error);
     EXPECT_FALSE(table.has_value());
     return error;
 }
@@ -42,60 +44,91 @@ std::string parse_error(std::string_view text)
 TEST(ResetReasons, RealKernelFormat)
 {
     // Copied from /sys/kernel/tracing on Linux 6.18.
-    ResetReasonNames names = parse_ok(read_fixture("tcp_send_reset.format"));
-    EXPECT_FALSE(names.empty());
-    EXPECT_EQ(names.size(), 26u);
-    EXPECT_EQ(names.name(0), "NOT_SPECIFIED");
-    EXPECT_EQ(names.name(1), "NO_SOCKET");
-    EXPECT_EQ(names.name(9), "TCP_TIMEWAIT_SOCKET");
-    EXPECT_EQ(names.name(11), "TCP_ABORT_ON_CLOSE");
-    EXPECT_EQ(names.name(24), "ERROR");
+    ResetReasonTable table = parse_ok(read_fixture("tcp_send_reset.format"));
+    EXPECT_EQ(table.size(), 25u) << "every reason; MAX is the enum's end, no reason";
+    EXPECT_TRUE(table.unknown_names().empty()) << "this build knows every 6.18 name";
+    EXPECT_EQ(table.reason(0), ResetReason::NotSpecified);
+    EXPECT_EQ(table.reason(1), ResetReason::NoSocket);
+    EXPECT_EQ(table.reason(8), ResetReason::TcpAbortOnData);
+    EXPECT_EQ(table.reason(9), ResetReason::TcpTimewaitSocket);
+    EXPECT_EQ(table.reason(11), ResetReason::TcpAbortOnClose);
+    EXPECT_EQ(table.reason(24), ResetReason::Error);
+    EXPECT_EQ(table.reason(25), ResetReason::Unknown);
 }
 
 TEST(ResetReasons, NumberingFollowsTheKernel)
 {
     // Synthetic 6.10-shaped list: value 9 means something else there.
-    ResetReasonNames names = parse_ok(read_fixture("tcp_send_reset.v6_10.format"));
-    EXPECT_EQ(names.size(), 18u);
-    EXPECT_EQ(names.name(0), "NOT_SPECIFIED");
-    EXPECT_EQ(names.name(8), "TCP_ABORT_ON_DATA");
-    EXPECT_EQ(names.name(9), "MPTCP_RST_EUNSPEC");
-    EXPECT_EQ(names.name(16), "ERROR");
-    EXPECT_EQ(names.name(24), "REASON_24");
+    ResetReasonTable table = parse_ok(read_fixture("tcp_send_reset.v6_10.format"));
+    EXPECT_EQ(table.size(), 17u);
+    EXPECT_EQ(table.reason(0), ResetReason::NotSpecified);
+    EXPECT_EQ(table.reason(8), ResetReason::TcpAbortOnData);
+    EXPECT_EQ(table.reason(9), ResetReason::MptcpRstEunspec);
+    EXPECT_EQ(table.reason(16), ResetReason::Error);
+    EXPECT_EQ(table.reason(24), ResetReason::Unknown);
+}
+
+TEST(ResetReasons, BtfEnumerators)
+{
+    // As the kernel's BTF names them, in 6.10's numbering, with a name this
+    // build does not know.
+    ResetReasonTable table = ResetReasonTable::from_enumerators({{"SK_RST_REASON_NOT_SPECIFIED", 0},
+                                                                 {"SK_RST_REASON_TCP_TIMEWAIT_SOCKET", 9},
+                                                                 {"SK_RST_REASON_MPTCP_RST_EUNSPEC", 10},
+                                                                 {"SK_RST_REASON_TCP_SOMETHING_NEW", 30},
+                                                                 {"SK_RST_REASON_MAX", 31}});
+    EXPECT_EQ(table.size(), 4u);
+    EXPECT_EQ(table.reason(9), ResetReason::TcpTimewaitSocket);
+    EXPECT_EQ(table.reason(10), ResetReason::MptcpRstEunspec);
+    EXPECT_EQ(table.reason(30), ResetReason::Unknown);
+    EXPECT_EQ(table.unknown_names(), std::vector<std::string>{"TCP_SOMETHING_NEW=30"});
+    EXPECT_TRUE(ResetReasonTable::from_enumerators({}).empty());
+}
+
+TEST(ResetReasons, NamesRoundTrip)
+{
+    for (int r = 0; r < static_cast<int>(ResetReason::Unknown); r++) {
+        const auto reason = static_cast<ResetReason>(r);
+        EXPECT_EQ(rstwatch::reset_reason_from_name(rstwatch::reset_reason_name(reason)), reason);
+        EXPECT_EQ(rstwatch::reset_reason_from_name(std::string("SK_RST_REASON_") + rstwatch::reset_reason_name(reason)),
+                  reason);
+    }
+    EXPECT_FALSE(rstwatch::reset_reason_from_name("UNKNOWN"));
+    EXPECT_FALSE(rstwatch::reset_reason_from_name("REASON_9"));
 }
 
 TEST(ResetReasons, KernelWithoutReasonFieldGivesEmptyTable)
 {
     // 6.1-shaped: no reason; its family list ({ 2, "AF_INET" }) must not
     // be taken for reasons.
-    ResetReasonNames names = parse_ok(read_fixture("tcp_send_reset.v6_1.format"));
-    EXPECT_TRUE(names.empty());
-    EXPECT_EQ(names.name(2), "REASON_2");
+    ResetReasonTable table = parse_ok(read_fixture("tcp_send_reset.v6_1.format"));
+    EXPECT_TRUE(table.empty());
+    EXPECT_EQ(table.reason(2), ResetReason::Unknown);
 }
 
 TEST(ResetReasons, StateListIsNotTakenEvenWhenNumeric)
 {
     // Here the state list comes first and has numeric values that overlap
     // the reason numbers.
-    ResetReasonNames names = parse_ok(
+    ResetReasonTable table = parse_ok(
         "format:\n\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;\n\n"
         "print fmt: \"state=%s reason=%s\", __print_symbolic(REC->state, { 1, \"TCP_ESTABLISHED\" }, "
         "{ 2, \"TCP_SYN_SENT\" }), __print_symbolic(REC->reason, { 0, \"NOT_SPECIFIED\" }, "
         "{ 1, \"NO_SOCKET\" })\n");
-    EXPECT_EQ(names.size(), 2u);
-    EXPECT_EQ(names.name(1), "NO_SOCKET");
-    EXPECT_EQ(names.name(2), "REASON_2");
+    EXPECT_EQ(table.size(), 2u);
+    EXPECT_EQ(table.reason(1), ResetReason::NoSocket);
+    EXPECT_EQ(table.reason(2), ResetReason::Unknown);
 }
 
 TEST(ResetReasons, HexValuesAndUnresolvedSymbols)
 {
     // A symbol the kernel did not resolve to a number is skipped, not guessed.
-    ResetReasonNames names = parse_ok(
-        "print fmt: \"reason=%s\", __print_symbolic(REC->reason, { 0x1a, \"LATER\" }, "
-        "{ SK_RST_REASON_FOO, \"FOO\" }, {3,\"TIGHT\"})\n");
-    EXPECT_EQ(names.size(), 2u);
-    EXPECT_EQ(names.name(26), "LATER");
-    EXPECT_EQ(names.name(3), "TIGHT");
+    ResetReasonTable table = parse_ok(
+        "print fmt: \"reason=%s\", __print_symbolic(REC->reason, { 0x1a, \"TCP_FLAGS\" }, "
+        "{ SK_RST_REASON_FOO, \"FOO\" }, {3,\"TCP_OLD_ACK\"})\n");
+    EXPECT_EQ(table.size(), 2u);
+    EXPECT_EQ(table.reason(26), ResetReason::TcpFlags);
+    EXPECT_EQ(table.reason(3), ResetReason::TcpOldAck);
 }
 
 TEST(ResetReasons, Errors)
@@ -112,7 +145,7 @@ TEST(ResetReasons, Errors)
                   .find("malformed"),
               std::string::npos);
     // A null error pointer is allowed.
-    EXPECT_FALSE(ResetReasonNames::parse_format("nothing", nullptr).has_value());
+    EXPECT_FALSE(ResetReasonTable::parse_format("nothing", nullptr).has_value());
 }
 
 class TracefsDirs : public ::testing::Test {
@@ -138,31 +171,50 @@ protected:
     fs::path root_;
 };
 
+const std::vector<std::pair<std::string, uint32_t>> kNoEnum;
+
+TEST_F(TracefsDirs, BtfWinsOverTracefs)
+{
+    std::string tracing = tracefs_with("tracing", "tcp_send_reset.format");
+    std::string error = "stale";
+    ResetReasonTable table =
+        rstwatch::load_reset_reasons(true, {{"SK_RST_REASON_MPTCP_RST_EUNSPEC", 9}}, {tracing}, &error);
+    EXPECT_EQ(error, "");
+    EXPECT_EQ(table.reason(9), ResetReason::MptcpRstEunspec) << "BTF's numbering, not tracefs's";
+}
+
 TEST_F(TracefsDirs, FallsBackToSecondMountPoint)
 {
     std::string second = tracefs_with("debug_tracing", "tcp_send_reset.format");
     std::string error = "stale";
-    ResetReasonNames names =
-        rstwatch::load_reset_reason_names({(root_ / "missing").string(), second}, &error);
+    ResetReasonTable table = rstwatch::load_reset_reasons(true, kNoEnum, {(root_ / "missing").string(), second}, &error);
     EXPECT_EQ(error, "");
-    EXPECT_EQ(names.name(1), "NO_SOCKET");
+    EXPECT_EQ(table.reason(1), ResetReason::NoSocket);
 }
 
 TEST_F(TracefsDirs, FirstMountPointWins)
 {
     std::string first = tracefs_with("tracing", "tcp_send_reset.v6_10.format");
     std::string second = tracefs_with("debug_tracing", "tcp_send_reset.format");
-    ResetReasonNames names = rstwatch::load_reset_reason_names({first, second}, nullptr);
-    EXPECT_EQ(names.name(9), "MPTCP_RST_EUNSPEC");
+    ResetReasonTable table = rstwatch::load_reset_reasons(true, kNoEnum, {first, second}, nullptr);
+    EXPECT_EQ(table.reason(9), ResetReason::MptcpRstEunspec);
+}
+
+TEST_F(TracefsDirs, BtfWithoutTheEnumIsAKernelWithoutReasons)
+{
+    std::string error = "stale";
+    ResetReasonTable table = rstwatch::load_reset_reasons(true, kNoEnum, {(root_ / "a").string()}, &error);
+    EXPECT_TRUE(table.empty());
+    EXPECT_EQ(error, "") << "before 6.10 there is nothing to read";
 }
 
 TEST_F(TracefsDirs, NothingReadableGivesEmptyTableAndError)
 {
     std::string a = (root_ / "a").string(), b = (root_ / "b").string();
     std::string error;
-    ResetReasonNames names = rstwatch::load_reset_reason_names({a, b}, &error);
-    EXPECT_TRUE(names.empty());
-    EXPECT_EQ(names.name(11), "REASON_11");
+    ResetReasonTable table = rstwatch::load_reset_reasons(false, kNoEnum, {a, b}, &error);
+    EXPECT_TRUE(table.empty());
+    EXPECT_EQ(table.reason(11), ResetReason::Unknown);
     EXPECT_NE(error.find(a + "/events/tcp/tcp_send_reset/format"), std::string::npos) << error;
     EXPECT_NE(error.find(b + "/events/tcp/tcp_send_reset/format"), std::string::npos) << error;
 }

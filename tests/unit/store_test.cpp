@@ -34,7 +34,7 @@ ResetEvent reset(uint32_t pid, const std::string &upstream, int64_t time_ns = kT
     e.comm = "nginx";
     e.local = "127.0.0.1:40000";
     e.remote = upstream;
-    e.state = 1;
+    e.state = TcpState::Established;
     e.idle_ms = 5003.25;
     e.pool_idle_ms = 5002.5;
     e.reused = true;
@@ -42,8 +42,8 @@ ResetEvent reset(uint32_t pid, const std::string &upstream, int64_t time_ns = kT
     Diagnosis d;
     d.cause = Cause::KeepaliveRace;
     d.confidence = Confidence::High;
-    d.evidence = {"pool idle 5002.5 ms"};
-    d.hint = "set keepalive_timeout below the backend's";
+    d.evidence = {Evidence{.code = EvidenceCode::PoolReuse, .ms = 5002.5}};
+    d.hint = Hint{.code = HintCode::BackendIdleTimeout, .idle_ms = 5002.5, .keepalive_ms = 4000};
     e.diagnosis = d;
     return e;
 }
@@ -94,20 +94,19 @@ protected:
 TEST(EventJson, ResetComesBackAsTheSameJson)
 {
     ResetEvent e = reset(1234, "127.0.0.1:8081");
-    e.reason_code = 3;
-    e.reason = "TCP_ABORT_ON_DATA";
-    e.current_pid = 99;
-    e.current_comm = "backend";
-    e.current_exiting = true;
-    e.current_exit_signal = 6;
+    e.reason = ResetReason::TcpAbortOnData;
+    e.on_cpu_pid = 99;
+    e.on_cpu_comm = "backend";
+    e.on_cpu_exiting = true;
+    e.on_cpu_exit_signal = 6;
     // Every field the JSON carries, none at its default, so that one the
     // reader forgets cannot come back equal by chance.
     e.in_request = true;
     e.data_ttl = 63;
     e.rst_ttl = 64;
     e.no_socket = true;
-    e.total_retrans = 4;
-    e.stalled_retrans = 3;
+    e.retransmits = 4;
+    e.stalled_retransmits = 3;
     e.packets_out = 12;
     e.mss = 1448;
     e.sock_cookie = 77;
@@ -117,6 +116,43 @@ TEST(EventJson, ResetComesBackAsTheSameJson)
     auto back = event_from_json(to_json(Event(e)));
     ASSERT_TRUE(back);
     EXPECT_EQ(to_json(*back), to_json(Event(e)));
+    // The enums come back from their names; the words as recorded.
+    const auto &r = std::get<ResetEvent>(*back);
+    EXPECT_EQ(r.reason, ResetReason::TcpAbortOnData);
+    EXPECT_EQ(r.state, TcpState::Established);
+    ASSERT_TRUE(r.diagnosis);
+    ASSERT_EQ(r.diagnosis->evidence.size(), 1u);
+    EXPECT_EQ(r.diagnosis->evidence[0].code, EvidenceCode::Recorded);
+    EXPECT_EQ(r.diagnosis->hint.code, HintCode::Recorded);
+}
+
+TEST(EventJson, ReasonsAndStatesComeBackAsEnums)
+{
+    ResetEvent e = reset(1234, "127.0.0.1:8081");
+    e.direction = Direction::Sent;
+    e.state = TcpState::TimeWait;
+    e.reason = ResetReason::Unknown;
+    e.reason_code = 27;
+    auto back = event_from_json(to_json(Event(e)));
+    ASSERT_TRUE(back);
+    const auto &r = std::get<ResetEvent>(*back);
+    EXPECT_EQ(r.state, TcpState::TimeWait);
+    EXPECT_EQ(r.reason, ResetReason::Unknown);
+    EXPECT_EQ(r.reason_code, 27u) << "shown as REASON_27, the number comes back";
+
+    nlohmann::json j = to_json(Event(e));
+    j["reason"] = "TCP_TIMEWAIT_SOCKET";
+    j["state"] = "STATE_13";
+    back = event_from_json(j);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(std::get<ResetEvent>(*back).reason, ResetReason::TcpTimewaitSocket);
+    EXPECT_FALSE(std::get<ResetEvent>(*back).reason_code) << "a name keeps no number";
+    EXPECT_EQ(std::get<ResetEvent>(*back).state, TcpState::BoundInactive);
+
+    j["reason"] = nullptr;
+    back = event_from_json(j);
+    ASSERT_TRUE(back);
+    EXPECT_FALSE(std::get<ResetEvent>(*back).reason);
 }
 
 TEST(EventJson, ListenerOwnedClientResetComesBack)

@@ -25,10 +25,14 @@ ResetEvent reset(uint32_t pid, const std::string &upstream, std::optional<double
     e.comm = "nginx";
     e.local = "127.0.0.1:40000";
     e.remote = upstream;
-    e.state = 1;
+    e.state = TcpState::Established;
     e.idle_ms = idle_ms;
     return e;
 }
+
+// The tables take a hint's words from the outputs (hint_text); here its
+// code, so that a test sees which hint a row kept.
+std::string code_words(const Hint &h) { return std::string("<") + to_string(h.code) + ">"; }
 
 std::vector<std::string> lines_of(const std::string &text)
 {
@@ -91,7 +95,7 @@ TEST(IdleSummary, BoundedSampleStaysNearTheMedianAndKeepsExactMax)
 
 TEST(AttributionTables, CountsPerWorkerAndUpstream)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     t.add(reset(100, "10.0.0.1:8080", 10.0, kT0 + 1'000'000));
     t.add(reset(100, "10.0.0.1:8080", 30.0, kT0 + 3'000'000));
     t.add(reset(100, "10.0.0.1:8080", 20.0, kT0 + 2'000'000, Direction::Sent));
@@ -126,7 +130,7 @@ TEST(AttributionTables, CountsPerWorkerAndUpstream)
 
 TEST(AttributionTables, JsonTopLevelFields)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     json j = t.to_json();
     for (const char *field : {"type", "by_worker_upstream", "by_upstream", "idle_histogram",
                               "oom_kills", "lost", "client_side_resets", "unowned_resets",
@@ -138,7 +142,7 @@ TEST(AttributionTables, JsonTopLevelFields)
 
 TEST(AttributionTables, MissingIdleIsNullNotZero)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     t.add(reset(100, "10.0.0.1:8080", std::nullopt));
     json j = t.to_json();
     EXPECT_TRUE(j["by_worker_upstream"][0]["idle_ms_median"].is_null());
@@ -149,7 +153,7 @@ TEST(AttributionTables, MissingIdleIsNullNotZero)
 
 TEST(AttributionTables, RowsSortedByTotalResetsDescending)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     t.add(reset(100, "10.0.0.1:8080", 1.0));
     for (int i = 0; i < 3; ++i)
         t.add(reset(102, "10.0.0.3:8080", 1.0));
@@ -176,7 +180,7 @@ TEST(AttributionTables, RowsSortedByTotalResetsDescending)
 
 TEST(AttributionTables, FoldsKeysPastTheRowLimit)
 {
-    AttributionTables t(2);
+    AttributionTables t(code_words, 2);
     for (int i = 1; i <= 5; ++i)
         t.add(reset(100, "10.0.0." + std::to_string(i) + ":8080", 1.0));
     t.add(reset(100, "10.0.0.5:8080", 1.0));  // a folded key seen again
@@ -201,7 +205,7 @@ TEST(AttributionTables, FoldsKeysPastTheRowLimit)
 
 TEST(AttributionTables, OtherRowComesLastEvenWhenLargest)
 {
-    AttributionTables t(1);
+    AttributionTables t(code_words, 1);
     t.add(reset(100, "10.0.0.1:8080", 1.0));
     for (int i = 0; i < 10; ++i)
         t.add(reset(100, "10.0.0.2:8080", 1.0));
@@ -215,7 +219,7 @@ TEST(AttributionTables, OtherRowComesLastEvenWhenLargest)
 
 TEST(AttributionTables, ClientSideAndUnownedResetsStayOutOfTheTables)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     ResetEvent down = reset(100, "192.0.2.7:51000", 1.0);
     down.role = Role::Downstream;
     ResetEvent other = reset(100, "192.0.2.8:51000", 1.0);
@@ -246,7 +250,7 @@ TEST(AttributionTables, ClientSideAndUnownedResetsStayOutOfTheTables)
 
 TEST(AttributionTables, IdleHistogramInWholeMilliseconds)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     t.add(reset(100, "10.0.0.1:8080", 0.4));     // 0 -> 1
     t.add(reset(100, "10.0.0.1:8080", 1.9));     // 0 -> 1
     t.add(reset(100, "10.0.0.1:8080", 5003.1));  // 4096 -> 8191
@@ -262,7 +266,7 @@ TEST(AttributionTables, IdleHistogramInWholeMilliseconds)
 
 TEST(AttributionTables, OomKillsListed)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     OomEvent o;
     o.time_ns = kT0;
     o.pid = 4121;
@@ -294,7 +298,7 @@ TEST(AttributionTables, OomKillsListed)
 
 TEST(AttributionTables, OomKillsAreBounded)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     for (uint32_t pid = 1; pid <= AttributionTables::kMaxOomKills + 5; ++pid) {
         OomEvent o;
         o.pid = pid;
@@ -309,7 +313,7 @@ TEST(AttributionTables, OomKillsAreBounded)
 
 TEST(AttributionTables, LostCountsShown)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     t.set_lost({.ring_buffer_full = 12, .decode_errors = 3});
     json j = t.to_json();
     EXPECT_EQ(j["lost"]["ring_buffer_full"], 12);
@@ -320,7 +324,7 @@ TEST(AttributionTables, LostCountsShown)
 
 TEST(AttributionTables, EmptySectionsSayNone)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     std::string text = t.render_text();
     for (const char *title : {"Resets by nginx worker x upstream", "Resets by upstream",
                               "Idle time before reset, upstream connections (ms)", "OOM kills"})
@@ -330,29 +334,32 @@ TEST(AttributionTables, EmptySectionsSayNone)
 
 TEST(AttributionTables, ApproximateMedianIsAnnounced)
 {
-    AttributionTables t;
+    AttributionTables t(code_words);
     for (int i = 0; i < 300; ++i)
         t.add(reset(100, "10.0.0.1:8080", static_cast<double>(i)));
     EXPECT_NE(t.render_text().find("estimated from a sample of 256"), std::string::npos);
 
-    AttributionTables small;
+    AttributionTables small(code_words);
     small.add(reset(100, "10.0.0.1:8080", 1.0));
     EXPECT_EQ(small.render_text().find("estimated"), std::string::npos);
 }
 
 TEST(AttributionTables, ResetsByCauseWithHintsAndClusters)
 {
-    AttributionTables t;
-    auto diagnosed = [](ResetEvent e, Cause cause, Confidence conf, std::string hint) {
-        e.diagnosis = Diagnosis{cause, conf, {"evidence"}, std::move(hint)};
+    AttributionTables t(code_words);
+    auto diagnosed = [](ResetEvent e, Cause cause, Confidence conf, HintCode hint) {
+        e.diagnosis = Diagnosis{cause, conf, {Evidence{.code = EvidenceCode::PoolReuse}}, Hint{.code = hint}};
         return e;
     };
-    t.add(diagnosed(reset(11, "10.0.0.1:80", 5000), Cause::KeepaliveRace, Confidence::High, "set keepalive_timeout 4s"));
-    t.add(diagnosed(reset(12, "10.0.0.1:80", 5100), Cause::KeepaliveRace, Confidence::Low, ""));
-    t.add(diagnosed(reset(11, "10.0.0.1:80", 1), Cause::BackendCrash, Confidence::High, "check its logs"));
+    t.add(diagnosed(reset(11, "10.0.0.1:80", 5000), Cause::KeepaliveRace, Confidence::High,
+                    HintCode::BackendIdleTimeout));
+    t.add(diagnosed(reset(12, "10.0.0.1:80", 5100), Cause::KeepaliveRace, Confidence::Low, HintCode::None));
+    t.add(diagnosed(reset(11, "10.0.0.1:80", 1), Cause::BackendCrash, Confidence::High, HintCode::BackendDied));
     // nginx resetting its own upstream connection because the client left.
-    t.add(diagnosed(reset(11, "10.0.0.1:80", 1, kT0, Direction::Sent), Cause::ClientSide, Confidence::Medium, ""));
-    t.set_idle_clusters({IdleCluster{"10.0.0.1:80", Cause::KeepaliveRace, 2, 5000, 5000, 5100, "cluster hint"}});
+    t.add(diagnosed(reset(11, "10.0.0.1:80", 1, kT0, Direction::Sent), Cause::ClientSide, Confidence::Medium,
+                    HintCode::NginxGaveUp));
+    t.set_idle_clusters({IdleCluster{"10.0.0.1:80", Cause::KeepaliveRace, 2, 5000, 5000, 5100,
+                                     Hint{.code = HintCode::MiddleboxIdleTimeout}}});
 
     EXPECT_EQ(t.client_side_resets(), 1u) << "client-side resets never count as upstream failures";
     json j = t.to_json();
@@ -360,16 +367,18 @@ TEST(AttributionTables, ResetsByCauseWithHintsAndClusters)
     EXPECT_EQ(j["by_upstream_cause"][0]["cause"], "keepalive_race");
     EXPECT_EQ(j["by_upstream_cause"][0]["resets"], 2);
     EXPECT_EQ(j["by_upstream_cause"][0]["high_confidence"], 1);
-    EXPECT_EQ(j["by_upstream_cause"][0]["hint"], "set keepalive_timeout 4s");
+    EXPECT_EQ(j["by_upstream_cause"][0]["hint"], "<backend_idle_timeout>") << "the latest reset without one keeps it";
     EXPECT_EQ(j["by_upstream_cause"][1]["cause"], "backend_crash");
+    EXPECT_EQ(j["by_upstream_cause"][1]["hint"], "<backend_died>");
     EXPECT_EQ(j["by_worker_cause"].size(), 3u);
     EXPECT_EQ(j["by_upstream"][0]["received"], 3) << "the client-side sent reset is not in the upstream table";
     ASSERT_EQ(j["idle_clusters"].size(), 1u);
     EXPECT_EQ(j["idle_clusters"][0]["pool_idle_ms_min"], 5000);
+    EXPECT_EQ(j["idle_clusters"][0]["hint"], "<middlebox_idle_timeout>");
 
     const std::string text = t.render_text();
     EXPECT_NE(text.find("Upstream resets by cause"), std::string::npos);
-    EXPECT_NE(text.find("10.0.0.1:80 keepalive_race: set keepalive_timeout 4s"), std::string::npos) << text;
+    EXPECT_NE(text.find("10.0.0.1:80 keepalive_race: <backend_idle_timeout>"), std::string::npos) << text;
     EXPECT_NE(text.find("Pool idle clusters"), std::string::npos);
-    EXPECT_NE(text.find("10.0.0.1:80: cluster hint"), std::string::npos) << text;
+    EXPECT_NE(text.find("10.0.0.1:80: <middlebox_idle_timeout>"), std::string::npos) << text;
 }
