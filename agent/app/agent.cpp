@@ -459,15 +459,10 @@ int print_kernel_check(const KernelFeatures &kernel, const std::vector<std::stri
 int run_agent(const RunSettings &settings)
 {
     const KernelFeatures &kernel = running_kernel();
-    auto missing = missing_prerequisites(kernel);
     if (settings.check)
-        return print_kernel_check(kernel, missing, settings.json);
-    if (!missing.empty()) {
-        std::string all;
-        for (const auto &m : missing)
-            all += (all.empty() ? "" : "; ") + m;
-        throw FatalError(all);
-    }
+        return print_kernel_check(kernel, missing_prerequisites(kernel), settings.json);
+    // main() has refused a kernel or privileges that cannot run the agent
+    // (app/preflight.h, check_before_start).
     return AgentRun(settings, kernel).run();
 }
 

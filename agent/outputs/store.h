@@ -4,10 +4,11 @@
 // changes.
 //
 // Store is one connection, used by one thread. StoreWriter owns the writing
-// connection on its own thread behind a bounded queue, so a reset storm
-// never slows the ring-buffer consumer: a full queue drops (and counts)
-// records instead of blocking, and a batch is committed at least once a
-// second, which bounds what a SIGKILL can lose. Checkpoints (WAL into the
+// connection on its own thread behind a bounded queue. When the queue is
+// full the consumer waits only as Options::wait_for_room allows (the agent:
+// while the ring buffer is less than half full), then drops and counts the
+// record; a batch is committed every commit_interval, which bounds what a
+// SIGKILL can lose. Checkpoints (WAL into the
 // database file, with its fsyncs) run on a third thread, so that a slow
 // disk does not stall the writer while the queue fills.
 #pragma once
