@@ -77,7 +77,7 @@ public:
         uint64_t left_unread = 0;
     };
     Drained stop_and_drain();
-    static constexpr uint64_t kStopDrainNs = 300'000'000;
+    static constexpr uint64_t kStopDrainNs = 200'000'000;
 
     // One pass's bounds. 16384 records is 3 MiB of resets, about 80 ms of
     // the pipeline at full speed on this project's 2-core test machine.

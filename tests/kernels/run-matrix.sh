@@ -11,6 +11,9 @@ deb=$(ls build/rstwatch_*_amd64.deb 2>/dev/null | head -n 1)
 # index every man page under emulation.
 dpkg --no-triggers -i "$deb" >/dev/null
 export RSTWATCH_BIN=/usr/bin/rstwatch
+# A TCG guest runs several times slower than the host: tests that bound a
+# wall-clock time (a stop in a storm) allow this many times more.
+export RSTWATCH_TIME_SCALE=4
 "$RSTWATCH_BIN" run --check
 status=0
 ctest --test-dir build -L 'privileged|scenarios' -E 'Soak' --output-on-failure --timeout 300 "$@" || status=$?

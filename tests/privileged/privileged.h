@@ -14,6 +14,8 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -184,6 +186,15 @@ public:
 private:
     pid_t pid_;
 };
+
+// A wall-clock bound of the host, times RSTWATCH_TIME_SCALE (the kernel
+// matrix sets it: a TCG guest is several times slower than the host).
+inline std::chrono::milliseconds time_limit(std::chrono::milliseconds on_the_host)
+{
+    const char *scale = std::getenv("RSTWATCH_TIME_SCALE");
+    const int factor = scale ? std::max(1, std::atoi(scale)) : 1;
+    return on_the_host * factor;
+}
 
 inline int listen_on_loopback(bool v6)
 {
