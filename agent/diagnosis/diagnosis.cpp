@@ -195,6 +195,14 @@ void Diagnoser::diagnose_with_backend_side(const ResetEvent &r, const ResetEvent
     }
 }
 
+// The signals that stop a process on purpose (a deploy, a scale-down, a
+// restart), and exit() itself (no signal); any other (SIGSEGV, SIGABRT,
+// SIGBUS, a SIGKILL that is not the OOM killer's, ...) is a crash.
+static bool stopped_on_purpose(int exit_signal)
+{
+    return exit_signal == 0 || exit_signal == SIGTERM || exit_signal == SIGINT || exit_signal == SIGQUIT;
+}
+
 // The backend's task was exiting when its socket sent the reset.
 void Diagnoser::diagnose_backend_exit(const ResetEvent &r, const ResetEvent &peer, Diagnosis &d) const
 {
@@ -220,10 +228,13 @@ void Diagnoser::diagnose_backend_exit(const ResetEvent &r, const ResetEvent &pee
         d.hint = Hint{.code = HintCode::BackendOutOfMemory, .comm = peer.on_cpu_comm, .cgroup = oom->cgroup};
         return;
     }
-    d.cause = Cause::BackendCrash;
+    const bool stopped = stopped_on_purpose(peer.on_cpu_exit_signal);
+    d.cause = stopped ? Cause::BackendShutdown : Cause::BackendCrash;
     d.confidence = Confidence::High;
     d.evidence.push_back(exiting);
-    d.hint = Hint{.code = HintCode::BackendDied, .comm = peer.on_cpu_comm, .signal = peer.on_cpu_exit_signal};
+    d.hint = Hint{.code = stopped ? HintCode::BackendStopped : HintCode::BackendDied,
+                  .comm = peer.on_cpu_comm,
+                  .signal = peer.on_cpu_exit_signal};
 }
 
 // No backend side traced: what nginx's own socket and the reset segment say.

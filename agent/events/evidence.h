@@ -22,6 +22,7 @@ enum class Cause {
     MiddleboxIdle,
     StaleReuse,
     MtuBlackhole,
+    BackendShutdown,  // stopped on purpose (SIGTERM, SIGINT, SIGQUIT, exit) with nginx's request open
     ClientSide,
     Unknown,
 };
@@ -98,6 +99,7 @@ enum class HintCode : uint8_t {
     BackendKilled,          // comm: SIGKILL, OOM killer or kill -9 (untraced)
     BackendOutOfMemory,     // comm, cgroup
     BackendDied,            // comm, signal
+    BackendStopped,         // comm, signal (0: it called exit): drain before stopping
     BackendsRestarted,      // drain nginx before restarting backends
     BackendSegmentsLost,    // mss, address (the backend): path MTU
     NginxSegmentsLost,      // mss, address (the backend): path MTU

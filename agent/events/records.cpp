@@ -10,7 +10,7 @@ namespace rstwatch {
 namespace {
 
 constexpr const char *kCauseNames[] = {"backend_crash", "backend_oom", "keepalive_race", "middlebox_idle",
-                                       "stale_reuse",   "mtu_blackhole", "client_side", "unknown"};
+                                       "stale_reuse",   "mtu_blackhole", "backend_shutdown", "client_side", "unknown"};
 
 // In TcpState's order, from 0 (which no socket is in).
 constexpr const char *kTcpStateNames[] = {
@@ -32,7 +32,7 @@ static_assert(std::size(kEvidenceNames) == static_cast<size_t>(EvidenceCode::Rec
 
 constexpr const char *kHintNames[] = {
     "none",                  "clients_go_away",        "nginx_gave_up",
-    "backend_killed",        "backend_out_of_memory",  "backend_died",
+    "backend_killed",        "backend_out_of_memory",  "backend_died",          "backend_stopped",
     "backends_restarted",    "backend_segments_lost",  "nginx_segments_lost",
     "check_backend_logs",    "check_backend_restarts", "keepalive_below_pool_idle",
     "backend_idle_timeout",  "middlebox_idle_timeout", "restarted_under_pool",

@@ -78,7 +78,8 @@ std::string backend_side_text(const Evidence &e)
     case EvidenceCode::BackendSentReset:
         return "the backend's side is on this host: its socket sent the reset" + reason_suffix(e);
     case EvidenceCode::BackendExiting:
-        return process_text(e.pid, e.comm) + " was exiting on " + signal_name(e.signal) +
+        return process_text(e.pid, e.comm) + " was exiting " +
+               (e.signal ? "on " + signal_name(e.signal) : std::string("without a signal (it called exit)")) +
                " when the reset left its socket";
     case EvidenceCode::BackendOomKilled: return oom_kill_text(e);
     case EvidenceCode::BackendHadNoSocket:
@@ -242,6 +243,11 @@ std::string hint_text(const Hint &h)
     case HintCode::BackendDied:
         return "backend " + h.comm + " died mid-request on " + signal_name(h.signal) +
                ": check its logs and core dumps; " + kRetryElsewhere;
+    case HintCode::BackendStopped:
+        return "backend " + h.comm + " was stopped" + (h.signal ? " on " + signal_name(h.signal) : std::string()) +
+               " with nginx's request open (a deploy, a scale-down, a restart without drain): drain before stopping "
+               "it (stop accepting, let open requests finish; in Kubernetes a preStop hook and "
+               "terminationGracePeriodSeconds); " + kRetryElsewhere;
     case HintCode::BackendsRestarted:
         return "backends restarted under pooled connections: drain nginx before restarting backends, or lower "
                "keepalive_timeout in the upstream block";

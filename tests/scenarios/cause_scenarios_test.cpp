@@ -57,6 +57,7 @@ std::unique_ptr<Scenario> run(std::unique_ptr<Scenario> s, RunResult &r) {
 
 CAUSE_TEST(BackendCrash, make_backend_crash(false))
 CAUSE_TEST(BackendCrashIPv6, make_backend_crash(true))
+CAUSE_TEST(BackendShutdown, make_backend_shutdown(false))
 CAUSE_TEST(BackendOom, make_backend_oom(false))
 CAUSE_TEST(KeepaliveRace, make_keepalive_race(false))
 CAUSE_TEST(KeepaliveRaceIPv6, make_keepalive_race(true))

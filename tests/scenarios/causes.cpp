@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -103,26 +104,34 @@ protected:
     std::unique_ptr<ChildProcess> backend_;
 };
 
-// backend_crash: the backend reads the request head and abort()s with the
-// body unread; closing a socket with unread data sends a RST (RFC 2525 2.17).
-class BackendCrash : public LoopbackScenario {
+// The backend reads the request head and dies with the body unread; closing
+// a socket with unread data sends a RST (RFC 2525 2.17).
+//   backend_crash     abort(): SIGABRT
+//   backend_shutdown  a deploy without drain: SIGTERM, default action
+class BackendDies : public LoopbackScenario {
 public:
-    explicit BackendCrash(bool ipv6) : ipv6_(ipv6) {}
-    std::string name() const override { return "backend_crash"; }
-    std::string expected_cause() const override { return "backend_crash"; }
-    std::vector<std::string> expected_evidence() const override { return {"was exiting on SIGABRT when the reset left its socket", "before any response byte"}; }
-    void setup(NetnsLab &) override { start_loopback(ipv6_, {"--mode", "crash", "--quiet"}); }
+    BackendDies(bool ipv6, std::string cause, std::string mode, int signal)
+        : ipv6_(ipv6), cause_(std::move(cause)), mode_(std::move(mode)), signal_(signal) {}
+    std::string name() const override { return cause_; }
+    std::string expected_cause() const override { return cause_; }
+    std::vector<std::string> expected_evidence() const override {
+        return {"was exiting on SIG" + std::string(sigabbrev_np(signal_)) + " when the reset left its socket",
+                "before any response byte"};
+    }
+    void setup(NetnsLab &) override { start_loopback(ipv6_, {"--mode", mode_, "--quiet"}); }
     void trigger(const Front &f) override { trigger_statuses.push_back(f.request("POST", "/orders", kBody)); }
     std::string check_reproduction() const override {
         auto st = backend_->wait(3s);
-        if (!st) return "the crash backend is still running";
-        if (!(WIFSIGNALED(*st) && WTERMSIG(*st) == SIGABRT))
-            return "backend ended with " + ChildProcess::describe_status(*st) + ", not SIGABRT";
+        if (!st) return "the " + mode_ + " backend is still running";
+        if (!(WIFSIGNALED(*st) && WTERMSIG(*st) == signal_))
+            return "backend ended with " + ChildProcess::describe_status(*st) + ", not SIG" + sigabbrev_np(signal_);
         return "";
     }
 
 private:
     bool ipv6_;
+    std::string cause_, mode_;
+    int signal_;
 };
 
 // backend_oom: the backend runs in a memory cgroup limited to 64 MiB, reads
@@ -409,7 +418,12 @@ public:
 
 }  // namespace
 
-std::unique_ptr<Scenario> make_backend_crash(bool ipv6) { return std::make_unique<BackendCrash>(ipv6); }
+std::unique_ptr<Scenario> make_backend_crash(bool ipv6) {
+    return std::make_unique<BackendDies>(ipv6, "backend_crash", "crash", SIGABRT);
+}
+std::unique_ptr<Scenario> make_backend_shutdown(bool ipv6) {
+    return std::make_unique<BackendDies>(ipv6, "backend_shutdown", "shutdown", SIGTERM);
+}
 std::unique_ptr<Scenario> make_backend_oom(bool ipv6) { return std::make_unique<BackendOom>(ipv6); }
 std::unique_ptr<Scenario> make_keepalive_race(bool ipv6) { return std::make_unique<KeepaliveRace>(ipv6); }
 std::unique_ptr<Scenario> make_middlebox_idle(bool ipv6) { return std::make_unique<MiddleboxIdle>(ipv6); }

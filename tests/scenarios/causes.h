@@ -9,6 +9,7 @@
 namespace rstwatch::scenarios {
 
 std::unique_ptr<Scenario> make_backend_crash(bool ipv6);
+std::unique_ptr<Scenario> make_backend_shutdown(bool ipv6);
 std::unique_ptr<Scenario> make_backend_oom(bool ipv6);
 std::unique_ptr<Scenario> make_keepalive_race(bool ipv6);
 std::unique_ptr<Scenario> make_middlebox_idle(bool ipv6);

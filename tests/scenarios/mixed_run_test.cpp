@@ -31,6 +31,7 @@ struct Mixed {
 std::unique_ptr<Mixed> run_mixed() {
     auto m = std::make_unique<Mixed>();
     m->owned.push_back(make_backend_crash(false));
+    m->owned.push_back(make_backend_shutdown(false));
     m->owned.push_back(make_backend_oom(false));
     m->owned.push_back(make_keepalive_race(false));
     m->owned.push_back(make_middlebox_idle(false));

@@ -7,6 +7,8 @@
 //   --mode crash  reads only the request head, then abort()s with the body still
 //                 unread: on close the kernel answers unread data with a RST
 //                 (RFC 2525 2.17), which is what a backend crash looks like to nginx.
+//   --mode shutdown  like crash, but ends on SIGTERM with its default action:
+//                 a deploy that stops the backend without draining it.
 //   --mode reset  like crash, but only the connection dies (SO_LINGER 0 + close):
 //                 the backend process stays up and keeps accepting.
 //   --mode oom    reads only the request head, then allocates and touches memory
@@ -49,7 +51,7 @@
 
 namespace {
 
-enum class Mode { Ok, Crash, Reset, Oom, Slow };
+enum class Mode { Ok, Crash, Shutdown, Reset, Oom, Slow };
 
 struct Options {
     std::string listen = "127.0.0.1:0";
@@ -67,7 +69,7 @@ void on_signal(int) { g_stop.store(true); }
 
 [[noreturn]] void usage(int status) {
     std::fprintf(status == 0 ? stdout : stderr,
-                 "usage: rstwatch-test-backend --listen ADDR:PORT [--mode ok|crash|reset|oom|slow]\n"
+                 "usage: rstwatch-test-backend --listen ADDR:PORT [--mode ok|crash|shutdown|reset|oom|slow]\n"
                  "                             [--keepalive-timeout MS] [--quiet]\n"
                  "                             [--oom-max-mb N] [--require-cgroup TEXT] [--slow-bytes N]\n"
                  "  ADDR is IPv4 (127.0.0.1) or bracketed IPv6 ([::1]); PORT 0 picks one.\n"
@@ -260,6 +262,12 @@ void serve(int fd, const Options &opt) {
             }
             std::abort();
         }
+        if (opt.mode == Mode::Shutdown) {
+            // Not the handler that ends this backend cleanly: the default
+            // action, as for a server that does not drain on SIGTERM.
+            signal(SIGTERM, SIG_DFL);
+            raise(SIGTERM);
+        }
         if (opt.mode == Mode::Reset) {
             linger l{1, 0};
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
@@ -296,6 +304,7 @@ int main(int argc, char **argv) {
             std::string m = value();
             if (m == "ok") opt.mode = Mode::Ok;
             else if (m == "crash") opt.mode = Mode::Crash;
+            else if (m == "shutdown") opt.mode = Mode::Shutdown;
             else if (m == "reset") opt.mode = Mode::Reset;
             else if (m == "oom") opt.mode = Mode::Oom;
             else if (m == "slow") opt.mode = Mode::Slow;

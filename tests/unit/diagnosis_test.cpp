@@ -155,6 +155,31 @@ TEST(Diagnosis, BackendExitingOnSignalIsACrash)
     EXPECT_EQ(result.hint.signal, SIGABRT);
 }
 
+// A deploy, a scale-down, a restart without drain: the backend was stopped
+// on purpose with nginx's request open. Told from a crash by the signal.
+TEST(Diagnosis, BackendStoppedOnPurposeIsAShutdownNotACrash)
+{
+    for (int sig : {SIGTERM, SIGINT, SIGQUIT, 0}) {
+        Diagnoser d;
+        auto result = diagnose_after(d, {exiting(backend_sent(100, ResetReason::TcpAbortOnClose), sig)},
+                                     nginx_received(100));
+        EXPECT_EQ(result.cause, Cause::BackendShutdown) << "signal " << sig;
+        EXPECT_EQ(result.confidence, Confidence::High);
+        const Evidence *exit = find(result, EvidenceCode::BackendExiting);
+        ASSERT_TRUE(exit) << all_evidence(result);
+        EXPECT_EQ(exit->signal, sig);
+        EXPECT_EQ(result.hint.code, HintCode::BackendStopped);
+        EXPECT_EQ(result.hint.signal, sig);
+    }
+    for (int sig : {SIGSEGV, SIGABRT, SIGBUS, SIGILL, SIGFPE}) {
+        Diagnoser d;
+        auto result = diagnose_after(d, {exiting(backend_sent(100, ResetReason::TcpAbortOnClose), sig)},
+                                     nginx_received(100));
+        EXPECT_EQ(result.cause, Cause::BackendCrash) << "signal " << sig;
+        EXPECT_EQ(result.hint.code, HintCode::BackendDied);
+    }
+}
+
 TEST(Diagnosis, BackendKilledByOomKillerIsOom)
 {
     Diagnoser d;
@@ -528,7 +553,8 @@ TEST(Diagnosis, AnOrphanedBackendSocketWithoutAReasonIsAKeepaliveRace)
 TEST(Diagnosis, CauseNamesRoundTrip)
 {
     for (Cause c : {Cause::BackendCrash, Cause::BackendOom, Cause::KeepaliveRace, Cause::MiddleboxIdle,
-                    Cause::StaleReuse, Cause::MtuBlackhole, Cause::ClientSide, Cause::Unknown})
+                    Cause::StaleReuse, Cause::MtuBlackhole, Cause::BackendShutdown, Cause::ClientSide,
+                    Cause::Unknown})
         EXPECT_EQ(cause_from_string(to_string(c)), c);
     EXPECT_FALSE(cause_from_string("gremlins"));
 }

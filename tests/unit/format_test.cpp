@@ -330,6 +330,8 @@ std::vector<EvidenceRendering> evidence_renderings()
         {{.code = C::BackendSentReset}, "the backend's side is on this host: its socket sent the reset"},
         {{.code = C::BackendExiting, .pid = 777, .comm = "backend", .signal = SIGABRT},
          "pid 777 (backend) was exiting on SIGABRT when the reset left its socket"},
+        {{.code = C::BackendExiting, .pid = 777, .comm = "backend", .signal = 0},
+         "pid 777 (backend) was exiting without a signal (it called exit) when the reset left its socket"},
         {{.code = C::OomKillsUntraced},
          "this kernel does not trace OOM kills (oom:mark_victim): the OOM killer (backend_oom) and a kill -9 "
          "(backend_crash) look the same"},
@@ -399,6 +401,14 @@ std::vector<HintRendering> hint_renderings()
          "backend gunicorn ran out of memory: raise its memory limit or fix its memory use; " + kRetry},
         {{.code = H::BackendDied, .comm = "gunicorn", .signal = SIGSEGV},
          "backend gunicorn died mid-request on SIGSEGV: check its logs and core dumps; " + kRetry},
+        {{.code = H::BackendStopped, .comm = "gunicorn", .signal = SIGTERM},
+         "backend gunicorn was stopped on SIGTERM with nginx's request open (a deploy, a scale-down, a restart "
+         "without drain): drain before stopping it (stop accepting, let open requests finish; in Kubernetes a "
+         "preStop hook and terminationGracePeriodSeconds); " + kRetry},
+        {{.code = H::BackendStopped, .comm = "gunicorn"},
+         "backend gunicorn was stopped with nginx's request open (a deploy, a scale-down, a restart without "
+         "drain): drain before stopping it (stop accepting, let open requests finish; in Kubernetes a preStop "
+         "hook and terminationGracePeriodSeconds); " + kRetry},
         {{.code = H::BackendsRestarted},
          "backends restarted under pooled connections: drain nginx before restarting backends, or lower "
          "keepalive_timeout in the upstream block"},
