@@ -265,9 +265,16 @@ void Diagnoser::diagnose_from_afar(const ResetEvent &r, Diagnosis &d) const
     if (!kernel_.socketless_sent_resets && (r.in_request || reused)) {
         unknown_without_socketless_resets(r, d);
     } else if (reused && prompt) {
-        d.cause = Cause::KeepaliveRace;
+        // A backend that closed the idle connection, a backend host that
+        // restarted, a middlebox that forgot the flow, and a backend that
+        // crashed mid-request all answer the reused connection's first
+        // segment with a reset: from here, no cause.
+        d.cause = Cause::Unknown;
         d.confidence = Confidence::Low;
-        d.evidence.push_back(fact(EvidenceCode::StaleReuseAlike));
+        d.evidence.push_back(fact(EvidenceCode::CandidatesOnReuse));
+        d.hint = Hint{.code = HintCode::KeepaliveBelowPoolIdleRemote,
+                      .idle_ms = *r.pool_idle_ms,
+                      .keepalive_ms = keepalive_below(*r.pool_idle_ms)};
     } else if (r.in_request && !reused && r.rst_ttl && r.rst_ttl == r.data_ttl) {
         d.cause = Cause::BackendCrash;
         d.confidence = Confidence::Low;

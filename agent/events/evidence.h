@@ -106,6 +106,7 @@ enum class HintCode : uint8_t {
     CheckBackendLogs,       // a crash seen from afar
     CheckBackendRestarts,   // unknown cause on a first request
     KeepaliveBelowPoolIdle, // idle_ms, keepalive_ms: unknown cause on reuse
+    KeepaliveBelowPoolIdleRemote, // idle_ms, keepalive_ms: the same, the backend on another host
     // From the pool idle times of an upstream's resets (idle_ms: the reset's,
     // or the smallest in its cluster; cluster_resets, cluster_median_ms):
     BackendIdleTimeout,     // idle, keepalive_ms: the backend closes idle connections

@@ -34,7 +34,7 @@ constexpr const char *kHintNames[] = {
     "none",                  "clients_go_away",        "nginx_gave_up",
     "backend_killed",        "backend_out_of_memory",  "backend_died",          "backend_stopped",
     "backends_restarted",    "backend_segments_lost",  "nginx_segments_lost",
-    "check_backend_logs",    "check_backend_restarts", "keepalive_below_pool_idle",
+    "check_backend_logs",    "check_backend_restarts", "keepalive_below_pool_idle", "keepalive_below_pool_idle_remote",
     "backend_idle_timeout",  "middlebox_idle_timeout", "restarted_under_pool",
     "recorded"};
 static_assert(std::size(kHintNames) == static_cast<size_t>(HintCode::Recorded) + 1);

@@ -267,6 +267,12 @@ std::string hint_text(const Hint &h)
                " in the pool: a keepalive_timeout below that in the upstream block (" + nginx_time(h.keepalive_ms) +
                ") avoids the reset whether the backend closed it, restarted or a middlebox forgot it; Linux 6.10+ "
                "would tell which";
+    case HintCode::KeepaliveBelowPoolIdleRemote:
+        return "the connection sat " + duration_text(h.idle_ms) +
+               " in the pool: a keepalive_timeout below that in the upstream block (" + nginx_time(h.keepalive_ms) +
+               ") avoids the reset whether the backend closed it, restarted or a middlebox forgot it; what tells "
+               "them apart: rstwatch run --ttl-evidence (a middlebox's reset has another TTL), the backend's "
+               "idle timeout and its restarts at that time";
     case HintCode::BackendIdleTimeout:
     case HintCode::MiddleboxIdleTimeout:
     case HintCode::RestartedUnderPool: return idle_hint_text(h);

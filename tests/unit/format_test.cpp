@@ -420,6 +420,11 @@ std::vector<HintRendering> hint_renderings()
          "'fragmentation needed' through"},
         {{.code = H::CheckBackendLogs}, "check the backend's logs and restarts at this time"},
         {{.code = H::CheckBackendRestarts}, "check the backend's logs and restarts at this time; " + kRetry},
+        {{.code = H::KeepaliveBelowPoolIdleRemote, .idle_ms = 5000, .keepalive_ms = 4000},
+         "the connection sat 5.0 s in the pool: a keepalive_timeout below that in the upstream block (4s) avoids "
+         "the reset whether the backend closed it, restarted or a middlebox forgot it; what tells them apart: "
+         "rstwatch run --ttl-evidence (a middlebox's reset has another TTL), the backend's idle timeout and its "
+         "restarts at that time"},
         {{.code = H::KeepaliveBelowPoolIdle, .idle_ms = 5000, .keepalive_ms = 4000},
          "the connection sat 5.0 s in the pool: a keepalive_timeout below that in the upstream block (4s) avoids "
          "the reset whether the backend closed it, restarted or a middlebox forgot it; Linux 6.10+ would tell "
