@@ -695,7 +695,7 @@ TEST(AlwaysOn, AStormHoldsUpNeitherStopNorDumpNorMetrics)
 
     EXPECT_EQ(dump.status, 0) << dump.err;
     EXPECT_LT(dump_took, rwtest::time_limit(1s)) << "dump during a storm";
-    EXPECT_GT(aborted_during, 1000u) << "the storm itself stalled: " << connect_failures << " connects failed";
+    EXPECT_GT(aborted_during, 1000u / rwtest::time_scale()) << "the storm itself stalled: " << connect_failures << " connects failed";
     EXPECT_GT(taken_after, taken_before) << "the metrics stood still in a storm of " << aborted_during
                                          << " aborted connections";
     ASSERT_TRUE(status && WIFEXITED(*status)) << agent.stderr_text();
@@ -722,7 +722,8 @@ TEST(AlwaysOn, AStormHoldsUpNeitherStopNorDumpNorMetrics)
     const int64_t counted = number_before("not written") + number_before("records were still in the ring buffer") +
                             number_before("unresolved");
     const int64_t stored = sql_int(dir / "rstwatch.db", "SELECT count(*) FROM records");
-    EXPECT_GT(written_by_bpf, 10'000) << "not much of a storm: " << aborted << " connections aborted";
+    // In a TCG guest the generator is as much slower as everything else.
+    EXPECT_GT(written_by_bpf, 10'000 / rwtest::time_scale()) << "not much of a storm: " << aborted << " connections aborted";
     EXPECT_LE(stored, written_by_bpf);
     EXPECT_GE(stored + counted, written_by_bpf) << lines_matching(err, "not written|still in the ring|detached");
 }

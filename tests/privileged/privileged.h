@@ -187,13 +187,18 @@ private:
     pid_t pid_;
 };
 
-// A wall-clock bound of the host, times RSTWATCH_TIME_SCALE (the kernel
-// matrix sets it: a TCG guest is several times slower than the host).
-inline std::chrono::milliseconds time_limit(std::chrono::milliseconds on_the_host)
+// RSTWATCH_TIME_SCALE, at least 1: the kernel matrix sets it, a TCG guest
+// being several times slower than the host.
+inline int time_scale()
 {
     const char *scale = std::getenv("RSTWATCH_TIME_SCALE");
-    const int factor = scale ? std::max(1, std::atoi(scale)) : 1;
-    return on_the_host * factor;
+    return scale ? std::max(1, std::atoi(scale)) : 1;
+}
+
+// A wall-clock bound of the host, scaled.
+inline std::chrono::milliseconds time_limit(std::chrono::milliseconds on_the_host)
+{
+    return on_the_host * time_scale();
 }
 
 inline int listen_on_loopback(bool v6)
