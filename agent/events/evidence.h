@@ -58,7 +58,6 @@ enum class EvidenceCode : uint8_t {
     NginxSegmentsStalled,  // comm, segments, mss, timeouts: nginx's segments were not acknowledged
     RstTtlMatches,         // rst_ttl: the backend's host sent it
     RstTtlUnknown,         // a middlebox cannot be ruled out
-    StaleReuseAlike,       // a backend restart would look the same
     CrashOomAlike,         // a crash, an OOM kill and a deliberate reset look the same from here
     CandidatesOnReuse,     // keepalive_race, stale_reuse or middlebox_idle
     CandidatesOnFirstRequest,  // backend_crash, backend_oom or stale_reuse

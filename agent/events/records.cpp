@@ -26,7 +26,7 @@ constexpr const char *kEvidenceNames[] = {
     "backend_closed_on_data", "backend_closed_state",  "backend_segments_stalled",
     "backend_reset_itself",  "backend_elsewhere",      "socketless_resets_untraced",
     "rst_ttl_differs",       "nginx_segments_stalled", "rst_ttl_matches",
-    "rst_ttl_unknown",       "stale_reuse_alike",      "crash_oom_alike",
+    "rst_ttl_unknown",       "crash_oom_alike",
     "candidates_on_reuse",   "candidates_on_first_request", "recorded"};
 static_assert(std::size(kEvidenceNames) == static_cast<size_t>(EvidenceCode::Recorded) + 1);
 

@@ -124,7 +124,6 @@ std::string from_afar_text(const Evidence &e)
     case EvidenceCode::RstTtlMatches:
         return printf_string("RST TTL %u matches the connection's: the backend host sent it", e.rst_ttl);
     case EvidenceCode::RstTtlUnknown: return "TTL of the reset unknown: a middlebox cannot be ruled out";
-    case EvidenceCode::StaleReuseAlike: return "a backend restart (stale_reuse) would look the same from here";
     case EvidenceCode::CrashOomAlike:
         return "cannot tell a crash from an OOM kill or a deliberate reset without seeing the backend's processes";
     case EvidenceCode::CandidatesOnReuse:
@@ -217,7 +216,6 @@ std::string evidence_text(const Evidence &e)
     case EvidenceCode::NginxSegmentsStalled:
     case EvidenceCode::RstTtlMatches:
     case EvidenceCode::RstTtlUnknown:
-    case EvidenceCode::StaleReuseAlike:
     case EvidenceCode::CrashOomAlike:
     case EvidenceCode::CandidatesOnReuse:
     case EvidenceCode::CandidatesOnFirstRequest: return from_afar_text(e);

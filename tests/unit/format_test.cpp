@@ -367,7 +367,6 @@ std::vector<EvidenceRendering> evidence_renderings()
          "nginx had 8 segments of up to 1448 bytes unacknowledged after 5 retransmission timeouts in a row"},
         {{.code = C::RstTtlMatches, .rst_ttl = 64}, "RST TTL 64 matches the connection's: the backend host sent it"},
         {{.code = C::RstTtlUnknown}, "TTL of the reset unknown: a middlebox cannot be ruled out"},
-        {{.code = C::StaleReuseAlike}, "a backend restart (stale_reuse) would look the same from here"},
         {{.code = C::CrashOomAlike},
          "cannot tell a crash from an OOM kill or a deliberate reset without seeing the backend's processes"},
         {{.code = C::CandidatesOnReuse},
