@@ -140,7 +140,8 @@ static __always_inline void fill_tuple_from_skb(struct rw_reset_record *rec, con
  * and the gap between the two stamps is how long it sat idle in the pool.
  * Equal stamps (within one jiffy) count as open only before any answer.
  */
-static __always_inline void fill_turn(struct rw_reset_record *rec, __u8 role, __u32 last_send, __u32 last_recv)
+static __always_inline void fill_turn(struct rw_reset_record *rec, __u8 role, __u32 last_send, __u32 last_recv,
+				      __u32 last_ack)
 {
 	__u32 client_last = role == RW_ROLE_DOWNSTREAM ? last_recv : last_send;
 	__u32 server_last = role == RW_ROLE_DOWNSTREAM ? last_send : last_recv;
@@ -152,6 +153,13 @@ static __always_inline void fill_turn(struct rw_reset_record *rec, __u8 role, __
 	if (!jiffies_after(client_last, server_last) && (client_last != server_last || server_bytes))
 		return;
 	rec->flags |= RW_RST_IN_REQUEST;
+	/*
+	 * tcp_reset() runs before the reset's own ACK field is processed, so
+	 * an acknowledgement after the server's last data is one of the
+	 * request's segments (jiffies: one within the same tick is missed).
+	 */
+	if (role == RW_ROLE_UPSTREAM && jiffies_after(last_ack, server_last))
+		rec->flags |= RW_RST_REQUEST_ACKED;
 	if (!server_bytes)
 		return;
 	rec->flags |= RW_RST_REUSED;
@@ -162,6 +170,7 @@ static __always_inline void fill_turn(struct rw_reset_record *rec, __u8 role, __
 struct rw_stamps {
 	__u32 last_send; /* lsndtime */
 	__u32 last_recv; /* icsk_ack.lrcvtime */
+	__u32 last_ack;  /* rcv_tstamp: the last acknowledgement processed */
 };
 
 /* What the socket itself says: its tuple, counters and stamps. */
@@ -180,6 +189,7 @@ static __always_inline void fill_connection(struct rw_reset_record *rec, struct 
 		return;
 	stamps->last_send = tp->lsndtime;
 	stamps->last_recv = tp->inet_conn.icsk_ack.lrcvtime;
+	stamps->last_ack = tp->rcv_tstamp;
 	last_data = jiffies_after(stamps->last_recv, stamps->last_send) ? stamps->last_recv : stamps->last_send;
 	now = (__u32)bpf_jiffies64();
 	rec->idle_ns = last_data ? ns_between_jiffies(last_data, now) : RW_UNKNOWN_NS;

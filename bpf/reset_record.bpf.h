@@ -69,7 +69,7 @@ static __always_inline void fill_owner(struct rw_reset_record *rec, enum rw_owne
 		rec->flags |= RW_RST_OWNER_PENDING;
 		rec->owner_cred = o->pending_cred;
 	}
-	fill_turn(rec, rec->role, stamps->last_send, stamps->last_recv);
+	fill_turn(rec, rec->role, stamps->last_send, stamps->last_recv, stamps->last_ack);
 }
 
 static __always_inline void fill_current(struct rw_reset_record *rec)

@@ -132,6 +132,14 @@ enum rw_reset_flags {
 	 * so in `reason` too (TCP_ABORT_ON_DATA); older kernels only this way.
 	 */
 	RW_RST_ORPHAN = 1u << 11,
+	/*
+	 * RW_RST_IN_REQUEST, and an acknowledgement arrived after the server
+	 * side's last data: the peer's socket acknowledged part of the waiting
+	 * request, so it was alive when the request came. A connection the
+	 * peer had closed or forgotten (a restarted host, a middlebox that
+	 * dropped the flow) answers the request's first segment with the reset.
+	 */
+	RW_RST_REQUEST_ACKED = 1u << 12,
 };
 
 struct rw_reset_record {

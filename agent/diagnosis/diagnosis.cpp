@@ -11,8 +11,13 @@ namespace {
 Evidence fact(EvidenceCode code) { return Evidence{.code = code}; }
 
 // The keepalive_timeout to suggest for connections that were reset after
-// `ms` idle: a little below it, in the 100 ms steps nginx times are written in.
-double keepalive_below(double ms) { return std::max(100.0, std::floor(ms * 0.8 / 100) * 100); }
+// `ms` idle: a little below it, in the 100 ms steps nginx times are written in;
+// 0 when the idle time is too short for any (a 16 ms idle suggests no timeout).
+double keepalive_below(double ms)
+{
+    const double below = std::floor(ms * 0.8 / 100) * 100;
+    return below >= 100 ? below : 0;
+}
 
 // Data that arrived after the backend's application closed the socket: the
 // reason says so on Linux 6.10+, an orphaned socket on every kernel.
@@ -238,10 +243,11 @@ void Diagnoser::diagnose_backend_exit(const ResetEvent &r, const ResetEvent &pee
 }
 
 // No backend side traced: what nginx's own socket and the reset segment say.
+// A cause is named only where that rules out the others; otherwise the
+// cause stays unknown, with the candidates and a hint true for each.
 void Diagnoser::diagnose_from_afar(const ResetEvent &r, Diagnosis &d) const
 {
     const bool reused = r.pool_idle_ms.has_value();
-    const bool prompt = r.in_request && r.since_request_ms && *r.since_request_ms <= kPromptResetMs;
     d.evidence.push_back(fact(kernel_.socketless_sent_resets ? EvidenceCode::BackendElsewhere
                                                              : EvidenceCode::SocketlessResetsUntraced));
     if (r.rst_ttl && r.data_ttl && r.rst_ttl != r.data_ttl) {
@@ -251,36 +257,72 @@ void Diagnoser::diagnose_from_afar(const ResetEvent &r, Diagnosis &d) const
             Evidence{.code = EvidenceCode::RstTtlDiffers, .rst_ttl = r.rst_ttl, .data_ttl = r.data_ttl});
         return;  // the hint comes from the idle cluster
     }
-    if (r.stalled_retransmits > 0 && r.packets_out > 0) {
-        d.cause = Cause::MtuBlackhole;
-        d.confidence = Confidence::Medium;
-        d.evidence.push_back(stalled_segments(EvidenceCode::NginxSegmentsStalled, r));
-        d.hint = Hint{.code = HintCode::NginxSegmentsLost, .address = r.remote, .mss = r.mss};
-        return;
-    }
     if (r.rst_ttl && r.data_ttl)
         d.evidence.push_back(Evidence{.code = EvidenceCode::RstTtlMatches, .rst_ttl = r.rst_ttl});
     else
         d.evidence.push_back(fact(EvidenceCode::RstTtlUnknown));
-    if (!kernel_.socketless_sent_resets && (r.in_request || reused)) {
-        unknown_without_socketless_resets(r, d);
-    } else if (reused && prompt) {
-        // A backend that closed the idle connection, a backend host that
-        // restarted, a middlebox that forgot the flow, and a backend that
-        // crashed mid-request all answer the reused connection's first
-        // segment with a reset: from here, no cause.
-        d.cause = Cause::Unknown;
-        d.confidence = Confidence::Low;
-        d.evidence.push_back(fact(EvidenceCode::CandidatesOnReuse));
-        d.hint = Hint{.code = HintCode::KeepaliveBelowPoolIdleRemote,
-                      .idle_ms = *r.pool_idle_ms,
-                      .keepalive_ms = keepalive_below(*r.pool_idle_ms)};
-    } else if (r.in_request && !reused && r.rst_ttl && r.rst_ttl == r.data_ttl) {
-        d.cause = Cause::BackendCrash;
-        d.confidence = Confidence::Low;
-        d.evidence.push_back(fact(EvidenceCode::CrashOomAlike));
-        d.hint.code = HintCode::CheckBackendLogs;
+    if (reused && r.in_request && r.state == TcpState::CloseWait) {
+        // The backend's FIN came first: it had closed the connection, and
+        // nginx's request crossed the FIN (the race itself). No middlebox
+        // or restarted host sends a FIN.
+        d.cause = Cause::KeepaliveRace;
+        d.confidence = Confidence::Medium;
+        d.evidence.push_back(fact(EvidenceCode::BackendFinBeforeReset));
+        return;  // the hint comes from the idle cluster
     }
+    d.cause = Cause::Unknown;
+    d.confidence = Confidence::Low;
+    if (r.stalled_retransmits > 0 && r.packets_out > 0)
+        unknown_after_stalled_segments(r, d);
+    else if (r.in_request && r.request_acked)
+        unknown_on_a_live_socket(r, d);
+    else if (!kernel_.socketless_sent_resets && (r.in_request || reused))
+        unknown_without_socketless_resets(r, d);
+    else if (reused && r.in_request)
+        unknown_on_reuse(r, d);
+    else if (r.in_request)
+        unknown_on_a_live_socket(r, d);  // a fresh connection: its socket was there
+}
+
+// nginx's segments went unacknowledged, then the reset: a path that drops
+// large segments, or a backend host that was down and came back (its new
+// kernel resets what it never heard of) look alike from here.
+void Diagnoser::unknown_after_stalled_segments(const ResetEvent &r, Diagnosis &d) const
+{
+    d.evidence.push_back(stalled_segments(EvidenceCode::NginxSegmentsStalled, r));
+    d.evidence.push_back(fact(EvidenceCode::CandidatesStalled));
+    d.hint = Hint{.code = HintCode::NginxSegmentsLost, .address = r.remote, .mss = r.mss};
+}
+
+// The backend's socket held the connection when the request came (it
+// acknowledged part of it, or the connection was new): its process ended
+// (crash, OOM kill, stop) or reset the connection; a reset long after the
+// request may also be the backend giving up on a response that never got
+// through (MTU). Which one shows only on the backend's host.
+void Diagnoser::unknown_on_a_live_socket(const ResetEvent &r, Diagnosis &d) const
+{
+    if (r.request_acked)
+        d.evidence.push_back(fact(EvidenceCode::RequestAcknowledged));
+    const bool late = r.since_request_ms && *r.since_request_ms > kPromptResetMs;
+    if (late) {
+        d.evidence.push_back(Evidence{.code = EvidenceCode::CandidatesLateReset, .ms = *r.since_request_ms});
+        d.hint = Hint{.code = HintCode::BackendGaveUpLate, .address = r.remote, .idle_ms = *r.since_request_ms};
+    } else {
+        d.evidence.push_back(fact(EvidenceCode::CandidatesMidRequest));
+        d.hint.code = HintCode::BackendEndedMidRequest;
+    }
+}
+
+// A backend that closed the idle connection, a backend host that restarted,
+// a middlebox that forgot the flow, and a backend whose process ended as
+// the request came all answer the reused connection's first segment with a
+// reset.
+void Diagnoser::unknown_on_reuse(const ResetEvent &r, Diagnosis &d) const
+{
+    d.evidence.push_back(fact(EvidenceCode::CandidatesOnReuse));
+    d.hint = Hint{.code = HintCode::KeepaliveBelowPoolIdleRemote,
+                  .idle_ms = *r.pool_idle_ms,
+                  .keepalive_ms = keepalive_below(*r.pool_idle_ms)};
 }
 
 // A kernel that does not trace socketless resets cannot tell a backend here

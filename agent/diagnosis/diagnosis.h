@@ -87,6 +87,9 @@ private:
     void diagnose_backend_exit(const ResetEvent &reset, const ResetEvent &peer, Diagnosis &d) const;
     void diagnose_from_afar(const ResetEvent &reset, Diagnosis &d) const;
     void unknown_without_socketless_resets(const ResetEvent &reset, Diagnosis &d) const;
+    void unknown_after_stalled_segments(const ResetEvent &reset, Diagnosis &d) const;
+    void unknown_on_a_live_socket(const ResetEvent &reset, Diagnosis &d) const;
+    void unknown_on_reuse(const ResetEvent &reset, Diagnosis &d) const;
     const ResetEvent *backend_side_of(const ResetEvent &reset) const;
     const OomEvent *oom_kill_of(uint32_t pid, uint64_t before_ns) const;
     std::optional<IdleCluster> cluster_for(const std::string &upstream, const std::vector<IdleSample> &samples) const;

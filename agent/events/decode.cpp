@@ -149,6 +149,7 @@ static ResetEvent decode_reset(const rw_reset_record &r, const DecodeContext &ct
     }
     e.in_request = r.flags & RW_RST_IN_REQUEST;
     e.reused = r.flags & RW_RST_REUSED;
+    e.request_acked = r.flags & RW_RST_REQUEST_ACKED;
     e.data_ttl = r.data_ttl;
     e.rst_ttl = r.rst_ttl;
     e.stalled_retransmits = r.stalled_retransmits;

@@ -58,9 +58,13 @@ enum class EvidenceCode : uint8_t {
     NginxSegmentsStalled,  // comm, segments, mss, timeouts: nginx's segments were not acknowledged
     RstTtlMatches,         // rst_ttl: the backend's host sent it
     RstTtlUnknown,         // a middlebox cannot be ruled out
-    CrashOomAlike,         // a crash, an OOM kill and a deliberate reset look the same from here
-    CandidatesOnReuse,     // keepalive_race, stale_reuse or middlebox_idle
-    CandidatesOnFirstRequest,  // backend_crash, backend_oom or stale_reuse
+    BackendFinBeforeReset, // the backend's FIN reached nginx before the reset (CLOSE_WAIT)
+    RequestAcknowledged,   // the backend acknowledged part of the request: its socket was alive
+    CandidatesOnReuse,     // keepalive_race, stale_reuse, middlebox_idle, or the process ended
+    CandidatesOnFirstRequest,  // backend_crash, backend_oom, backend_shutdown or stale_reuse
+    CandidatesMidRequest,  // backend_crash, backend_oom, backend_shutdown: its process ended or reset
+    CandidatesLateReset,   // ms: the same, or mtu_blackhole: a reset long after the request
+    CandidatesStalled,     // mtu_blackhole, or the backend host was down and came back
     Recorded,              // text: read back from the store, which keeps the words
 };
 
@@ -101,11 +105,13 @@ enum class HintCode : uint8_t {
     BackendStopped,         // comm, signal (0: it called exit): drain before stopping
     BackendsRestarted,      // drain nginx before restarting backends
     BackendSegmentsLost,    // mss, address (the backend): path MTU
-    NginxSegmentsLost,      // mss, address (the backend): path MTU
-    CheckBackendLogs,       // a crash seen from afar
+    NginxSegmentsLost,      // mss, address (the backend): path MTU, or the backend host was down
+    BackendEndedMidRequest, // the backend's socket was alive: its process ended or reset (from afar)
+    BackendGaveUpLate,      // idle_ms (since the request): the same, or its response did not get through
     CheckBackendRestarts,   // unknown cause on a first request
     KeepaliveBelowPoolIdle, // idle_ms, keepalive_ms: unknown cause on reuse
-    KeepaliveBelowPoolIdleRemote, // idle_ms, keepalive_ms: the same, the backend on another host
+    KeepaliveBelowPoolIdleRemote, // idle_ms, keepalive_ms: the same, the backend on another host;
+                                  // keepalive_ms 0: too short an idle time to blame a timeout
     // From the pool idle times of an upstream's resets (idle_ms: the reset's,
     // or the smallest in its cluster; cluster_resets, cluster_median_ms):
     BackendIdleTimeout,     // idle, keepalive_ms: the backend closes idle connections

@@ -26,15 +26,16 @@ constexpr const char *kEvidenceNames[] = {
     "backend_closed_on_data", "backend_closed_state",  "backend_segments_stalled",
     "backend_reset_itself",  "backend_elsewhere",      "socketless_resets_untraced",
     "rst_ttl_differs",       "nginx_segments_stalled", "rst_ttl_matches",
-    "rst_ttl_unknown",       "crash_oom_alike",
-    "candidates_on_reuse",   "candidates_on_first_request", "recorded"};
+    "rst_ttl_unknown",       "backend_fin_before_reset", "request_acknowledged",
+    "candidates_on_reuse",   "candidates_on_first_request", "candidates_mid_request",
+    "candidates_late_reset", "candidates_stalled",     "recorded"};
 static_assert(std::size(kEvidenceNames) == static_cast<size_t>(EvidenceCode::Recorded) + 1);
 
 constexpr const char *kHintNames[] = {
     "none",                  "clients_go_away",        "nginx_gave_up",
     "backend_killed",        "backend_out_of_memory",  "backend_died",          "backend_stopped",
     "backends_restarted",    "backend_segments_lost",  "nginx_segments_lost",
-    "check_backend_logs",    "check_backend_restarts", "keepalive_below_pool_idle", "keepalive_below_pool_idle_remote",
+    "backend_ended_mid_request", "backend_gave_up_late", "check_backend_restarts", "keepalive_below_pool_idle", "keepalive_below_pool_idle_remote",
     "backend_idle_timeout",  "middlebox_idle_timeout", "restarted_under_pool",
     "recorded"};
 static_assert(std::size(kHintNames) == static_cast<size_t>(HintCode::Recorded) + 1);

@@ -67,6 +67,7 @@ struct ResetEvent {
     // fill_turn() in bpf/rstwatch.bpf.c): the client side had spoken last.
     bool in_request = false;  // a request waited for its first response byte
     bool reused = false;      // ... on a connection that had answered before
+    bool request_acked = false;  // ... and the backend had acknowledged part of it: its socket was alive
     uint8_t data_ttl = 0;     // TTL / hop limit of the peer's data segments, 0 unknown
     uint8_t rst_ttl = 0;      // TTL / hop limit of the reset itself, 0 unknown
     uint8_t stalled_retransmits = 0;  // retransmission timeouts in a row without progress

@@ -146,6 +146,7 @@ std::optional<Event> event_from_json(const nlohmann::json &j, std::string *error
     e.bytes_sent = optional_number<uint64_t>(j, "bytes_sent");
     e.bytes_received = optional_number<uint64_t>(j, "bytes_received");
     e.in_request = j.value("in_request", false);
+    e.request_acked = j.value("request_acked", false);
     // Records stored by earlier builds counted request turns; more than one meant reused.
     e.reused = j.contains("reused") ? j.value("reused", false) : number_or<uint32_t>(j, "requests", 0) > 1;
     e.data_ttl = number_or<uint8_t>(j, "data_ttl", 0);

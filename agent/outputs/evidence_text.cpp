@@ -124,12 +124,31 @@ std::string from_afar_text(const Evidence &e)
     case EvidenceCode::RstTtlMatches:
         return printf_string("RST TTL %u matches the connection's: the backend host sent it", e.rst_ttl);
     case EvidenceCode::RstTtlUnknown: return "TTL of the reset unknown: a middlebox cannot be ruled out";
-    case EvidenceCode::CrashOomAlike:
-        return "cannot tell a crash from an OOM kill or a deliberate reset without seeing the backend's processes";
+    case EvidenceCode::BackendFinBeforeReset:
+        return "the backend's FIN reached nginx before the reset: the backend had closed the connection as the "
+               "request went out (a middlebox or a restarted host sends no FIN)";
+    case EvidenceCode::RequestAcknowledged:
+        return "the backend acknowledged part of the request before the reset: its socket was alive when the "
+               "request came (a closed connection, a restarted host or a forgotten flow answers the first segment "
+               "with the reset)";
     case EvidenceCode::CandidatesOnReuse:
-        return "candidates: keepalive_race, stale_reuse, middlebox_idle (a reset on a reused connection)";
+        return "candidates: keepalive_race, stale_reuse, middlebox_idle, or a backend process that ended as the "
+               "request came (backend_crash, backend_oom, backend_shutdown): each answers a reused connection's "
+               "first segment with a reset";
     case EvidenceCode::CandidatesOnFirstRequest:
-        return "candidates: backend_crash, backend_oom, stale_reuse (a reset on the connection's first request)";
+        return "candidates: backend_crash, backend_oom, backend_shutdown, stale_reuse (a reset on the connection's "
+               "first request)";
+    case EvidenceCode::CandidatesMidRequest:
+        return "candidates: backend_crash, backend_oom, backend_shutdown (its process ended with the request "
+               "open), or the backend reset the connection itself: only the backend's host can tell";
+    case EvidenceCode::CandidatesLateReset:
+        return "candidates: the backend gave up on the connection " + duration_text(e.ms) +
+               " after the request without a response byte arriving (its own timeout, as when its response "
+               "cannot get through: mtu_blackhole), or its process ended (backend_crash, backend_oom, "
+               "backend_shutdown)";
+    case EvidenceCode::CandidatesStalled:
+        return "candidates: mtu_blackhole (large segments dropped on the way), or the backend host was "
+               "unreachable and came back (stale_reuse)";
     default: return {};
     }
 }
@@ -152,6 +171,9 @@ std::string idle_hint_text(const Hint &h)
     const std::string seen = idle_seen_text(h), idle = duration_text(h.idle_ms), keepalive = nginx_time(h.keepalive_ms);
     switch (h.code) {
     case HintCode::BackendIdleTimeout:
+        if (!h.keepalive_ms)
+            return seen + ": the backend closes idle connections after at most " + idle +
+                   ", too soon for nginx's pool: raise its idle timeout or turn upstream keep-alive to it off";
         if (cluster)
             return seen + ": the backend closes idle connections at about " + idle + "; set keepalive_timeout " +
                    keepalive + " in the upstream block (below the backend's)";
@@ -159,6 +181,9 @@ std::string idle_hint_text(const Hint &h)
                "; keep keepalive_timeout in the upstream block below the backend's (" + keepalive +
                " if its timeout is about " + idle + ")";
     case HintCode::MiddleboxIdleTimeout:
+        if (!h.keepalive_ms)
+            return seen + ": a middlebox between nginx and " + h.address + " forgets flows idle for at most " + idle +
+                   ": raise its idle timeout";
         return seen + ": a middlebox between nginx and " + h.address + " forgets flows idle " +
                (cluster ? "for about " : "for at most ") + idle + "; set keepalive_timeout " + keepalive +
                (cluster ? "" : " or lower") + " in the upstream block, or raise the middlebox's idle timeout";
@@ -166,6 +191,19 @@ std::string idle_hint_text(const Hint &h)
         return seen + ": backends restarted under pooled connections: drain nginx before restarting backends, or "
                "lower keepalive_timeout in the upstream block";
     }
+}
+
+// An unknown cause on reuse: what is true for every candidate.
+std::string pool_idle_hint_text(const Hint &h)
+{
+    const std::string sat = "the connection sat " + duration_text(h.idle_ms) + " in the pool";
+    if (!h.keepalive_ms)
+        return sat + ", too short for an idle timeout to be likely: check the backend's logs at this time for a "
+                     "crash, an OOM kill or a stop; if its idle timeout is that short, turn upstream keep-alive to it "
+                     "off";
+    return sat + ": if the backend or a middlebox drops idle connections, a keepalive_timeout below that in the "
+                 "upstream block (" + nginx_time(h.keepalive_ms) +
+           ") avoids the reset; if the backend's host restarted or its process ended then, its logs show it";
 }
 
 constexpr const char *kRetryElsewhere = "`proxy_next_upstream error` retries idempotent requests on another server";
@@ -216,9 +254,13 @@ std::string evidence_text(const Evidence &e)
     case EvidenceCode::NginxSegmentsStalled:
     case EvidenceCode::RstTtlMatches:
     case EvidenceCode::RstTtlUnknown:
-    case EvidenceCode::CrashOomAlike:
+    case EvidenceCode::BackendFinBeforeReset:
+    case EvidenceCode::RequestAcknowledged:
     case EvidenceCode::CandidatesOnReuse:
-    case EvidenceCode::CandidatesOnFirstRequest: return from_afar_text(e);
+    case EvidenceCode::CandidatesOnFirstRequest:
+    case EvidenceCode::CandidatesMidRequest:
+    case EvidenceCode::CandidatesLateReset:
+    case EvidenceCode::CandidatesStalled: return from_afar_text(e);
     case EvidenceCode::Recorded: return e.text;
     }
     return {};
@@ -254,23 +296,26 @@ std::string hint_text(const Hint &h)
                              "through, or clamp the MSS (iptables TCPMSS --clamp-mss-to-pmtu) on the path",
                              h.mss, h.address.c_str());
     case HintCode::NginxSegmentsLost:
-        return printf_string("nginx's segments of %u bytes to %s are lost on the way: check the path MTU and let "
-                             "ICMP 'fragmentation needed' through",
+        return printf_string("nginx's segments of %u bytes to %s went unacknowledged: check the path MTU (ping -M do "
+                             "-s SIZE) and let ICMP 'fragmentation needed' through; if the backend host was down at "
+                             "that time (a reboot), that explains it instead",
                              h.mss, h.address.c_str());
-    case HintCode::CheckBackendLogs: return "check the backend's logs and restarts at this time";
+    case HintCode::BackendEndedMidRequest:
+        return std::string("the backend's process ended or reset the connection with nginx's request open: check the "
+                           "backend host's logs at this time for a crash, an OOM kill (dmesg) or a stop without "
+                           "drain (a deploy: drain before stopping); ") + kRetryElsewhere;
+    case HintCode::BackendGaveUpLate:
+        return "the backend reset the connection " + duration_text(h.idle_ms) +
+               " after nginx's request without a response byte arriving: check the backend's logs at this time for "
+               "a timeout or a crash, and the path MTU from " + h.address +
+               " to nginx (ping -M do; let ICMP 'fragmentation needed' through)";
     case HintCode::CheckBackendRestarts:
         return std::string("check the backend's logs and restarts at this time; ") + kRetryElsewhere;
     case HintCode::KeepaliveBelowPoolIdle:
-        return "the connection sat " + duration_text(h.idle_ms) +
-               " in the pool: a keepalive_timeout below that in the upstream block (" + nginx_time(h.keepalive_ms) +
-               ") avoids the reset whether the backend closed it, restarted or a middlebox forgot it; Linux 6.10+ "
-               "would tell which";
+        return pool_idle_hint_text(h) + "; Linux 6.10+ would tell which";
     case HintCode::KeepaliveBelowPoolIdleRemote:
-        return "the connection sat " + duration_text(h.idle_ms) +
-               " in the pool: a keepalive_timeout below that in the upstream block (" + nginx_time(h.keepalive_ms) +
-               ") avoids the reset whether the backend closed it, restarted or a middlebox forgot it; what tells "
-               "them apart: rstwatch run --ttl-evidence (a middlebox's reset has another TTL), the backend's "
-               "idle timeout and its restarts at that time";
+        return pool_idle_hint_text(h) + "; what tells them apart: rstwatch run --ttl-evidence (a middlebox's reset "
+               "has another TTL), the backend's idle timeout and its logs";
     case HintCode::BackendIdleTimeout:
     case HintCode::MiddleboxIdleTimeout:
     case HintCode::RestartedUnderPool: return idle_hint_text(h);

@@ -195,6 +195,7 @@ std::string json_line(const ResetEvent &e)
     j.unsigned_number("packets_out", e.packets_out);
     j.unsigned_number("mss", e.mss);
     j.boolean("in_request", e.in_request);
+    j.boolean("request_acked", e.request_acked);
     j.unsigned_or_null("data_ttl", e.data_ttl ? std::optional<uint64_t>(e.data_ttl) : std::nullopt);
     j.unsigned_or_null("rst_ttl", e.rst_ttl ? std::optional<uint64_t>(e.rst_ttl) : std::nullopt);
     j.boolean("no_socket", e.no_socket);

@@ -488,10 +488,13 @@ RetentionResult Store::apply_retention(const StoreLimits &limits, int64_t now_ns
         uint64_t rows = count();
         if (used <= max_bytes || rows == 0)
             break;
-        // Delete the oldest share of rows that is over, plus a tenth so that
-        // retention does not run on every batch at the limit.
-        double over = static_cast<double>(used - max_bytes) / static_cast<double>(used);
-        int64_t n = std::max<int64_t>(1, static_cast<int64_t>(rows * (over + 0.1)));
+        // Delete the oldest rows down to 90% of the limit, so that retention
+        // does not run on every batch at the limit. (A tenth of the rows on
+        // top of the share over, as before, deleted every row once the store
+        // was ten times over: a limit lowered across restarts.)
+        const double target = 0.9 * static_cast<double>(max_bytes);
+        const double share = (static_cast<double>(used) - target) / static_cast<double>(used);
+        int64_t n = std::max<int64_t>(1, static_cast<int64_t>(rows * share));
         Statement st(db_, "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT ?)");
         st.bind_int(1, n);
         if (sqlite3_step(st.get()) != SQLITE_DONE)

@@ -75,7 +75,7 @@ TEST(ResetJson, FieldNamesAreTheContract)
                                      "idle_ms", "pool_idle_ms", "since_request_ms",
                                      "bytes_sent", "bytes_received", "reused", "on_cpu",
                                      "sock_cookie", "retransmits", "packets_out", "mss",
-                                     "in_request", "data_ttl", "rst_ttl",
+                                     "in_request", "request_acked", "data_ttl", "rst_ttl",
                                      "no_socket", "orphan", "stalled_retransmits", "cause",
                                      "confidence", "evidence", "hint"}));
     EXPECT_EQ(keys(j["on_cpu"]), (std::set<std::string>{"pid", "comm", "exiting", "exit_signal"}));
@@ -367,12 +367,30 @@ std::vector<EvidenceRendering> evidence_renderings()
          "nginx had 8 segments of up to 1448 bytes unacknowledged after 5 retransmission timeouts in a row"},
         {{.code = C::RstTtlMatches, .rst_ttl = 64}, "RST TTL 64 matches the connection's: the backend host sent it"},
         {{.code = C::RstTtlUnknown}, "TTL of the reset unknown: a middlebox cannot be ruled out"},
-        {{.code = C::CrashOomAlike},
-         "cannot tell a crash from an OOM kill or a deliberate reset without seeing the backend's processes"},
+        {{.code = C::BackendFinBeforeReset},
+         "the backend's FIN reached nginx before the reset: the backend had closed the connection as the request "
+         "went out (a middlebox or a restarted host sends no FIN)"},
+        {{.code = C::RequestAcknowledged},
+         "the backend acknowledged part of the request before the reset: its socket was alive when the request "
+         "came (a closed connection, a restarted host or a forgotten flow answers the first segment with the "
+         "reset)"},
         {{.code = C::CandidatesOnReuse},
-         "candidates: keepalive_race, stale_reuse, middlebox_idle (a reset on a reused connection)"},
+         "candidates: keepalive_race, stale_reuse, middlebox_idle, or a backend process that ended as the request "
+         "came (backend_crash, backend_oom, backend_shutdown): each answers a reused connection's first segment "
+         "with a reset"},
         {{.code = C::CandidatesOnFirstRequest},
-         "candidates: backend_crash, backend_oom, stale_reuse (a reset on the connection's first request)"},
+         "candidates: backend_crash, backend_oom, backend_shutdown, stale_reuse (a reset on the connection's first "
+         "request)"},
+        {{.code = C::CandidatesMidRequest},
+         "candidates: backend_crash, backend_oom, backend_shutdown (its process ended with the request open), or "
+         "the backend reset the connection itself: only the backend's host can tell"},
+        {{.code = C::CandidatesLateReset, .ms = 2000},
+         "candidates: the backend gave up on the connection 2.0 s after the request without a response byte "
+         "arriving (its own timeout, as when its response cannot get through: mtu_blackhole), or its process "
+         "ended (backend_crash, backend_oom, backend_shutdown)"},
+        {{.code = C::CandidatesStalled},
+         "candidates: mtu_blackhole (large segments dropped on the way), or the backend host was unreachable and "
+         "came back (stale_reuse)"},
         {{.code = C::Recorded, .text = "words from the store"}, "words from the store"},
     };
 }
@@ -415,19 +433,35 @@ std::vector<HintRendering> hint_renderings()
          "segments of 1448 bytes from 198.18.1.2:8081 are lost on the way: let ICMP 'fragmentation needed' "
          "through, or clamp the MSS (iptables TCPMSS --clamp-mss-to-pmtu) on the path"},
         {{.code = H::NginxSegmentsLost, .address = backend, .mss = 1448},
-         "nginx's segments of 1448 bytes to 198.18.1.2:8081 are lost on the way: check the path MTU and let ICMP "
-         "'fragmentation needed' through"},
-        {{.code = H::CheckBackendLogs}, "check the backend's logs and restarts at this time"},
+         "nginx's segments of 1448 bytes to 198.18.1.2:8081 went unacknowledged: check the path MTU (ping -M do -s "
+         "SIZE) and let ICMP 'fragmentation needed' through; if the backend host was down at that time (a reboot), "
+         "that explains it instead"},
+        {{.code = H::BackendEndedMidRequest},
+         "the backend's process ended or reset the connection with nginx's request open: check the backend host's "
+         "logs at this time for a crash, an OOM kill (dmesg) or a stop without drain (a deploy: drain before "
+         "stopping); " + kRetry},
+        {{.code = H::BackendGaveUpLate, .address = backend, .idle_ms = 2000},
+         "the backend reset the connection 2.0 s after nginx's request without a response byte arriving: check the "
+         "backend's logs at this time for a timeout or a crash, and the path MTU from 198.18.1.2:8081 to nginx "
+         "(ping -M do; let ICMP 'fragmentation needed' through)"},
         {{.code = H::CheckBackendRestarts}, "check the backend's logs and restarts at this time; " + kRetry},
         {{.code = H::KeepaliveBelowPoolIdleRemote, .idle_ms = 5000, .keepalive_ms = 4000},
-         "the connection sat 5.0 s in the pool: a keepalive_timeout below that in the upstream block (4s) avoids "
-         "the reset whether the backend closed it, restarted or a middlebox forgot it; what tells them apart: "
-         "rstwatch run --ttl-evidence (a middlebox's reset has another TTL), the backend's idle timeout and its "
-         "restarts at that time"},
+         "the connection sat 5.0 s in the pool: if the backend or a middlebox drops idle connections, a "
+         "keepalive_timeout below that in the upstream block (4s) avoids the reset; if the backend's host "
+         "restarted or its process ended then, its logs show it; what tells them apart: rstwatch run "
+         "--ttl-evidence (a middlebox's reset has another TTL), the backend's idle timeout and its logs"},
+        {{.code = H::KeepaliveBelowPoolIdleRemote, .idle_ms = 16, .keepalive_ms = 0},
+         "the connection sat 16 ms in the pool, too short for an idle timeout to be likely: check the backend's "
+         "logs at this time for a crash, an OOM kill or a stop; if its idle timeout is that short, turn upstream "
+         "keep-alive to it off; what tells them apart: rstwatch run --ttl-evidence (a middlebox's reset has "
+         "another TTL), the backend's idle timeout and its logs"},
         {{.code = H::KeepaliveBelowPoolIdle, .idle_ms = 5000, .keepalive_ms = 4000},
-         "the connection sat 5.0 s in the pool: a keepalive_timeout below that in the upstream block (4s) avoids "
-         "the reset whether the backend closed it, restarted or a middlebox forgot it; Linux 6.10+ would tell "
-         "which"},
+         "the connection sat 5.0 s in the pool: if the backend or a middlebox drops idle connections, a "
+         "keepalive_timeout below that in the upstream block (4s) avoids the reset; if the backend's host "
+         "restarted or its process ended then, its logs show it; Linux 6.10+ would tell which"},
+        {{.code = H::BackendIdleTimeout, .idle_ms = 16, .keepalive_ms = 0},
+         "reset on reuse after 16 ms idle: the backend closes idle connections after at most 16 ms, too soon for "
+         "nginx's pool: raise its idle timeout or turn upstream keep-alive to it off"},
         {{.code = H::BackendIdleTimeout, .idle_ms = 2000, .keepalive_ms = 1600},
          "reset on reuse after 2.0 s idle: the backend closes idle connections after at most 2.0 s; keep "
          "keepalive_timeout in the upstream block below the backend's (1600ms if its timeout is about 2.0 s)"},
