@@ -49,6 +49,26 @@ static __always_inline __u8 rw_tcp_skb_flags(const struct sk_buff *skb)
 }
 
 /*
+ * Whether a received segment takes sequence space (data, or a FIN): a pure
+ * ACK does not. TCP_SKB_CB(skb)->seq and end_seq have led tcp_skb_cb since
+ * before Linux 5.10; the offsets still come from BTF.
+ */
+static __always_inline int rw_tcp_skb_has_payload(const struct sk_buff *skb)
+{
+	__u32 seq_off = bpf_core_field_offset(struct tcp_skb_cb, seq);
+	__u32 end_off = bpf_core_field_offset(struct tcp_skb_cb, end_seq);
+	__u32 seq, end_seq;
+
+	barrier_var(seq_off);
+	barrier_var(end_off);
+	if (seq_off > sizeof(skb->cb) - 4 || end_off > sizeof(skb->cb) - 4)
+		return 0;
+	__builtin_memcpy(&seq, &skb->cb[seq_off], 4);
+	__builtin_memcpy(&end_seq, &skb->cb[end_off], 4);
+	return seq != end_seq;
+}
+
+/*
  * The socket's cookie. bpf_get_socket_cookie() takes a socket pointer in
  * tracing programs only since Linux 5.12; before, the cookie is read from
  * the socket itself, where it is 0 until something asked for it (sock_diag

@@ -62,6 +62,12 @@ static __always_inline void remember_ttl(const struct sock *sk, const struct sk_
 		}
 		return;
 	}
+	/*
+	 * The TTL of the connection is the backend's data's: a pure ACK may
+	 * come from whatever answers for the backend (a proxy, a balancer).
+	 */
+	if (!rw_tcp_skb_has_payload(skb))
+		return;
 	sock_endpoint(&peer, sk, RW_PEER_ADDRESS);
 	now = bpf_jiffies64();
 	known = bpf_map_lookup_elem(&peer_data_ttls, &peer);
