@@ -23,8 +23,12 @@
 # (/run/vmtest/xfer after the switch):
 #   config   shell variables: VMTEST_MODDIR (the host path of the kernel's
 #            unpacked lib/modules/<version>), VMTEST_KVER, VMTEST_REPO (the
-#            repository's host path), and the host
-#            shell's limits VMTEST_MEMLOCK (ulimit -l), VMTEST_NOFILE (-n)
+#            repository's host path), VMTEST_CMD_DIR (the command's directory
+#            when it is under /tmp or /run, else empty), the host
+#            shell's limits VMTEST_MEMLOCK (ulimit -l), VMTEST_NOFILE (-n),
+#            and for --net VMTEST_NET_MAC (the NIC's MAC), VMTEST_NET_IP4 and
+#            VMTEST_NET_IP6 (address/prefix; IPv6 may be empty); no --net:
+#            all three empty
 #   command  a sh script: exports, cd to the repo, exec the command
 #   status   written here: the command's exit status
 #   started  written here when the command is about to start (boot timing)
@@ -56,6 +60,19 @@ fail() {
 }
 
 # ---------------------------------------------------------------- stage 1 --
+
+# show_host_dir DIR NAME: a host directory under /tmp or /run (a CI clone, a
+# build directory) is hidden by the guest's fresh ones: it gets an overlay of
+# its own over the host's copy.
+show_host_dir() {
+  case "$1" in
+    /tmp/* | /run/*) ;;
+    *) return 0 ;;
+  esac
+  mkdir -p "/rw/$2-upper" "/rw/$2-work" "/newroot$1"
+  mount -t overlay -o "lowerdir=/lower$1,upperdir=/rw/$2-upper,workdir=/rw/$2-work" \
+    overlay "/newroot$1" || fail "mount $1 over the guest's fresh ${1#/}"
+}
 
 stage1() {
   /bin/busybox --install -s /bin
@@ -108,15 +125,9 @@ stage1() {
   # belong to the host's services.
   mount -t tmpfs -o mode=0755,nosuid,nodev run /newroot/run || fail "mount /run"
   mount -t tmpfs -o mode=1777,nosuid,nodev tmp /newroot/tmp || fail "mount /tmp"
-  # A repository under /tmp or /run (a CI clone, say) is hidden by those:
-  # it gets an overlay of its own over the host's copy.
-  case "$VMTEST_REPO" in
-    /tmp/* | /run/*)
-      mkdir -p /rw/repo-upper /rw/repo-work "/newroot$VMTEST_REPO"
-      mount -t overlay -o "lowerdir=/lower$VMTEST_REPO,upperdir=/rw/repo-upper,workdir=/rw/repo-work" \
-        overlay "/newroot$VMTEST_REPO" || fail "mount the repository $VMTEST_REPO"
-      ;;
-  esac
+  # The command's directory first: the repository may be inside it.
+  [ -z "${VMTEST_CMD_DIR:-}" ] || show_host_dir "$VMTEST_CMD_DIR" cmd
+  show_host_dir "$VMTEST_REPO" repo
   mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/run/vmtest/xfer /newroot/run/lock
   mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts || fail "mount devpts"
   mount -t tmpfs -o mode=1777,nosuid,nodev shm /newroot/dev/shm || fail "mount /dev/shm"
@@ -152,6 +163,31 @@ port() {
   return 1
 }
 
+# The NIC with MAC $1 (eth0 in practice: there is only one).
+nic_with_mac() {
+  for n in /sys/class/net/*; do
+    if [ "$(cat "$n/address" 2>/dev/null)" = "$1" ]; then
+      echo "${n##*/}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# --net: the virtio NIC on the host's tap, with the caller's addresses. IPv6
+# without DAD: usable at once, not "tentative" for a second or two.
+net_up() {
+  modprobe virtio_net || fail "modprobe virtio_net"
+  nic=$(nic_with_mac "$VMTEST_NET_MAC") || fail "no network interface with MAC $VMTEST_NET_MAC"
+  # shellcheck disable=SC2153 # from the config, like the other VMTEST_*
+  ip -4 addr add "$VMTEST_NET_IP4" dev "$nic" || fail "ip addr add $VMTEST_NET_IP4 dev $nic"
+  if [ -n "$VMTEST_NET_IP6" ]; then
+    ip -6 addr add "$VMTEST_NET_IP6" dev "$nic" nodad || fail "ip addr add $VMTEST_NET_IP6 dev $nic"
+  fi
+  ip link set "$nic" up || fail "ip link set $nic up"
+  log "stage 2: $nic up with $VMTEST_NET_IP4 $VMTEST_NET_IP6"
+}
+
 stage2() {
   export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   xfer=/run/vmtest/xfer
@@ -167,6 +203,7 @@ stage2() {
   ulimit -n "$VMTEST_NOFILE" || fail "ulimit -n $VMTEST_NOFILE"
   echo vmtest >/proc/sys/kernel/hostname
   ip link set lo up || fail "ip link set lo up"
+  [ -z "${VMTEST_NET_MAC:-}" ] || net_up
 
   log "stage 2: running the command"
   : >"$xfer/started"

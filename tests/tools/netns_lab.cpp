@@ -66,6 +66,17 @@ CommandResult run_command(std::vector<std::string> argv, std::chrono::millisecon
     return r;
 }
 
+std::string run_checked(std::vector<std::string> argv, std::chrono::milliseconds timeout) {
+    const std::string text = join(argv);
+    auto r = run_command(std::move(argv), timeout);
+    if (!r.ok()) {
+        throw std::runtime_error("`" + text + "` failed (" +
+                                 (r.status < 0 ? std::string("timeout") : ChildProcess::describe_status(r.status)) +
+                                 "): " + r.output);
+    }
+    return r.output;
+}
+
 NetnsLab::NetnsLab() {
     const int n = g_lab_counter.fetch_add(1);
     // pid (<= 7 digits) + one base-36 character: "rwt4194304z" is 11, which

@@ -32,6 +32,9 @@ struct CommandResult {
 // Runs argv (argv[0] a path or a name under /usr/sbin, /usr/bin, /sbin, /bin),
 // bounded by timeout (then SIGKILL).
 CommandResult run_command(std::vector<std::string> argv, std::chrono::milliseconds timeout = 10s);
+// run_command, throwing std::runtime_error with the command and its output
+// when it fails; returns the output.
+std::string run_checked(std::vector<std::string> argv, std::chrono::milliseconds timeout = 10s);
 
 class NetnsLab {
 public:

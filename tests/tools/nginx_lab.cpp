@@ -57,21 +57,6 @@ void set_timeouts(int fd, std::chrono::milliseconds t) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-// Connected TCP socket to host:port or -1.
-int connect_to(const std::string &host, uint16_t port, std::chrono::milliseconds timeout) {
-    sockaddr_storage ss;
-    socklen_t len = 0;
-    if (!fill_loopback(ss, len, host, port)) return -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    set_timeouts(fd, timeout);
-    if (connect(fd, reinterpret_cast<sockaddr *>(&ss), len) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 // True while pid is a live (not zombie) process named nginx.
 bool is_live_nginx(pid_t pid) {
     std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
@@ -85,6 +70,22 @@ bool is_live_nginx(pid_t pid) {
 void sleep_for(std::chrono::milliseconds d) { std::this_thread::sleep_for(d); }
 
 }  // namespace
+
+int tcp_connect(const std::string &host, uint16_t port, std::chrono::milliseconds timeout) {
+    sockaddr_storage ss;
+    socklen_t len = 0;
+    if (!fill_loopback(ss, len, host, port)) return -1;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    set_timeouts(fd, timeout);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&ss), len) < 0) {
+        const int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
 
 uint16_t pick_free_port(bool ipv6) {
     sockaddr_storage ss;
@@ -107,7 +108,7 @@ uint16_t pick_free_port(bool ipv6) {
 int http_request(uint16_t port, std::string_view method, std::string_view path, std::string_view body,
                  std::chrono::milliseconds timeout, const std::string &host) {
     auto deadline = Clock::now() + timeout;
-    int fd = connect_to(host, port, timeout);
+    int fd = tcp_connect(host, port, timeout);
     if (fd < 0) return -1;
     std::string host_header = host.find(':') != std::string::npos ? "[" + host + "]" : host;
     std::string req = std::string(method) + " " + std::string(path) + " HTTP/1.1\r\nHost: " + host_header +
@@ -148,7 +149,7 @@ int http_request(uint16_t port, std::string_view method, std::string_view path, 
 long http_request_abort(uint16_t port, std::string_view path, size_t read_bytes, std::chrono::milliseconds timeout,
                         const std::string &host) {
     auto deadline = Clock::now() + timeout;
-    int fd = connect_to(host, port, timeout);
+    int fd = tcp_connect(host, port, timeout);
     if (fd < 0) return -1;
     std::string host_header = host.find(':') != std::string::npos ? "[" + host + "]" : host;
     std::string req = "GET " + std::string(path) + " HTTP/1.1\r\nHost: " + host_header + ":" + std::to_string(port) +
@@ -174,7 +175,7 @@ long http_request_abort(uint16_t port, std::string_view path, size_t read_bytes,
 bool wait_for_listen(uint16_t port, std::chrono::milliseconds timeout, const std::string &host) {
     auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
-        int fd = connect_to(host, port, 500ms);
+        int fd = tcp_connect(host, port, 500ms);
         if (fd >= 0) {
             close(fd);
             return true;

@@ -28,6 +28,11 @@ using namespace std::chrono_literals;
 // back, close). ipv6 picks on ::1 instead of 127.0.0.1.
 uint16_t pick_free_port(bool ipv6 = false);
 
+// A connected TCP socket (close-on-exec) to host:port, host an IP literal
+// ("127.0.0.1", "2001:db8::2"), or -1 with errno set. SO_RCVTIMEO and
+// SO_SNDTIMEO are set to timeout, which also bounds the connect.
+int tcp_connect(const std::string &host, uint16_t port, std::chrono::milliseconds timeout);
+
 // Blocking HTTP/1.1 request over loopback ("Connection: close", Content-Length
 // when body is non-empty). Returns the status code, or -1 on connect failure,
 // timeout or an unparsable answer. host is "127.0.0.1" or "::1".
