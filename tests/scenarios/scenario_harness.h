@@ -56,6 +56,9 @@ public:
     // The cause the agent must give the reset; "" when no upstream reset is
     // expected (negative controls).
     virtual std::string expected_cause() const = 0;
+    // What really happened, where the agent cannot be expected to tell (a
+    // backend on another host): its cause must be this one or `unknown`.
+    virtual std::string actual_cause() const { return expected_cause(); }
     // Text the record's evidence must contain: what proves the cause.
     virtual std::vector<std::string> expected_evidence() const { return {}; }
     // Flags the agent needs to see this cause (a run of several scenarios passes all of them).

@@ -22,6 +22,12 @@
 //                 client abort mid-response.
 //   --keepalive-timeout MS  close (FIN) keep-alive connections idle this long,
 //                 the backend side of the keep-alive race.
+//   --spare N     answer the first N requests (over all connections) as in
+//                 --mode ok before misbehaving: warms nginx's pool with the
+//                 connection a later request will find the backend dying on.
+//   --read-body BYTES  crash, shutdown, oom: read up to BYTES of the request
+//                 body before dying (its kernel acknowledges what arrives),
+//                 as a backend that fails mid-upload does.
 //
 // Prints "listening ADDR:PORT" on stdout once it accepts (port 0 picks a free port
 // and the real one is printed). SIGTERM / SIGINT end it with status 0.
@@ -61,7 +67,11 @@ struct Options {
     int oom_max_mb = 1024;
     std::string require_cgroup;
     size_t slow_bytes = 4u << 20;
+    long spare_requests = 0;
+    size_t read_body_bytes = 0;
 };
+
+std::atomic<long> g_requests{0};
 
 std::atomic<bool> g_stop{false};
 
@@ -72,6 +82,7 @@ void on_signal(int) { g_stop.store(true); }
                  "usage: rstwatch-test-backend --listen ADDR:PORT [--mode ok|crash|shutdown|reset|oom|slow]\n"
                  "                             [--keepalive-timeout MS] [--quiet]\n"
                  "                             [--oom-max-mb N] [--require-cgroup TEXT] [--slow-bytes N]\n"
+                 "                             [--spare N] [--read-body BYTES]\n"
                  "  ADDR is IPv4 (127.0.0.1) or bracketed IPv6 ([::1]); PORT 0 picks one.\n"
                  "examples:\n"
                  "  rstwatch-test-backend --listen 127.0.0.1:8081 --mode crash\n"
@@ -256,26 +267,30 @@ void serve(int fd, const Options &opt) {
     for (;;) {
         auto head = read_head(fd, opt.keepalive_timeout_ms);
         if (!head) break;  // peer closed, idle timeout (FIN) or stop
-        if (opt.mode == Mode::Crash) {
+        const bool spared = g_requests.fetch_add(1) < opt.spare_requests;
+        const Mode mode = spared ? Mode::Ok : opt.mode;
+        if (mode == Mode::Crash || mode == Mode::Shutdown || mode == Mode::Oom)
+            discard(fd, std::min(content_length(*head), opt.read_body_bytes));
+        if (mode == Mode::Crash) {
             if (!opt.quiet) {
                 std::fprintf(stderr, "crash: aborting with the request body unread\n");
             }
             std::abort();
         }
-        if (opt.mode == Mode::Shutdown) {
+        if (mode == Mode::Shutdown) {
             // Not the handler that ends this backend cleanly: the default
             // action, as for a server that does not drain on SIGTERM.
             signal(SIGTERM, SIG_DFL);
             raise(SIGTERM);
         }
-        if (opt.mode == Mode::Reset) {
+        if (mode == Mode::Reset) {
             linger l{1, 0};
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
             break;  // close below sends RST
         }
-        if (opt.mode == Mode::Oom) allocate_until_killed(opt);
+        if (mode == Mode::Oom) allocate_until_killed(opt);
         if (!discard(fd, content_length(*head))) break;
-        if (opt.mode == Mode::Slow) {
+        if (mode == Mode::Slow) {
             if (!send_slowly(fd, opt)) break;
             continue;
         }
@@ -317,6 +332,10 @@ int main(int argc, char **argv) {
             opt.require_cgroup = value();
         } else if (a == "--slow-bytes") {
             opt.slow_bytes = static_cast<size_t>(std::strtoull(value().c_str(), nullptr, 10));
+        } else if (a == "--spare") {
+            opt.spare_requests = std::atol(value().c_str());
+        } else if (a == "--read-body") {
+            opt.read_body_bytes = static_cast<size_t>(std::strtoull(value().c_str(), nullptr, 10));
         } else if (a == "--quiet") {
             opt.quiet = true;
         } else if (a == "-h" || a == "--help") {
