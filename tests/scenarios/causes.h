@@ -12,7 +12,9 @@ std::unique_ptr<Scenario> make_backend_crash(bool ipv6);
 std::unique_ptr<Scenario> make_backend_shutdown(bool ipv6);
 std::unique_ptr<Scenario> make_backend_oom(bool ipv6);
 std::unique_ptr<Scenario> make_keepalive_race(bool ipv6);
-std::unique_ptr<Scenario> make_middlebox_idle(bool ipv6);
+// ttl_evidence: the agent runs with --ttl-evidence, which names the middlebox;
+// without it the cause is unknown (on a kernel without the cheap TTL path).
+std::unique_ptr<Scenario> make_middlebox_idle(bool ipv6, bool ttl_evidence = true);
 std::unique_ptr<Scenario> make_stale_reuse(bool ipv6);
 std::unique_ptr<Scenario> make_mtu_blackhole(bool ipv6);
 
