@@ -158,6 +158,14 @@ Diagnosis Diagnoser::diagnose(const ResetEvent &r) const
 Diagnosis Diagnoser::diagnose_upstream_received(const ResetEvent &r) const
 {
     Diagnosis d;
+    if (r.state == TcpState::SynSent) {
+        // Not one of the 104 causes: no connection was ever made. A backend
+        // here answers with a socketless reset, which must not read as a
+        // restart under a pooled connection (stale_reuse).
+        d.evidence.push_back(Evidence{.code = EvidenceCode::ConnectRefused, .address = r.remote});
+        d.hint = Hint{.code = HintCode::BackendNotListening, .address = r.remote};
+        return d;
+    }
     d.evidence.push_back(request_evidence(r));
     if (r.pool_idle_ms)
         d.evidence.push_back(Evidence{.code = EvidenceCode::PoolReuse, .ms = *r.pool_idle_ms});

@@ -65,6 +65,7 @@ enum class EvidenceCode : uint8_t {
     CandidatesMidRequest,  // backend_crash, backend_oom, backend_shutdown: its process ended or reset
     CandidatesLateReset,   // ms: the same, or mtu_blackhole: a reset long after the request
     CandidatesStalled,     // mtu_blackhole, or the backend host was down and came back
+    ConnectRefused,        // address: nginx's SYN was answered with a reset (nginx logs 111, not 104)
     Recorded,              // text: read back from the store, which keeps the words
 };
 
@@ -117,6 +118,7 @@ enum class HintCode : uint8_t {
     BackendIdleTimeout,     // idle, keepalive_ms: the backend closes idle connections
     MiddleboxIdleTimeout,   // idle, keepalive_ms, address: a middlebox forgets idle flows
     RestartedUnderPool,     // idle: backends restarted under pooled connections
+    BackendNotListening,    // address: nothing listens there
     Recorded,               // text: read back from the store
 };
 

@@ -28,7 +28,8 @@ constexpr const char *kEvidenceNames[] = {
     "rst_ttl_differs",       "nginx_segments_stalled", "rst_ttl_matches",
     "rst_ttl_unknown",       "backend_fin_before_reset", "request_acknowledged",
     "candidates_on_reuse",   "candidates_on_first_request", "candidates_mid_request",
-    "candidates_late_reset", "candidates_stalled",     "recorded"};
+    "candidates_late_reset", "candidates_stalled",     "connect_refused",
+    "recorded"};
 static_assert(std::size(kEvidenceNames) == static_cast<size_t>(EvidenceCode::Recorded) + 1);
 
 constexpr const char *kHintNames[] = {
@@ -37,7 +38,7 @@ constexpr const char *kHintNames[] = {
     "backends_restarted",    "backend_segments_lost",  "nginx_segments_lost",
     "backend_ended_mid_request", "backend_gave_up_late", "check_backend_restarts", "keepalive_below_pool_idle", "keepalive_below_pool_idle_remote",
     "backend_idle_timeout",  "middlebox_idle_timeout", "restarted_under_pool",
-    "recorded"};
+    "backend_not_listening", "recorded"};
 static_assert(std::size(kHintNames) == static_cast<size_t>(HintCode::Recorded) + 1);
 
 }  // namespace

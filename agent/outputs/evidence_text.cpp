@@ -261,6 +261,9 @@ std::string evidence_text(const Evidence &e)
     case EvidenceCode::CandidatesMidRequest:
     case EvidenceCode::CandidatesLateReset:
     case EvidenceCode::CandidatesStalled: return from_afar_text(e);
+    case EvidenceCode::ConnectRefused:
+        return "the connection was refused: nginx's SYN to " + e.address +
+               " was answered with a reset (nginx logs this as 111: Connection refused, not 104)";
     case EvidenceCode::Recorded: return e.text;
     }
     return {};
@@ -319,6 +322,10 @@ std::string hint_text(const Hint &h)
     case HintCode::BackendIdleTimeout:
     case HintCode::MiddleboxIdleTimeout:
     case HintCode::RestartedUnderPool: return idle_hint_text(h);
+    case HintCode::BackendNotListening:
+        return "nothing listens at " + h.address +
+               ": start the backend or correct the upstream's address; nginx marks a server failed after max_fails "
+               "such errors";
     case HintCode::Recorded: return h.text;
     }
     return {};

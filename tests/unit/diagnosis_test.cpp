@@ -520,6 +520,24 @@ TEST(Diagnosis, AResetAfterTheBackendsFinOnReuseIsTheKeepaliveRaceFromAfar)
     EXPECT_EQ(result.hint.code, HintCode::BackendIdleTimeout);
 }
 
+// A refused connect (the reset answers nginx's SYN) was stale_reuse(medium)
+// when the backend's host was this one: no connection existed to go stale.
+TEST(Diagnosis, ARefusedConnectIsNoneOfTheCausesButSaysWhatHappened)
+{
+    Diagnoser d;
+    ResetEvent r = nginx_received(100);
+    r.state = TcpState::SynSent;
+    r.in_request = false;
+    ResetEvent listener_answer = backend_sent(100, std::nullopt);
+    listener_answer.no_socket = true;
+    auto result = diagnose_after(d, {listener_answer}, r);
+    EXPECT_EQ(result.cause, Cause::Unknown);
+    const Evidence *refused = find(result, EvidenceCode::ConnectRefused);
+    ASSERT_TRUE(refused) << all_evidence(result);
+    EXPECT_EQ(refused->address, kBackend);
+    EXPECT_EQ(result.hint.code, HintCode::BackendNotListening);
+}
+
 // Issue 22: a 16 ms pool idle time got "keep keepalive_timeout below the
 // backend's (100ms)": no timeout below 16 ms is worth suggesting.
 TEST(Diagnosis, APoolIdleTooShortForATimeoutSuggestsNone)

@@ -391,6 +391,9 @@ std::vector<EvidenceRendering> evidence_renderings()
         {{.code = C::CandidatesStalled},
          "candidates: mtu_blackhole (large segments dropped on the way), or the backend host was unreachable and "
          "came back (stale_reuse)"},
+        {{.code = C::ConnectRefused, .address = "198.18.1.2:8081"},
+         "the connection was refused: nginx's SYN to 198.18.1.2:8081 was answered with a reset (nginx logs this as "
+         "111: Connection refused, not 104)"},
         {{.code = C::Recorded, .text = "words from the store"}, "words from the store"},
     };
 }
@@ -481,6 +484,9 @@ std::vector<HintRendering> hint_renderings()
         {{.code = H::RestartedUnderPool, .idle_ms = 400},
          "reset on reuse after 400 ms idle: backends restarted under pooled connections: drain nginx before "
          "restarting backends, or lower keepalive_timeout in the upstream block"},
+        {{.code = H::BackendNotListening, .address = backend},
+         "nothing listens at 198.18.1.2:8081: start the backend or correct the upstream's address; nginx marks a "
+         "server failed after max_fails such errors"},
         {{.code = H::Recorded, .text = "words from the store"}, "words from the store"},
     };
 }
