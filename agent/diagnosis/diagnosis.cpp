@@ -120,10 +120,17 @@ std::vector<Event> Diagnoser::take_ready(uint64_t now_mono_ns)
 Diagnosis Diagnoser::diagnose_and_learn(const ResetEvent &reset)
 {
     Diagnosis d = diagnose(reset);
-    if (reset.role == Role::Upstream && reset.direction == Direction::Received && reset.pool_idle_ms &&
-        (d.cause == Cause::KeepaliveRace || d.cause == Cause::MiddleboxIdle || d.cause == Cause::StaleReuse)) {
+    if (reset.role != Role::Upstream || reset.direction != Direction::Received || !reset.pool_idle_ms)
+        return d;
+    if (d.cause == Cause::KeepaliveRace || d.cause == Cause::MiddleboxIdle || d.cause == Cause::StaleReuse) {
         remember_idle(reset, d.cause);
         d.hint = idle_hint(reset, d.cause);
+    } else if (d.hint.code == HintCode::KeepaliveBelowPoolIdle || d.hint.code == HintCode::KeepaliveBelowPoolIdleRemote) {
+        // Unknown on reuse: resets after one idle time, again and again, are
+        // an idle timeout somewhere (the backend's or a middlebox's), not
+        // crashes or reboots; the hint then gives that time.
+        remember_idle(reset, Cause::Unknown);
+        d.hint = idle_hint(reset, Cause::Unknown, d.hint.code);
     }
     return d;
 }
@@ -434,7 +441,7 @@ std::optional<IdleCluster> Diagnoser::cluster_for(const std::string &upstream,
     return c;
 }
 
-Hint Diagnoser::idle_hint(const ResetEvent &r, Cause cause) const
+Hint Diagnoser::idle_hint(const ResetEvent &r, Cause cause, HintCode unknown_code) const
 {
     const auto &samples = idle_by_upstream_.at(r.remote);
     auto cluster = cluster_for(r.remote, {samples.begin(), samples.end()});
@@ -451,6 +458,7 @@ Hint Diagnoser::idle_hint(const ResetEvent &r, Cause cause) const
         h.code = HintCode::MiddleboxIdleTimeout;
         h.address = r.remote;
         break;
+    case Cause::Unknown: h.code = unknown_code; break;
     default: h.code = HintCode::RestartedUnderPool; break;
     }
     return h;

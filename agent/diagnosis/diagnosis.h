@@ -94,7 +94,9 @@ private:
     const OomEvent *oom_kill_of(uint32_t pid, uint64_t before_ns) const;
     std::optional<IdleCluster> cluster_for(const std::string &upstream, const std::vector<IdleSample> &samples) const;
     void remember_idle(const ResetEvent &reset, Cause cause);
-    Hint idle_hint(const ResetEvent &reset, Cause cause) const;
+    // unknown_code: the hint of an unknown cause on reuse, given the cluster.
+    Hint idle_hint(const ResetEvent &reset, Cause cause,
+                   HintCode unknown_code = HintCode::KeepaliveBelowPoolIdleRemote) const;
 
     Diagnosis diagnose_and_learn(const ResetEvent &reset);
     void forget_oldest_peer();

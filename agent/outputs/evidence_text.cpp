@@ -196,6 +196,10 @@ std::string idle_hint_text(const Hint &h)
 // An unknown cause on reuse: what is true for every candidate.
 std::string pool_idle_hint_text(const Hint &h)
 {
+    if (h.cluster_resets && h.keepalive_ms)
+        return idle_seen_text(h) + ": an idle timeout of about " + duration_text(h.idle_ms) +
+               " at the backend or a middlebox is likely; set keepalive_timeout " + nginx_time(h.keepalive_ms) +
+               " in the upstream block";
     const std::string sat = "the connection sat " + duration_text(h.idle_ms) + " in the pool";
     if (!h.keepalive_ms)
         return sat + ", too short for an idle timeout to be likely: check the backend's logs at this time for a "

@@ -538,6 +538,26 @@ TEST(Diagnosis, ARefusedConnectIsNoneOfTheCausesButSaysWhatHappened)
     EXPECT_EQ(result.hint.code, HintCode::BackendNotListening);
 }
 
+// From afar, resets on reuse after one idle time again and again point at an
+// idle timeout (the backend's or a middlebox's): still unknown which, but
+// the hint gives the time.
+TEST(Diagnosis, UnknownResetsOnReuseThatClusterGiveTheIdleTimeInTheHint)
+{
+    Diagnoser d;
+    auto first = diagnose_alone(d, reused(nginx_received(100), 4600));
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->hint.cluster_resets, 0u);
+    ResetEvent again = reused(nginx_received(9000), 4700);
+    again.local = "198.18.0.1:40313";
+    auto second = diagnose_alone(d, again);
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->cause, Cause::Unknown);
+    EXPECT_EQ(second->hint.code, HintCode::KeepaliveBelowPoolIdleRemote);
+    EXPECT_EQ(second->hint.cluster_resets, 2u);
+    EXPECT_DOUBLE_EQ(second->hint.idle_ms, 4600);
+    EXPECT_DOUBLE_EQ(second->hint.keepalive_ms, 3600);
+}
+
 // Issue 22: a 16 ms pool idle time got "keep keepalive_timeout below the
 // backend's (100ms)": no timeout below 16 ms is worth suggesting.
 TEST(Diagnosis, APoolIdleTooShortForATimeoutSuggestsNone)
