@@ -9,6 +9,9 @@
  * agent/kernel/loader.cpp applies):
  *   - bpf_get_socket_cookie() in tracing programs (5.12): have_socket_cookie;
  *   - resets sent without a socket (6.10): fentry where the tracepoint lacks them;
+ *   - TTLs by default: fentry on tcp_reset() and tcp_finish_connect() where
+ *     ftrace can attach and tcp_reset() takes the reset's skb (5.11; its
+ *     BTF prototype tells), else only tcp_probe with --ttl-evidence;
  *   - oom:mark_victim: a raw tracepoint where perf events are refused;
  *     its arguments (pid, or the task since 6.8): mark_victim_passes_task;
  *   - oom:mark_victim and tcp:tcp_probe may be missing: not loaded.

@@ -20,7 +20,8 @@
 /* Set by the agent before load. */
 const volatile __u8 track_all_tasks = 0;
 const volatile __u8 emit_peer_resets = 1;
-const volatile __u8 ttl_evidence = 0;
+/* A TTL program is loaded (ttl.bpf.h): reset records carry TTLs. */
+const volatile __u8 record_ttls = 0;
 const volatile __u32 tracked_pid_count = 0;
 const volatile __u32 tracked_pids[RW_MAX_PIDS] = {};
 const volatile __u32 tracked_comm_count = 0;
@@ -142,7 +143,10 @@ static __always_inline int port_has_listener(__u16 port)
 	return listened_ports[port];
 }
 
-/* --ttl-evidence: the TTL of each peer address's data, and when it was read. */
+/*
+ * The TTL of each peer address's segments (its data with --ttl-evidence,
+ * else its SYN-ACKs), and when it was read.
+ */
 struct rw_peer_ttl {
 	__u64 read_jiffies;
 	__u8 ttl;
@@ -156,7 +160,7 @@ struct {
 	__type(value, struct rw_peer_ttl);
 } peer_data_ttls SEC(".maps");
 
-/* --ttl-evidence: the last reset tcp_probe saw on this CPU, for tcp_receive_reset. */
+/* The last reset seen on this CPU (tcp_reset or tcp_probe), for tcp_receive_reset. */
 struct rw_last_rst {
 	__u64 sk;
 	__u8 ttl;

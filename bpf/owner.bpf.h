@@ -311,4 +311,27 @@ static __always_inline enum rw_owner_found find_owner(const struct sock *sk, str
 	return cached_cred_holder(cred, o);
 }
 
+/*
+ * Whether the socket is a tracked process's, as far as is known without
+ * asking the agent: for work done per connection (ttl.bpf.h), where a
+ * pending lookup per unknown process would cost more than the answer is
+ * worth. Credentials not learnt yet (a process started in the last 10 s)
+ * count as untracked.
+ */
+static __always_inline int connection_is_tracked(const struct sock *sk)
+{
+	const struct rw_cred_holder *holder;
+	__u64 cred;
+
+	if (track_all_tasks)
+		return 1;
+	if (held_by_current(sk))
+		return task_is_tracked(current_task());
+	cred = socket_file_cred(sk);
+	if (!cred)
+		return 0;
+	holder = bpf_map_lookup_elem(&cred_holders, &cred);
+	return holder && holder->state == RW_HOLDER_KNOWN && holder->tracked;
+}
+
 #endif /* RSTWATCH_OWNER_BPF_H */

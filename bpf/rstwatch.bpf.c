@@ -2,11 +2,12 @@
 /*
  * rstwatch kernel side: one object, one skeleton, this one .c file.
  *
- * Nothing runs per connection, send or receive, nor by default per segment:
- * only when a reset happens, at bind(), and when the agent runs the task
- * iterator. The owner of a connection is read then from the socket itself
- * (owner.bpf.h); what the connection was doing (request open, idle,
- * reused) from the tcp_sock (connection.bpf.h).
+ * Nothing runs per send or receive, nor by default per segment: only when
+ * a reset happens, at bind(), when the agent runs the task iterator, and,
+ * where fentry can attach, once per connection the host opens (the
+ * SYN-ACK's TTL). The owner of a connection is read at the reset from the
+ * socket itself (owner.bpf.h); what the connection was doing (request
+ * open, idle, reused) from the tcp_sock (connection.bpf.h).
  *
  *   tcp_receive_reset    a reset arrived on a tracked process's socket
  *   tcp_send_reset       a reset left a tracked process's socket; one left
@@ -20,6 +21,10 @@
  *                        holds them (owner.bpf.h)
  *   tcp_probe            only with --ttl-evidence: TTL of the peer's data and
  *                        of a reset, to tell a middlebox from the backend
+ *   tcp_reset            fentry, by default where it can attach (5.11+):
+ *                        TTL of a received reset, read at the reset only
+ *   tcp_finish_connect   fentry, the same kernels, without --ttl-evidence:
+ *                        TTL of the SYN-ACK of a tracked process's connect()
  *
  * The bind hooks are attached to the root of the cgroup v2 hierarchy, so
  * they see every process. Earlier versions recorded owners at connect()
@@ -36,7 +41,7 @@
  *   owner.bpf.h         whose socket it is; what iter/task learns
  *   connection.bpf.h    what the socket says: ends, tuple, counters, turn
  *   listeners.bpf.h     listeners recorded at bind(), looked up at a reset
- *   ttl.bpf.h           what tcp_probe reads; the TTLs into a reset's record
+ *   ttl.bpf.h           TTLs of resets and of the peer; into a reset's record
  *   reset_record.bpf.h  a reset's record: reported or not, owner, out
  *   pairing.bpf.h       a reset sent here paired with its receiving side
  *   oom.bpf.h           what the two mark_victim programs share
@@ -88,6 +93,29 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 }
 
 /*
+ * TTL evidence at no cost per segment (ttl.bpf.h), where the agent loads
+ * these: fentry can attach, and tcp_reset() takes the reset's skb (Linux
+ * 5.11, "tcp: parse mptcp options contained in reset packets"; on 5.10 it
+ * takes the socket alone, and these stay unloaded). tcp_reset() fires
+ * tcp_receive_reset first thing, so its fentry runs right before that
+ * program, on the same CPU.
+ */
+SEC("fentry/tcp_reset")
+int BPF_PROG(on_tcp_reset, struct sock *sk, struct sk_buff *skb)
+{
+	remember_reset_ttl(sk, skb);
+	return 0;
+}
+
+/* The SYN-ACK of a connection this host opened: once per connection. */
+SEC("fentry/tcp_finish_connect")
+int BPF_PROG(on_tcp_finish_connect, struct sock *sk, struct sk_buff *skb)
+{
+	remember_handshake_ttl(sk, skb);
+	return 0;
+}
+
+/*
  * A reset arrived. The socket still holds its port here (tcp_reset()
  * traces before it closes the socket), and its file if its process has not
  * closed it. Resets of other processes' sockets leave before a record is
@@ -112,7 +140,7 @@ static __always_inline int handle_received_reset(struct sock *sk)
 		return 0;
 	fill_connection(rec, sk, &stamps);
 	fill_owner(rec, found, &owner, l, &stamps);
-	if (ttl_evidence)
+	if (record_ttls)
 		fill_ttls(rec, sk);
 	/* Only an upstream connection has a backend whose side is evidence. */
 	if (emit_peer_resets && rec->role == RW_ROLE_UPSTREAM)

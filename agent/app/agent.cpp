@@ -116,7 +116,6 @@ private:
 
     const RunSettings &settings_;
     const KernelFeatures &kernel_;
-    const KernelSupport support_;
     const int64_t realtime_offset_ns_ = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
     ResetReasonTable reasons_;
     AttributionTables tables_{hint_text};
@@ -141,7 +140,6 @@ private:
 AgentRun::AgentRun(const RunSettings &settings, const KernelFeatures &kernel)
     : settings_(settings),
       kernel_(kernel),
-      support_(probe_kernel_support(kernel)),
       reporter_(STDOUT_FILENO, {.json_events = settings.json,
                                 .json_tables = settings.table_format == TableFormat::Json,
                                 .has_store = !settings.store_path.empty()})
@@ -239,12 +237,6 @@ void AgentRun::attach()
     RecordingHeader header{realtime_offset_ns_, reasons_.names(), uname_release()};
     if (!settings_.record_path.empty())
         recording_ = std::make_unique<RecordingWriter>(settings_.record_path, header);
-    pipeline_ = std::make_unique<EventPipeline>(
-        header.decode_context(), Diagnoser(KernelEvidence{support_.sent_resets_without_socket, support_.oom_kills}),
-        PipelineOutputs{tables_, metrics_, reporter_, writer_.get()},
-        PipelineOptions{.report_unowned = settings_.filter.all,
-                        .cgroup_of = [](uint32_t pid) { return printable_name(procfs::cgroup_path(pid)); }});
-
     LoaderOptions options;
     options.filter = settings_.filter;
     options.ring_buffer_bytes = settings_.ring_buffer_kb * 1024;
@@ -256,6 +248,15 @@ void AgentRun::attach()
             recording_->write(record);
         pipeline_->take(record);
     });
+    // Records wait in the ring until the first poll. The diagnosis knows
+    // what the loaded programs give, which is less than the kernel offers
+    // when one failed to load (loader.cpp: lose_fentry_program()).
+    const KernelSupport &support = session_->kernel_support();
+    pipeline_ = std::make_unique<EventPipeline>(
+        header.decode_context(), Diagnoser(KernelEvidence{support.sent_resets_without_socket, support.oom_kills}),
+        PipelineOutputs{tables_, metrics_, reporter_, writer_.get()},
+        PipelineOptions{.report_unowned = settings_.filter.all,
+                        .cgroup_of = [](uint32_t pid) { return printable_name(procfs::cgroup_path(pid)); }});
     ring_fill_.attach(session_->records_map_fd(), options.ring_buffer_bytes);
     if (!ring_fill_.readable())
         spdlog::debug("ring buffer fill level not readable: rstwatch_ring_buffer_fill_ratio stays 0");

@@ -151,7 +151,9 @@ CLI::App *add_run_command(CLI::App &app, RunArgs &a)
         ->check(CLI::IsMember({"table", "json"}));
     cmd->add_flag("--ttl-evidence", a.run.ttl_evidence,
                   "Record the TTL of the backend's data and of each reset, to tell a middlebox's reset from the "
-                  "backend's when the backend is on another host (one BPF run per received TCP segment)");
+                  "backend's when the backend is on another host (one BPF run per received TCP segment). Without "
+                  "it, kernels that allow it (see --check) give the TTLs of the reset and of the backend's SYN-ACK "
+                  "at no cost per segment");
     cmd->add_flag("--check", a.run.check,
                   "Print what this kernel and these privileges allow (evidence, causes, program builds) and exit: "
                   "0 if rstwatch can run here");

@@ -71,6 +71,11 @@ public:
         return has_btf_tracepoint(name);
     }
 
+    bool function_has_param(const std::string &function, const std::string &param) const override
+    {
+        return btf_index().params.count(function + "." + param) > 0;
+    }
+
     bool can_trace_function(const std::string &name) const override
     {
         std::call_once(traceable_once_, [this] {
@@ -117,6 +122,7 @@ private:
         std::set<std::string> enums;
         std::map<std::string, std::vector<std::pair<std::string, uint32_t>>> enum_values;  // of kProbedEnumValues
         std::set<std::string> members;      // "struct.member" of kProbedStructs
+        std::set<std::string> params;       // "function.param" of kProbedFunctions
         std::set<std::string> pointer_first_args;  // of kProbedTracepointArgs
     };
 
@@ -164,6 +170,9 @@ private:
                 index_.pointer_first_args.insert(tracepoint);
         } else if (btf_is_func(t) && std::strncmp(name, "bpf_", 4) == 0) {
             index_.functions.insert(name);
+        } else if (btf_is_func(t) &&
+                   std::find(kProbedFunctions.begin(), kProbedFunctions.end(), name) != kProbedFunctions.end()) {
+            index_params(b, t, name);
         } else if (btf_is_any_enum(t)) {
             index_.enums.insert(name);
             if (std::find(kProbedEnumValues.begin(), kProbedEnumValues.end(), name) != kProbedEnumValues.end())
@@ -174,6 +183,17 @@ private:
             for (__u16 i = 0; i < btf_vlen(t); i++, m++)
                 index_.members.insert(std::string(name) + "." + btf__name_by_offset(b, m->name_off));
         }
+    }
+
+    // A FUNC's type is its prototype, whose parameters have names.
+    void index_params(const struct btf *b, const struct btf_type *func, const char *name) const
+    {
+        const struct btf_type *proto = btf__type_by_id(b, func->type);
+        if (!proto || !btf_is_func_proto(proto))
+            return;
+        const struct btf_param *p = btf_params(proto);
+        for (__u16 i = 0; i < btf_vlen(proto); i++, p++)
+            index_.params.insert(std::string(name) + "." + btf__name_by_offset(b, p->name_off));
     }
 
     static std::vector<std::pair<std::string, uint32_t>> enumerators(const struct btf *b, const struct btf_type *t)

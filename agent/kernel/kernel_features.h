@@ -30,6 +30,10 @@ public:
     // Whether ftrace can attach fentry programs to this kernel function
     // (tracefs lists it in available_filter_functions).
     virtual bool can_trace_function(const std::string &name) const = 0;
+    // Whether the kernel function takes a parameter of this name (its BTF
+    // prototype): an fentry program can read only the arguments there are.
+    // Only the functions in kProbedFunctions are looked at.
+    virtual bool function_has_param(const std::string &function, const std::string &param) const = 0;
     // Whether the tracepoint's first argument is a pointer (its BTF
     // prototype); only the tracepoints in kProbedTracepointArgs are looked at.
     virtual bool tracepoint_first_arg_is_pointer(const std::string &name) const = 0;
@@ -49,7 +53,7 @@ const KernelFeatures &running_kernel();
 
 // The tracepoints the agent cannot work without.
 extern const std::vector<std::string> kRequiredTracepoints;
-// The functions can_trace_function() can answer for.
+// The functions can_trace_function() and function_has_param() can answer for.
 extern const std::vector<std::string> kProbedFunctions;
 // The tracepoints tracepoint_first_arg_is_pointer() can answer for.
 extern const std::vector<std::string> kProbedTracepointArgs;

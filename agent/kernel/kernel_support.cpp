@@ -31,6 +31,12 @@ KernelSupport probe_kernel_support(const KernelFeatures &kernel, bool force_fall
     s.oom_kills = kernel.has_classic_tracepoint("oom", "mark_victim");
     s.oom_victim_details = s.oom_kills && kernel.has_struct_member("trace_event_raw_mark_victim", "anon_rss");
     s.segment_ttl = kernel.has_btf_tracepoint("tcp_probe");
+    // tcp_reset() gained the reset's skb in Linux 5.11 ("tcp: parse mptcp
+    // options contained in reset packets"); tcp_finish_connect() has had the
+    // SYN-ACK's for ever.
+    s.ttls_by_fentry = !force_fallbacks && kernel.function_has_param("tcp_reset", "skb") &&
+                       kernel.function_has_param("tcp_finish_connect", "skb") &&
+                       kernel.can_trace_function("tcp_reset") && kernel.can_trace_function("tcp_finish_connect");
     return s;
 }
 
@@ -47,8 +53,14 @@ std::vector<SupportRow> support_rows(const KernelSupport &s)
          "OOM kills are not seen: a backend killed with SIGKILL is unknown (backend_oom or backend_crash)", true},
         {"oom:mark_victim with comm and RSS", "6.8", s.oom_victim_details,
          "the OOM victim's name and memory are not shown (its pid still is)", false},
+        {"TTLs by default (fentry on tcp_reset, tcp_finish_connect)", "5.11", s.ttls_by_fentry,
+         "TTLs only with --ttl-evidence, a BPF program per received segment (the default needs fentry programs to "
+         "attach, and tcp_reset() given the reset's skb, 5.11+): a middlebox's reset (middlebox_idle) cannot be told "
+         "from the backend's",
+         true, SupportRow::TtlPath::AtResets},
         {"tcp:tcp_probe (--ttl-evidence)", "4.16", s.segment_ttl,
-         "TTLs unknown: a middlebox's reset (middlebox_idle) cannot be told from the backend's", true},
+         "TTLs unknown: a middlebox's reset (middlebox_idle) cannot be told from the backend's", true,
+         SupportRow::TtlPath::PerSegment},
         {"bpf_get_socket_cookie in tracing programs", "5.12", s.tracing_socket_cookie,
          "nothing lost: the cookie is read from the socket, 0 when nothing asked for it yet", false},
     };
@@ -60,7 +72,8 @@ std::string evidence_gaps_line(const KernelSupport &support, bool ttl_evidence_r
     for (const SupportRow &row : support_rows(support)) {
         if (row.present || !row.evidence)
             continue;
-        if (!ttl_evidence_requested && row.facility.find("tcp_probe") != std::string::npos)
+        const auto unused = ttl_evidence_requested ? SupportRow::TtlPath::AtResets : SupportRow::TtlPath::PerSegment;
+        if (row.ttl_path == unused)
             continue;
         line += (line.empty() ? "" : "; ") + ("no " + row.facility + " (Linux " + row.since + "+): " + row.without_it);
     }

@@ -26,6 +26,11 @@ struct KernelSupport {
     bool oom_kills = true;           // oom:mark_victim
     bool oom_victim_details = true;  // its comm and RSS fields (6.8)
     bool segment_ttl = true;         // tcp:tcp_probe, for --ttl-evidence
+    // TTLs by default, at no cost per segment: fentry on tcp_reset(), which
+    // takes the reset's skb since 5.11, and on tcp_finish_connect() (the
+    // backend's SYN-ACK), where ftrace can attach. Cleared by the loader
+    // when those programs fail to load or attach.
+    bool ttls_by_fentry = false;
 };
 
 // Asks the kernel. RSTWATCH_FORCE_FALLBACKS=1 in the environment makes the
@@ -43,12 +48,15 @@ struct SupportRow {
     bool present = false;
     std::string without_it;  // evidence lost and causes affected; or the path taken
     bool evidence = false;   // absence loses evidence (not just speed)
+    // The two ways to TTLs: a run uses one, and only its absence is a gap.
+    enum class TtlPath { None, PerSegment, AtResets } ttl_path = TtlPath::None;
 };
 
 std::vector<SupportRow> support_rows(const KernelSupport &support);
 
 // The evidence this kernel cannot give, in one line for the start-up log;
-// empty when nothing is missing.
+// empty when nothing is missing. TTLs are a gap by the path the run takes:
+// tcp:tcp_probe with --ttl-evidence, fentry without.
 std::string evidence_gaps_line(const KernelSupport &support, bool ttl_evidence_requested);
 
 // The --check table.

@@ -155,6 +155,11 @@ int open_cgroup_root(const KernelFeatures &kernel)
     return fd;
 }
 
+constexpr const char *kTtlsLost =
+    "TTLs are recorded only with --ttl-evidence: a middlebox's reset cannot be told from the backend's";
+constexpr const char *kSocketlessLost =
+    "resets sent without a socket (a backend on this host that restarted or had closed the connection) are not seen";
+
 // What each program attaches to, whether the agent can do without it, and
 // what is lost then.
 std::vector<ProgramNeed> program_needs(rstwatch_bpf *skel)
@@ -171,8 +176,13 @@ std::vector<ProgramNeed> program_needs(rstwatch_bpf *skel)
          "the TTL of resets is unknown: middlebox resets cannot be told apart"},
         {p->on_mark_victim, &l->on_mark_victim, Hook::ClassicTracepoint, "mark_victim", "oom", false,
          "OOM kills are not reported"},
-        {p->on_tcp_v4_send_reset, &l->on_tcp_v4_send_reset, Hook::Fentry, "tcp_v4_send_reset", nullptr, false, ""},
-        {p->on_tcp_v6_send_reset, &l->on_tcp_v6_send_reset, Hook::Fentry, "tcp_v6_send_reset", nullptr, false, ""},
+        {p->on_tcp_reset, &l->on_tcp_reset, Hook::Fentry, "tcp_reset", nullptr, false, kTtlsLost},
+        {p->on_tcp_finish_connect, &l->on_tcp_finish_connect, Hook::Fentry, "tcp_finish_connect", nullptr, false,
+         kTtlsLost},
+        {p->on_tcp_v4_send_reset, &l->on_tcp_v4_send_reset, Hook::Fentry, "tcp_v4_send_reset", nullptr, false,
+         kSocketlessLost},
+        {p->on_tcp_v6_send_reset, &l->on_tcp_v6_send_reset, Hook::Fentry, "tcp_v6_send_reset", nullptr, false,
+         kSocketlessLost},
     };
 }
 
@@ -192,13 +202,9 @@ BpfSession::BpfSession(const LoaderOptions &options, const KernelFeatures &kerne
       filter_all_(options.filter.all)
 {
     check_options(options);
-    open_object();
-    configure(options, kernel);
-    const std::vector<ProgramNeed> needs = program_needs(skel_.get());
-    choose_programs(needs, options, kernel);
-    load(kernel);
+    open_and_load(options, kernel);
     start_task_iterator();  // before the reset hooks, so that their first resets find the owners
-    attach_programs(needs, kernel);
+    attach_programs(program_needs(skel_.get()), kernel);
     ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.records), on_record, this, nullptr));
     if (!ring_)
         throw FatalError("cannot set up the ring buffer consumer: " + errno_text(errno));
@@ -213,6 +219,53 @@ void BpfSession::check_options(const LoaderOptions &options)
                          "at most " + std::to_string(RW_MAX_COMMS) + " of each");
     if (options.ring_buffer_bytes < 4096 || (options.ring_buffer_bytes & (options.ring_buffer_bytes - 1)))
         throw FatalError("ring buffer size must be a power of two of at least 4096 bytes");
+}
+
+// The fentry programs are the optional ones a kernel may refuse at load
+// although ftrace lists their functions (no BPF trampoline on this
+// architecture, a lockdown; this project's 6.18 host refuses every fentry
+// program with EPERM): then the object is opened again without them, since
+// libbpf loads an object only once, and what they would have given is
+// named missing.
+void BpfSession::open_and_load(const LoaderOptions &options, const KernelFeatures &kernel)
+{
+    open_object();
+    configure(options, kernel);
+    choose_programs(program_needs(skel_.get()), options, kernel);
+    if (!support_.ttls_by_fentry && !support_.socketless_resets_by_fentry) {
+        load(kernel);
+        return;
+    }
+    try {
+        load(kernel);
+        return;
+    } catch (const FatalError &e) {
+        spdlog::warn("{}; loading again without the fentry programs", e.what());
+    }
+    for (const auto &need : program_needs(skel_.get()))
+        if (need.hook == Hook::Fentry && bpf_program__autoload(need.prog))
+            lose_fentry_program(need);
+    skel_.reset();
+    open_object();
+    configure(options, kernel);
+    choose_programs(program_needs(skel_.get()), options, kernel);
+    load(kernel);
+}
+
+// An fentry program that could not be loaded or attached: the agent runs
+// without it, says what is missing, and the support flags say it too (the
+// start-up line of gaps, and the diagnosis, read them).
+void BpfSession::lose_fentry_program(const ProgramNeed &need)
+{
+    auto *p = &skel_->progs;
+    disabled_.push_back(bpf_program__name(need.prog));
+    spdlog::warn("fentry/{} not available: {}", need.name, need.without_it);
+    if (need.prog == p->on_tcp_reset || need.prog == p->on_tcp_finish_connect)
+        support_.ttls_by_fentry = false;
+    if (need.prog == p->on_tcp_v4_send_reset || need.prog == p->on_tcp_v6_send_reset) {
+        support_.socketless_resets_by_fentry = false;
+        support_.sent_resets_without_socket = support_.sent_resets_by_tracepoint;
+    }
 }
 
 void BpfSession::open_object()
@@ -238,7 +291,6 @@ void BpfSession::configure(const LoaderOptions &options, const KernelFeatures &k
     auto *ro = skel_->rodata;
     ro->track_all_tasks = filter.all;
     ro->emit_peer_resets = options.emit_peer_resets;
-    ro->ttl_evidence = options.ttl_evidence;
     ro->tracked_pid_count = filter.pids.size();
     for (size_t i = 0; i < filter.pids.size(); i++)
         ro->tracked_pids[i] = filter.pids[i];
@@ -265,6 +317,12 @@ void BpfSession::choose_programs(const std::vector<ProgramNeed> &needs, const Lo
     // A per-segment hook: only when asked for (see LoaderOptions::ttl_evidence).
     if (!options.ttl_evidence)
         bpf_program__set_autoload(p->on_tcp_probe, false);
+    // TTLs by default where fentry gives them at the reset and the
+    // handshake. tcp_reset's also with --ttl-evidence: it sees resets in
+    // every state, tcp_probe only in ESTABLISHED; the SYN-ACK's TTL not,
+    // the data's replaces it.
+    bpf_program__set_autoload(p->on_tcp_reset, support_.ttls_by_fentry);
+    bpf_program__set_autoload(p->on_tcp_finish_connect, support_.ttls_by_fentry && !options.ttl_evidence);
     // Only where the tracepoint misses socketless resets and ftrace can attach.
     bpf_program__set_autoload(p->on_tcp_v4_send_reset, support_.socketless_resets_by_fentry);
     bpf_program__set_autoload(p->on_tcp_v6_send_reset, support_.socketless_resets_by_fentry);
@@ -287,6 +345,7 @@ void BpfSession::choose_programs(const std::vector<ProgramNeed> &needs, const Lo
     // attach_oom_raw()); loaded with it, attached only instead of it.
     bpf_program__set_autoload(p->on_mark_victim_raw, bpf_program__autoload(p->on_mark_victim));
     skel_->rodata->mark_victim_passes_task = kernel.tracepoint_first_arg_is_pointer("mark_victim");
+    skel_->rodata->record_ttls = bpf_program__autoload(p->on_tcp_probe) || support_.ttls_by_fentry;
 }
 
 void BpfSession::load(const KernelFeatures &kernel)
@@ -325,6 +384,9 @@ void BpfSession::attach_programs(const std::vector<ProgramNeed> &needs, const Ke
     for (const auto &need : needs) {
         if (!bpf_program__autoload(need.prog))
             continue;
+        // The SYN-ACK's TTL is worth nothing without the reset's (attached first).
+        if (need.prog == p->on_tcp_finish_connect && !support_.ttls_by_fentry)
+            continue;
         const bool cgroup = need.hook == Hook::Cgroup;
         const std::string hook = cgroup                        ? std::string("cgroup/") + need.name
                                  : need.hook == Hook::Fentry ? std::string("fentry/") + need.name
@@ -332,6 +394,11 @@ void BpfSession::attach_programs(const std::vector<ProgramNeed> &needs, const Ke
         bpf_link *link = cgroup ? bpf_program__attach_cgroup(need.prog, cgroup_root.get()) : bpf_program__attach(need.prog);
         if (!link && need.prog == p->on_mark_victim && (errno == EPERM || errno == EACCES)) {
             attach_oom_raw();
+            continue;
+        }
+        if (!link && need.hook == Hook::Fentry && !need.required) {
+            spdlog::warn("cannot attach to {}: {}", hook, errno_text(-errno));
+            lose_fentry_program(need);
             continue;
         }
         if (!link) {

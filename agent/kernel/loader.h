@@ -36,6 +36,9 @@ struct LoaderOptions {
     bool emit_peer_resets = true;
     // TTL of the peer's data and of resets (tcp:tcp_probe): tells a middlebox's
     // reset from the backend's, at one program run per received segment.
+    // Without it, where fentry can attach (KernelSupport::ttls_by_fentry),
+    // the TTLs come from the reset itself and the backend's SYN-ACK, at one
+    // program run per reset and per connection.
     bool ttl_evidence = false;
     uint32_t ring_buffer_bytes = 4u << 20;  // power of two, at least a page
 };
@@ -105,6 +108,8 @@ public:
 
 private:
     void check_options(const LoaderOptions &options);
+    void open_and_load(const LoaderOptions &options, const KernelFeatures &kernel);
+    void lose_fentry_program(const ProgramNeed &need);
     void open_object();
     void configure(const LoaderOptions &options, const KernelFeatures &kernel);
     void choose_programs(const std::vector<ProgramNeed> &needs, const LoaderOptions &options,

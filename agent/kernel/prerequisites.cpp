@@ -22,8 +22,10 @@ const std::vector<std::string> kRequiredTracepoints = {
 };
 
 // Where every reset is sent from, for kernels whose tcp:tcp_send_reset
-// misses the socketless ones (before 6.10).
-const std::vector<std::string> kProbedFunctions = {"tcp_v4_send_reset", "tcp_v6_send_reset"};
+// misses the socketless ones (before 6.10); where a received reset and the
+// SYN-ACK of a connect() are handled, for TTLs without tcp:tcp_probe.
+const std::vector<std::string> kProbedFunctions = {"tcp_v4_send_reset", "tcp_v6_send_reset", "tcp_reset",
+                                                   "tcp_finish_connect"};
 
 // oom:mark_victim passed the victim's pid until Linux 6.8, its task since.
 const std::vector<std::string> kProbedTracepointArgs = {"mark_victim"};

@@ -488,7 +488,13 @@ TEST(AlwaysOn, TheSystemdUnitsCapabilitiesAreEnough)
     EXPECT_EQ(sql_int(dir / "rstwatch.db", stored_upstream_resets(upstream) + " AND pid = " + std::to_string(logged)),
               1)
         << "the stored reset does not name worker " << logged << ", which logged the 502";
-    EXPECT_EQ(agent.stderr_text().find("[warning]"), std::string::npos) << agent.stderr_text();
+    // What this kernel cannot give is its own matter (the evidence gaps
+    // line: on a kernel without fentry, no TTLs by default); anything else
+    // would be the unit's capabilities falling short.
+    std::istringstream log(agent.stderr_text());
+    for (std::string line; std::getline(log, line);)
+        if (line.find("this kernel cannot give some evidence") == std::string::npos)
+            EXPECT_EQ(line.find("[warning]"), std::string::npos) << line;
 
     // Less CAP_NET_ADMIN: refused at once, by name, rather than with a bare
     // EPERM from loading (root's uid alone used to pass the check).

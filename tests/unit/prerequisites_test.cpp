@@ -20,6 +20,7 @@ struct FakeKernel : KernelFeatures {
     std::set<std::string> enums = {"sk_rst_reason"};
     std::set<std::string> members = {"trace_event_raw_mark_victim.anon_rss"};
     std::set<std::string> traceable;
+    std::set<std::string> params = {"tcp_reset.sk", "tcp_reset.skb", "tcp_finish_connect.sk", "tcp_finish_connect.skb"};
     std::string cgroup2 = "/sys/fs/cgroup";
 
     bool has_vmlinux_btf() const override { return btf; }
@@ -33,6 +34,10 @@ struct FakeKernel : KernelFeatures {
         return tracepoints.count(name);
     }
     bool can_trace_function(const std::string &name) const override { return traceable.count(name); }
+    bool function_has_param(const std::string &f, const std::string &p) const override
+    {
+        return btf && params.count(f + "." + p);
+    }
     bool tracepoint_first_arg_is_pointer(const std::string &) const override { return false; }
     unsigned jiffies_hz() const override { return 250; }
     bool is_root() const override { return root; }
@@ -159,6 +164,16 @@ FakeKernel debian_5_10()
     k.enums = {};
     k.members = {};
     k.tracepoints.insert({"tcp_probe", "mark_victim"});
+    k.params = {"tcp_reset.sk", "tcp_finish_connect.sk", "tcp_finish_connect.skb"};
+    return k;
+}
+
+// Debian's 6.1 and 6.12: tcp_reset() takes the skb, ftrace can attach.
+FakeKernel debian_6_1()
+{
+    FakeKernel k = debian_5_10();
+    k.params.insert("tcp_reset.skb");
+    k.traceable = {"tcp_v4_send_reset", "tcp_v6_send_reset", "tcp_reset", "tcp_finish_connect"};
     return k;
 }
 
@@ -217,4 +232,37 @@ TEST(KernelSupport, TheCheckTableSaysYesOrNoForEachFacility)
     EXPECT_NE(table.find("bpf_get_socket_cookie"), std::string::npos) << table;
     EXPECT_NE(table.find("no"), std::string::npos) << table;
     EXPECT_NE(table.find("yes"), std::string::npos) << table;
+}
+
+TEST(KernelSupport, TtlsComeByDefaultWhereTcpResetTakesTheSkbAndFtraceCanAttach)
+{
+    KernelSupport s = probe_kernel_support(debian_6_1(), false);
+    EXPECT_TRUE(s.ttls_by_fentry);
+    EXPECT_EQ(evidence_gaps_line(s, false).find("TTL"), std::string::npos) << evidence_gaps_line(s, false);
+
+    FakeKernel old = debian_5_10();
+    old.traceable = debian_6_1().traceable;
+    s = probe_kernel_support(old, false);
+    EXPECT_FALSE(s.ttls_by_fentry) << "tcp_reset(sk) before 5.11: the reset's TTL is out of reach";
+    const std::string line = evidence_gaps_line(s, false);
+    EXPECT_NE(line.find("TTLs only with --ttl-evidence"), std::string::npos) << line;
+    EXPECT_NE(line.find("middlebox_idle"), std::string::npos) << line;
+
+    FakeKernel no_ftrace;  // this project's host: 6.18, no fentry
+    no_ftrace.tracepoints.insert("tcp_probe");
+    EXPECT_FALSE(probe_kernel_support(no_ftrace, false).ttls_by_fentry);
+    FakeKernel no_connect_hook = debian_6_1();
+    no_connect_hook.traceable.erase("tcp_finish_connect");
+    EXPECT_FALSE(probe_kernel_support(no_connect_hook, false).ttls_by_fentry) << "the reset's TTL alone compares nothing";
+    EXPECT_FALSE(probe_kernel_support(debian_6_1(), true).ttls_by_fentry) << "forced fallbacks: no fentry";
+}
+
+// With --ttl-evidence tcp_probe gives the TTLs: the default path's absence is no gap then.
+TEST(KernelSupport, WithTtlEvidenceOnlyTcpProbeCounts)
+{
+    FakeKernel old = debian_5_10();
+    EXPECT_EQ(evidence_gaps_line(probe_kernel_support(old, false), true).find("TTL"), std::string::npos)
+        << evidence_gaps_line(probe_kernel_support(old, false), true);
+    old.tracepoints.erase("tcp_probe");
+    EXPECT_NE(evidence_gaps_line(probe_kernel_support(old, false), true).find("tcp:tcp_probe"), std::string::npos);
 }
