@@ -321,8 +321,9 @@ std::string hint_text(const Hint &h)
     case HintCode::KeepaliveBelowPoolIdle:
         return pool_idle_hint_text(h) + "; Linux 6.10+ would tell which";
     case HintCode::KeepaliveBelowPoolIdleRemote:
-        return pool_idle_hint_text(h) + "; what tells them apart: rstwatch run --ttl-evidence (a middlebox's reset "
-               "has another TTL), the backend's idle timeout and its logs";
+        return pool_idle_hint_text(h) + "; what tells them apart: the reset's TTL (a middlebox's differs; recorded "
+               "by default where fentry attaches, else with rstwatch run --ttl-evidence), the backend's idle timeout "
+               "and its logs";
     case HintCode::BackendIdleTimeout:
     case HintCode::MiddleboxIdleTimeout:
     case HintCode::RestartedUnderPool: return idle_hint_text(h);

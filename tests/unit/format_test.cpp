@@ -403,6 +403,11 @@ struct HintRendering {
     std::string words;
 };
 
+// How an unknown cause on reuse ends: what would tell the candidates apart.
+const std::string kTellApart = "; what tells them apart: the reset's TTL (a middlebox's differs; recorded by default "
+                               "where fentry attaches, else with rstwatch run --ttl-evidence), the backend's idle "
+                               "timeout and its logs";
+
 std::vector<HintRendering> hint_renderings()
 {
     using H = HintCode;
@@ -451,19 +456,15 @@ std::vector<HintRendering> hint_renderings()
         {{.code = H::KeepaliveBelowPoolIdleRemote, .idle_ms = 5000, .keepalive_ms = 4000},
          "the connection sat 5.0 s in the pool: if the backend or a middlebox drops idle connections, a "
          "keepalive_timeout below that in the upstream block (4s) avoids the reset; if the backend's host "
-         "restarted or its process ended then, its logs show it; what tells them apart: rstwatch run "
-         "--ttl-evidence (a middlebox's reset has another TTL), the backend's idle timeout and its logs"},
+         "restarted or its process ended then, its logs show it" + kTellApart},
         {{.code = H::KeepaliveBelowPoolIdleRemote, .idle_ms = 16, .keepalive_ms = 0},
          "the connection sat 16 ms in the pool, too short for an idle timeout to be likely: check the backend's "
          "logs at this time for a crash, an OOM kill or a stop; if its idle timeout is that short, turn upstream "
-         "keep-alive to it off; what tells them apart: rstwatch run --ttl-evidence (a middlebox's reset has "
-         "another TTL), the backend's idle timeout and its logs"},
+         "keep-alive to it off" + kTellApart},
         {{.code = H::KeepaliveBelowPoolIdleRemote, .idle_ms = 4600, .keepalive_ms = 3600, .cluster_resets = 2,
           .cluster_median_ms = 4700},
          "resets on reuse cluster at 4.7 s idle (2 resets, from 4.6 s): an idle timeout of about 4.6 s at the "
-         "backend or a middlebox is likely; set keepalive_timeout 3600ms in the upstream block; what tells them "
-         "apart: rstwatch run --ttl-evidence (a middlebox's reset has another TTL), the backend's idle timeout and "
-         "its logs"},
+         "backend or a middlebox is likely; set keepalive_timeout 3600ms in the upstream block" + kTellApart},
         {{.code = H::KeepaliveBelowPoolIdle, .idle_ms = 5000, .keepalive_ms = 4000},
          "the connection sat 5.0 s in the pool: if the backend or a middlebox drops idle connections, a "
          "keepalive_timeout below that in the upstream block (4s) avoids the reset; if the backend's host "
