@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <ctime>
 
 namespace rstwatch {
 
@@ -162,6 +163,18 @@ std::optional<CivilTime> parse_nginx_time(std::string_view text)
     if (t.month < 1 || t.month > 12 || t.day < 1 || t.day > 31 || t.hour > 23 || t.minute > 59 || t.second > 60)
         return std::nullopt;
     return t;
+}
+
+int64_t seconds_as_if_utc(const CivilTime &t)
+{
+    std::tm tm{};
+    tm.tm_year = t.year - 1900;
+    tm.tm_mon = t.month - 1;
+    tm.tm_mday = t.day;
+    tm.tm_hour = t.hour;
+    tm.tm_min = t.minute;
+    tm.tm_sec = t.second;
+    return static_cast<int64_t>(timegm(&tm));
 }
 
 std::optional<std::string> canonical_address(std::string_view host_port)

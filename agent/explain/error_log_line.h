@@ -60,6 +60,10 @@ std::optional<UpstreamFailureLine> parse_upstream_failure(std::string_view line)
 // the agent's compare equal. nullopt when it is not an IP address and port.
 std::optional<std::string> canonical_address(std::string_view host_port);
 
+// The time read as UTC: seconds since the epoch. (In another zone, the UTC
+// second is this minus the zone's offset then.)
+int64_t seconds_as_if_utc(const CivilTime &t);
+
 // "2026/11/24 02:30:00" at the start of text; nullopt when it is not that.
 std::optional<CivilTime> parse_nginx_time(std::string_view text);
 

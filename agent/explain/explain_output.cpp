@@ -89,9 +89,10 @@ void ExplainSummary::add(const Explanation &e)
 
 std::string ExplainSummary::text() const
 {
-    std::string out = "\n" + std::to_string(lines_read_) + " lines read, " + std::to_string(failures_) +
-                      " about a failed upstream connection: " + std::to_string(matched_) + " matched with a reset, " +
-                      std::to_string(failures_ - matched_) + " not.\n";
+    std::string out = "\n";
+    out += std::to_string(lines_read_) + " lines read, " + std::to_string(failures_) +
+           " about a failed upstream connection: " + std::to_string(matched_) + " matched with a reset, " +
+           std::to_string(failures_ - matched_) + " not.\n";
     if (!by_cause_upstream_.empty()) {
         std::vector<std::pair<std::pair<std::string, std::string>, Row>> rows(by_cause_upstream_.begin(),
                                                                              by_cause_upstream_.end());
@@ -99,13 +100,15 @@ std::string ExplainSummary::text() const
         TextTable table({{"cause"}, {"upstream"}, {"lines", true}, {"ambiguous", true}});
         for (const auto &[key, row] : rows)
             table.add_row({key.first, key.second, std::to_string(row.lines), std::to_string(row.ambiguous)});
-        out += "\nLines by cause and upstream:\n" + table.render();
+        out += "\nLines by cause and upstream:\n";
+        out += table.render();
     }
     if (!unmatched_.empty()) {
         TextTable table({{"reason"}, {"lines", true}});
         for (const auto &[reason, lines] : unmatched_)
             table.add_row({unmatched_label(reason), std::to_string(lines)});
-        out += "\nUnmatched lines by reason:\n" + table.render();
+        out += "\nUnmatched lines by reason:\n";
+        out += table.render();
     }
     return out;
 }

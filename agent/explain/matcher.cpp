@@ -56,7 +56,7 @@ void RecordWindow::cover(int64_t from_ns, int64_t to_ns)
     while (!held_.empty() && held_.front().record.time_ns < keep_from)
         held_.pop_front();
     lo_ = std::max(lo_, keep_from);
-    load(std::min(to_ns, records_.complete_until_ns()));
+    load(std::min(to_ns, records_.complete_until_ns(to_ns)));
 }
 
 void RecordWindow::load(int64_t to_ns)

@@ -47,9 +47,11 @@ public:
     virtual std::optional<int64_t> first_record_ns() = 0;
     // Whether any record of this process lies in [from_ns, to_ns).
     virtual bool has_records_of(uint32_t pid, int64_t from_ns, int64_t to_ns) = 0;
-    // Records before this time are all in; later ones may still be on their
-    // way from a running agent.
-    virtual int64_t complete_until_ns() = 0;
+    // Records before the time returned are all in; later ones may still be
+    // on their way from a running agent. `wanted_ns` is how far the caller
+    // would like that to be (the source may ask the agent to write out what
+    // it holds).
+    virtual int64_t complete_until_ns(int64_t wanted_ns) = 0;
 };
 
 // A local time to the UTC seconds it may be: one, two in the hour a

@@ -190,20 +190,10 @@ public:
                 return true;
         return false;
     }
-    int64_t complete_until_ns() override { return complete_until; }
+    int64_t complete_until_ns(int64_t) override { return complete_until; }
 };
 
-std::vector<int64_t> utc(const CivilTime &t)
-{
-    std::tm tm{};
-    tm.tm_year = t.year - 1900;
-    tm.tm_mon = t.month - 1;
-    tm.tm_mday = t.day;
-    tm.tm_hour = t.hour;
-    tm.tm_min = t.minute;
-    tm.tm_sec = t.second;
-    return {static_cast<int64_t>(timegm(&tm))};
-}
+std::vector<int64_t> utc(const CivilTime &t) { return {seconds_as_if_utc(t)}; }
 
 UpstreamFailureLine failure(const std::string &time, uint32_t pid, const std::string &upstream_url = "http://10.0.3.21:8081/",
                             const std::string &error = kReset)
