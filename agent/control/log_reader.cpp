@@ -139,7 +139,7 @@ std::optional<std::string_view> LineSplitter::take_line()
                 return std::nullopt;
             return cut;
         }
-        std::string_view line(buffer_.data() + start_, newline - start_);
+        std::string_view line(buffer_.data() + start_, std::min(newline - start_, kMaxLine));
         start_ = newline + 1;
         scanned_ = 0;
         if (!skipping_)

@@ -439,7 +439,7 @@ TEST(ExplainCauses, EveryLocalCauseLineGetsItsCause)
         }
     }
     EXPECT_EQ(run->explained.lines.size(), r.resets.size()) << "lines explain found, against nginx's 104 lines";
-    save_sample(*run, {"keepalive_race", "backend_oom", "stale_reuse"});
+    save_sample(*run, {"backend_crash", "keepalive_race", "stale_reuse"});
 }
 
 // Two resets of one worker on one upstream within a second: each line gets
