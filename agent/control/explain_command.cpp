@@ -135,10 +135,19 @@ private:
 // The agent on the socket writes out what it holds and says where its store is.
 std::string flush_agent(const std::string &socket_path)
 {
-    nlohmann::json response = control_request(socket_path, {{"cmd", "flush"}});
-    if (response.contains("error"))
-        throw FatalError("the agent on " + socket_path + " answered: " + response["error"].get<std::string>(),
-                         "an agent older than `rstwatch explain` cannot be asked: give its --store instead");
+    nlohmann::json response;
+    try {
+        response = control_request(socket_path, {{"cmd", "flush"}});
+    } catch (const FatalError &e) {
+        throw FatalError(e.what(), "start `rstwatch run`, or give explain the store it writes (--store)");
+    }
+    if (response.contains("error")) {
+        const std::string error = response["error"].get<std::string>();
+        throw FatalError("the agent on " + socket_path + " answered: " + error,
+                         error.find("unknown command") != std::string::npos
+                             ? "an agent older than `rstwatch explain` cannot be asked: give its --store instead"
+                             : "explain needs the agent's records: run it with a store (the default)");
+    }
     if (!response.contains("store") || !response["store"].is_string())
         throw FatalError("the agent on " + socket_path + " gave no store path");
     return response["store"].get<std::string>();
@@ -290,8 +299,9 @@ void follow(ExplainRun &run, std::vector<std::unique_ptr<LogReader>> &readers)
 int run_explain(const ExplainSettings &settings, std::FILE *out)
 {
     use_time_zone(settings.time_zone);
-    std::unique_ptr<StoreResets> records = open_records(settings);
+    // The logs first: the command's own input, and the likelier mistake.
     std::vector<std::unique_ptr<LogReader>> readers = open_logs(settings);
+    std::unique_ptr<StoreResets> records = open_records(settings);
     if (out == stdout)
         std::setvbuf(stdout, nullptr, settings.follow ? _IOLBF : _IOFBF, 1 << 20);
     if (settings.follow)
