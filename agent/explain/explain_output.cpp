@@ -39,7 +39,7 @@ std::string explanation_text(const Explanation &e)
     out += std::string(kIndent) + "cause: " + r.cause + " (" + r.confidence + "), the reset at " +
            format_time_of_day_us(r.time_ns) + " UTC";
     if (e.ambiguous)
-        out += " (ambiguous: another reset of this worker and upstream was as near; the nearest was taken)";
+        out += " (ambiguous: the worker had other resets from this upstream then; the nearest was taken)";
     out += "\n";
     if (std::string why = decisive_evidence(r); !why.empty())
         out += std::string(kIndent) + "why: " + why + "\n";
