@@ -111,6 +111,10 @@ public:
     }
     int64_t complete_until_ns(int64_t wanted_ns) override
     {
+        // Later than this host's clock (another host's store, a clock set
+        // back): no reset of then is still on its way.
+        if (wanted_ns > realtime_now_ns() + kFutureLimit)
+            return wanted_ns;
         if (!flush_)
             return realtime_now_ns() - kStoreSettle;
         if (wanted_ns > agent_complete_until_ && Clock::now() - last_flush_ >= kFlushEvery) {

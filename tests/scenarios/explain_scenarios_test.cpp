@@ -192,6 +192,21 @@ TEST(ExplainSynthetic, LinesFromBeforeTheStoresFirstRecord)
         << e.run.out;
 }
 
+// A store and log from a host whose clock is ahead of this one's (or this
+// clock was set back): nothing is waited for, everything is matched.
+TEST(ExplainSynthetic, ALogFromAheadOfThisClock)
+{
+    TempDir dir;
+    const int64_t s = std::time(nullptr) + 86400;
+    write_store(dir.at("store.db"), {{s * kSecond + 900 * kMs, 6, "10.0.3.21:8081"}});
+    append(dir.at("error.log"), nginx_line(s, 6, "http://10.0.3.21:8081/") + "\n");
+    const auto start = std::chrono::steady_clock::now();
+    Explained e = explain({"--json", "--store", dir.at("store.db"), dir.at("error.log")});
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+    ASSERT_EQ(e.lines.size(), 1u) << e.run.out << e.run.err;
+    EXPECT_EQ(e.lines[0]["matched"], true) << e.lines[0];
+}
+
 TEST(ExplainSynthetic, MalformedAndTruncatedLines)
 {
     TempDir dir;

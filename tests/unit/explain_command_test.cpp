@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,8 @@
 #include <sstream>
 
 #include "common/errors.h"
+#include "control/control.h"
+#include "control/control_protocol.h"
 #include "control/explain_command.h"
 #include "control/log_reader.h"
 #include "control/time_zone.h"
@@ -196,6 +199,37 @@ TEST(ExplainCommand, ReadmeSampleIsWhatExplainPrintsForARealRun)
 
     readme_sample::expect_readme_block(kReadme, kSampleBegin, kSampleEnd, sample,
                                  "tests/unit/unit_explain_command --gtest_filter='*Readme*' (data/explain)");
+}
+
+// --socket: the agent is asked to write out what it holds, and says where
+// its store is.
+TEST(ExplainCommand, ThroughTheAgentsSocket)
+{
+    TempDir dir;
+    store_records(kSampleDir + "/records.jsonl", dir.at("rstwatch.db"));
+    int flushes = 0;
+    ControlServer agent(dir.at("rstwatch.sock"),
+                        control_protocol({nullptr, dir.at("rstwatch.db"), [&] { ++flushes; }, nullptr}), getuid());
+    ExplainSettings settings;
+    settings.socket_path = dir.at("rstwatch.sock");
+    settings.time_zone = "UTC";
+    settings.json = true;
+    settings.files = {kSampleDir + "/error.log"};
+    const std::string out = explain_text(settings);
+    EXPECT_GE(flushes, 1);
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 3) << out;
+    EXPECT_EQ(out.find("\"matched\":false"), std::string::npos) << out;
+
+    // An agent that keeps no store cannot be asked.
+    ControlServer storeless(dir.at("storeless.sock"), control_protocol({nullptr, "", [] {}, nullptr}), getuid());
+    settings.socket_path = dir.at("storeless.sock");
+    try {
+        explain_text(settings);
+        ADD_FAILURE() << "an agent without a store was asked";
+    } catch (const FatalError &e) {
+        EXPECT_NE(std::string(e.what()).find("--socket: "), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("--store none"), std::string::npos) << e.what();
+    }
 }
 
 }  // namespace
