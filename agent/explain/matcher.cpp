@@ -119,10 +119,15 @@ Explainer::Pick Explainer::pick(const UpstreamFailureLine &line, int64_t second)
     const bool any_upstream = line.upstream_kind != UpstreamKind::Inet;
     Pick best;
     best.second = second;
-    for (const RecordWindow::Held &h : window_.held()) {
+    // The window holds resets in time order: only this line's stretch of it.
+    const auto &held = window_.held();
+    const auto by_time = [](const RecordWindow::Held &h, int64_t t) { return h.record.time_ns < t; };
+    auto it = std::lower_bound(held.begin(), held.end(), second * kSecond - kMatchBefore, by_time);
+    const auto end = std::lower_bound(it, held.end(), (second + 1) * kSecond + kMatchAfter, by_time);
+    for (; it != end; ++it) {
+        const RecordWindow::Held &h = *it;
         const ResetRecord &r = h.record;
-        if (r.pid != *line.pid || (!any_upstream && r.upstream != line.upstream) ||
-            r.time_ns < second * kSecond - kMatchBefore || r.time_ns >= (second + 1) * kSecond + kMatchAfter)
+        if (r.pid != *line.pid || (!any_upstream && r.upstream != line.upstream))
             continue;
         ++best.candidates;
         // Not matched yet, nearest, earliest: two lines of one second take
