@@ -234,11 +234,12 @@ private:
         }
         wait_for_records(line);
         Explanation e = explainer_.explain(std::move(line));
-        if (settings_.json)
-            std::fputs((explanation_json(e).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(),
-                       out_);
-        else
-            std::fputs(explanation_text(e).c_str(), out_);
+        // Log lines are bytes: what is not UTF-8 is replaced, not thrown over.
+        const std::string text = settings_.json ? explanation_json(e).dump(-1, ' ', false,
+                                                                           nlohmann::json::error_handler_t::replace) +
+                                                      "\n"
+                                                : explanation_text(e);
+        std::fwrite(text.data(), 1, text.size(), out_);
         if (settings_.follow)
             std::fflush(out_);
         summary_.add(e);

@@ -72,10 +72,19 @@ public:
         int n = gzread(gz_, buffer, static_cast<unsigned>(size));
         return n < 0 ? -1 : n;
     }
+    // "" when the stream ended cleanly.
     std::string error() const
     {
-        int code = 0;
-        return gz_ ? gzerror(gz_, &code) : "cannot read it as gzip";
+        if (!gz_)
+            return "cannot read it as gzip";
+        int code = Z_OK;
+        std::string message = gzerror(gz_, &code);
+        if (code == Z_OK || code == Z_STREAM_END)
+            return "";
+        // zlib names the stream "<fd:N>: "; the caller names the file.
+        if (message.rfind("<fd:", 0) == 0 && message.find(": ") != std::string::npos)
+            message.erase(0, message.find(": ") + 2);
+        return message;
     }
 
 private:
@@ -251,8 +260,7 @@ std::optional<std::string_view> LogReader::next()
     auto line = current_->lines.next(*current_->source, !follow_);
     if (!line && !follow_ && !current_->plain) {
         // A gzip stream that ends in an error (cut short, corrupt): say so, go on.
-        const std::string error = static_cast<GzipSource &>(*current_->source).error();
-        if (!error.empty() && error != "OK" && error.find("ok") == std::string::npos)
+        if (const std::string error = static_cast<GzipSource &>(*current_->source).error(); !error.empty())
             spdlog::warn("{}: {}; the rest of it is skipped", path_, error);
         current_->failed = true;
     }

@@ -96,7 +96,8 @@ std::string ExplainSummary::text() const
     if (!by_cause_upstream_.empty()) {
         std::vector<std::pair<std::pair<std::string, std::string>, Row>> rows(by_cause_upstream_.begin(),
                                                                              by_cause_upstream_.end());
-        std::stable_sort(rows.begin(), rows.end(), [](const auto &a, const auto &b) { return a.second.lines > b.second.lines; });
+        std::stable_sort(rows.begin(), rows.end(),
+                         [](const auto &a, const auto &b) { return a.second.lines > b.second.lines; });
         TextTable table({{"cause"}, {"upstream"}, {"lines", true}, {"ambiguous", true}});
         for (const auto &[key, row] : rows)
             table.add_row({key.first, key.second, std::to_string(row.lines), std::to_string(row.ambiguous)});

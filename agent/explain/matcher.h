@@ -120,7 +120,10 @@ public:
     static constexpr int64_t kMatchBefore = 1'250'000'000;
     static constexpr int64_t kMatchAfter = 500'000'000;
 
-    Explainer(ResetRecords &records, LocalToUtc to_utc) : records_(records), window_(records), to_utc_(std::move(to_utc)) {}
+    Explainer(ResetRecords &records, LocalToUtc to_utc)
+        : records_(records), window_(records), to_utc_(std::move(to_utc))
+    {
+    }
 
     Explanation explain(UpstreamFailureLine line);
     // The line's candidate UTC seconds (empty without a time).

@@ -131,6 +131,25 @@ TEST(LogReader, GzipRotatedFilesAreKnownByTheirBytes)
     EXPECT_EQ(lines.back(), "line 99999");
 }
 
+TEST(LogReader, AGzipFileCutShortGivesWhatItHas)
+{
+    TempDir dir;
+    std::string text;
+    for (int i = 0; i < 20000; ++i)
+        text += "line " + std::to_string(i) + "\n";
+    gzFile gz = gzopen(dir.at("whole.gz").c_str(), "wb");
+    ASSERT_NE(gz, nullptr);
+    gzwrite(gz, text.data(), static_cast<unsigned>(text.size()));
+    gzclose(gz);
+    const std::string bytes = read_text(dir.at("whole.gz"));
+    std::ofstream(dir.at("cut.gz"), std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+    LogReader reader(dir.at("cut.gz"), false, false);
+    std::vector<std::string> lines = lines_of(reader);
+    EXPECT_GT(lines.size(), 1000u);
+    EXPECT_LT(lines.size(), 20000u);
+    EXPECT_EQ(lines.front(), "line 0");
+}
+
 TEST(LogReader, NamesTheFileItCannotRead)
 {
     TempDir dir;
