@@ -179,8 +179,8 @@ std::unique_ptr<StoreResets> open_records(const ExplainSettings &settings)
 
 void on_stop_signal(int) { g_stop = 1; }
 
-// SIGINT and SIGTERM end a --follow with the summary; without SA_RESTART,
-// so that a wait returns at once.
+// SIGINT and SIGTERM end a --follow with the summary: the loops look at
+// the flag at least every 250 ms.
 void stop_on_signals()
 {
     struct sigaction sa {};
@@ -188,6 +188,12 @@ void stop_on_signals()
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Log lines are bytes: what is not UTF-8 is replaced, not thrown over.
+std::string json_line(const Explanation &e)
+{
+    return explanation_json(e).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 // One pass over the input: every line is parsed, the upstream failures
@@ -234,11 +240,7 @@ private:
         }
         wait_for_records(line);
         Explanation e = explainer_.explain(std::move(line));
-        // Log lines are bytes: what is not UTF-8 is replaced, not thrown over.
-        const std::string text = settings_.json ? explanation_json(e).dump(-1, ' ', false,
-                                                                           nlohmann::json::error_handler_t::replace) +
-                                                      "\n"
-                                                : explanation_text(e);
+        const std::string text = settings_.json ? json_line(e) : explanation_text(e);
         std::fwrite(text.data(), 1, text.size(), out_);
         if (settings_.follow)
             std::fflush(out_);
