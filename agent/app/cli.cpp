@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "control/time_zone.h"
 #include "outputs/metrics.h"
 
 extern "C" {
@@ -34,6 +35,16 @@ Examples:
   rstwatch dump --by upstream --since 10m
   rstwatch dump --by cause --format csv > causes.csv
   rstwatch dump --store /var/lib/rstwatch/rstwatch.db --since 1d   # no agent running
+)";
+
+constexpr const char *kExplainExamples = R"(
+Examples:
+  rstwatch explain                       # /var/log/nginx/error.log, with the agent's store
+  rstwatch explain /var/log/nginx/error.log.2.gz /var/log/nginx/error.log.1 /var/log/nginx/error.log
+  rstwatch explain --follow              # lines as nginx writes them (tail -F); the summary on Ctrl-C
+  rstwatch explain --since 1h --json | jq -c 'select(.matched) | {time, cause, hint}'
+  rstwatch explain --tz Europe/Berlin --store copy.db web1-error.log   # a log from another host
+  zcat error.log.3.gz | rstwatch explain -
 )";
 
 // Linux's PID_MAX_LIMIT: no pid is larger.
@@ -110,6 +121,20 @@ CLI::Validator a_path(const std::string &instead)
         },
         "");
 }
+
+const CLI::Validator kDuration(
+    [](std::string &value) -> std::string {
+        return parse_duration(value) ? std::string() : "'" + value + "' is not a duration such as 90s, 10m, 2h or 1d";
+    },
+    "");
+
+const CLI::Validator kTimeZone(
+    [](std::string &value) -> std::string {
+        if (std::string error = kNotAnOption(value); !error.empty())
+            return error;
+        return time_zone_problem(value);
+    },
+    "");
 
 const CLI::Validator kListenAddress(
     [](std::string &value) -> std::string {
@@ -196,12 +221,58 @@ CLI::App *add_dump_command(CLI::App &app, DumpSettings &dump, std::string &since
     cmd->add_option("--by", dump.by, "One table: resets by worker, by upstream, or by cause")
         ->check(CLI::IsMember({"all", "worker", "upstream", "cause"}));
     cmd->add_option("--since", since, "Only records this recent: 90s, 10m, 2h, 1d (read from the store)")
-        ->check([](const std::string &s) -> std::string {
-            return parse_duration(s) ? std::string() : "'" + s + "' is not a duration such as 90s, 10m, 2h or 1d";
-        });
+        ->check(kDuration);
     cmd->add_option("--format", dump.format, "table, json or csv (csv needs one table: --by)")
         ->check(CLI::IsMember({"table", "json", "csv"}));
     return cmd;
+}
+
+// What `rstwatch explain` takes before it becomes ExplainSettings.
+struct ExplainArgs {
+    ExplainSettings settings;
+    std::string since;
+    std::vector<std::string> files;
+};
+
+CLI::App *add_explain_command(CLI::App &app, ExplainArgs &a)
+{
+    CLI::App *cmd = app.add_subcommand(
+        "explain", "Under each upstream-failure line of nginx's error log: the reset's cause and what to change");
+    cmd->footer(kExplainExamples);
+    auto *store = cmd->add_option("--store", a.settings.store_path,
+                                  std::string("Read this store (default ") + kDefaultStorePath + "; no agent needed)")
+                      ->check(a_path(""));
+    cmd->add_option("--socket", a.settings.socket_path, "Ask the agent on this control socket for its store instead")
+        ->check(a_path(""))
+        ->excludes(store);
+    cmd->add_option("--since", a.since, "Only lines this recent: 90s, 10m, 2h, 1d")->check(kDuration);
+    cmd->add_flag("--follow", a.settings.follow,
+                  "Go on as nginx writes (like tail -F, across logrotate); the summary on Ctrl-C");
+    cmd->add_flag("--json", a.settings.json, "One JSON object per upstream-failure line, no summary");
+    cmd->add_option("--tz", a.settings.time_zone,
+                    "nginx's time zone: a tz database name (Europe/Berlin) or UTC; default: this host's")
+        ->check(kTimeZone);
+    cmd->add_option("FILE", a.files,
+                    std::string("nginx error logs, oldest first (default ") + kDefaultErrorLog +
+                        "; .gz files too; - for standard input)")
+        ->check(CLI::Validator(
+            [](std::string &value) -> std::string { return value.empty() ? "an empty path: give a file" : ""; },
+            ""));
+    return cmd;
+}
+
+CliOutcome finish_explain(ExplainArgs &a)
+{
+    CliOutcome out;
+    out.action = CliOutcome::Action::Explain;
+    out.explain = std::move(a.settings);
+    if (!a.files.empty())
+        out.explain.files = std::move(a.files);
+    if (!a.since.empty())
+        out.explain.since_s = parse_duration(a.since);
+    if (out.explain.store_path.empty() && out.explain.socket_path.empty())
+        out.explain.store_path = kDefaultStorePath;
+    return out;
 }
 
 CliOutcome usage_error(const std::string &message)
@@ -255,7 +326,7 @@ std::string failure_message(const CLI::App *app, const CLI::Error &e)
     for (const CLI::App *sub : app->get_subcommands())
         command += " " + sub->get_name();
     return "rstwatch: " + std::string(e.what()) + "\n`" + command + " --help` lists the " +
-           (command == "rstwatch" ? "commands (run, dump)" : "options") + ".\n";
+           (command == "rstwatch" ? "commands (run, dump, explain)" : "options") + ".\n";
 }
 
 }  // namespace
@@ -271,6 +342,8 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
     std::string since;
     add_run_command(app, run);
     CLI::App *dump_cmd = add_dump_command(app, dump, since);
+    ExplainArgs explain;
+    CLI::App *explain_cmd = add_explain_command(app, explain);
 
     try {
         app.parse(argc, argv);
@@ -281,6 +354,8 @@ CliOutcome parse_command_line(int argc, const char *const argv[], const PidExist
         out.message = msg.str() + err.str();
         return out;
     }
+    if (explain_cmd->parsed())
+        return finish_explain(explain);
     if (!dump_cmd->parsed())
         return finish_run(run, pid_exists);
 

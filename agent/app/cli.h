@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "control/dump_command.h"
+#include "control/explain_command.h"
 #include "kernel/tracking_filter.h"
 
 namespace rstwatch {
@@ -44,11 +45,12 @@ struct RunSettings {
 };
 
 struct CliOutcome {
-    enum class Action { Run, Dump, Exit } action = Action::Exit;
+    enum class Action { Run, Dump, Explain, Exit } action = Action::Exit;
     int exit_code = 0;
     std::string message;  // help text, or the error (already worded for a person)
     RunSettings run;
     DumpSettings dump;
+    ExplainSettings explain;
 };
 
 // "90", "30s", "10m", "2h", "1d" -> seconds; nullopt if not that shape or not positive.

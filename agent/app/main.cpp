@@ -8,6 +8,7 @@
 #include "app/agent.h"
 #include "app/cli.h"
 #include "control/dump_command.h"
+#include "control/explain_command.h"
 #include "common/errors.h"
 #include "kernel/loader.h"
 #include "app/logging.h"
@@ -27,6 +28,10 @@ int main(int argc, char **argv)
         if (cli.action == CliOutcome::Action::Dump) {
             setup_logging("", 0);
             return run_dump(cli.dump);
+        }
+        if (cli.action == CliOutcome::Action::Explain) {
+            setup_logging("", 0);
+            return run_explain(cli.explain);
         }
         // Events own stdout; the log goes to stderr, and to --log-file only
         // once the start is sure: a refused start creates nothing.

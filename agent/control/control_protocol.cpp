@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "outputs/evidence_text.h"
 #include "outputs/store.h"
 #include "tables/dump.h"
@@ -33,6 +35,18 @@ nlohmann::json dump_since(const ControlledAgent &agent, const nlohmann::json &si
     return response;
 }
 
+// For `rstwatch explain --socket`: everything reported so far is in the
+// store when this answers, and the client reads it there.
+nlohmann::json flush(const ControlledAgent &agent)
+{
+    if (agent.store_path.empty())
+        return {{"error", "this agent runs without a store (--store none): explain needs its records"}};
+    agent.flush_store();
+    std::error_code ec;
+    const std::filesystem::path absolute = std::filesystem::absolute(agent.store_path, ec);
+    return {{"ok", true}, {"store", ec ? agent.store_path : absolute.string()}};
+}
+
 }  // namespace
 
 ControlServer::Handler control_protocol(ControlledAgent agent)
@@ -41,8 +55,10 @@ ControlServer::Handler control_protocol(ControlledAgent agent)
         const std::string cmd = request["cmd"].get<std::string>();
         if (cmd == "ping")
             return {{"ok", true}, {"pid", getpid()}};
+        if (cmd == "flush")
+            return flush(agent);
         if (cmd != "dump")
-            return {{"error", "unknown command \"" + cmd + "\" (known: dump, ping)"}};
+            return {{"error", "unknown command \"" + cmd + "\" (known: dump, flush, ping)"}};
         if (request.contains("since_s"))
             return dump_since(agent, request["since_s"]);
         return agent.main_thread->call(request, kLiveDumpTimeout);

@@ -4,6 +4,8 @@
 //   {"cmd":"dump"}                 the live tables
 //   {"cmd":"dump","since_s":600}   tables rebuilt from the store's last 10 minutes
 //   {"cmd":"ping"}                 {"ok":true,"pid":...}
+//   {"cmd":"flush"}                the store written out: {"ok":true,"store":"/path"}
+//                                  (`rstwatch explain --socket` then reads it)
 //
 // Anything else gets {"error": "..."} and the agent carries on.
 #pragma once

@@ -465,6 +465,44 @@ void Store::for_each(int64_t since_ns, const std::function<void(Event &&)> &fn, 
 
 uint64_t Store::count() const { return query_int(db_, "SELECT count(*) FROM records"); }
 
+std::vector<Store::StoredReset> Store::upstream_resets(int64_t from_ns, int64_t to_ns, size_t limit) const
+{
+    Statement st(db_,
+                 "SELECT id, time_ns, json FROM records WHERE time_ns >= ? AND time_ns < ? AND type = 'rst' "
+                 "AND role = 'upstream' AND direction = 'received' AND pid IS NOT NULL ORDER BY time_ns, id LIMIT ?");
+    if (!st.ok())
+        throw FatalError("cannot read store " + path_ + ": " + st.error());
+    st.bind_int(1, from_ns);
+    st.bind_int(2, to_ns);
+    st.bind_int(3, static_cast<int64_t>(limit));
+    std::vector<StoredReset> out;
+    int rc;
+    while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+        const char *text = reinterpret_cast<const char *>(sqlite3_column_text(st.get(), 2));
+        out.push_back({sqlite3_column_int64(st.get(), 0), sqlite3_column_int64(st.get(), 1), text ? text : ""});
+    }
+    if (rc != SQLITE_DONE)
+        throw FatalError("cannot read store " + path_ + ": " + sqlite3_errmsg(db_));
+    return out;
+}
+
+std::optional<int64_t> Store::first_time_ns() const
+{
+    Statement st(db_, "SELECT min(time_ns) FROM records");
+    if (!st.ok() || sqlite3_step(st.get()) != SQLITE_ROW || sqlite3_column_type(st.get(), 0) == SQLITE_NULL)
+        return std::nullopt;
+    return sqlite3_column_int64(st.get(), 0);
+}
+
+bool Store::has_records_of(uint32_t pid, int64_t from_ns, int64_t to_ns) const
+{
+    Statement st(db_, "SELECT 1 FROM records WHERE time_ns >= ? AND time_ns < ? AND pid = ? LIMIT 1");
+    st.bind_int(1, from_ns);
+    st.bind_int(2, to_ns);
+    st.bind_int(3, pid);
+    return st.ok() && sqlite3_step(st.get()) == SQLITE_ROW;
+}
+
 uint64_t Store::used_bytes() const
 {
     int64_t page = query_int(db_, "PRAGMA page_size");

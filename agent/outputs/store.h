@@ -91,6 +91,21 @@ public:
     // JSON cannot be read back are skipped and counted in *skipped.
     void for_each(int64_t since_ns, const std::function<void(Event &&)> &fn, uint64_t *skipped = nullptr) const;
     uint64_t count() const;
+
+    // What `rstwatch explain` matches nginx's lines with: received resets on
+    // upstream connections with a known owner, from_ns <= time_ns < to_ns,
+    // oldest first, at most `limit` (records_time serves the range).
+    struct StoredReset {
+        int64_t id = 0;
+        int64_t time_ns = 0;
+        std::string json;
+    };
+    std::vector<StoredReset> upstream_resets(int64_t from_ns, int64_t to_ns, size_t limit) const;
+    // The oldest record's time; nullopt when there is none.
+    std::optional<int64_t> first_time_ns() const;
+    // Whether any record of process `pid` lies in [from_ns, to_ns).
+    bool has_records_of(uint32_t pid, int64_t from_ns, int64_t to_ns) const;
+
     // Deletes by age, then the oldest rows until the live data fits
     // max_db_mb, and gives freed pages back to the file system.
     RetentionResult apply_retention(const StoreLimits &limits, int64_t now_ns);

@@ -147,9 +147,9 @@ std::vector<std::string> split_words(const std::string &s) {
 }
 
 // The agent, started against the front nginx; "attached" on stderr means ready.
-std::unique_ptr<ChildProcess> start_agent(std::vector<std::string> args) {
-    // No store or control socket: two agents run at once (mixed run).
-    std::vector<std::string> argv = {agent_bin(), "run", "--store", "none", "--socket", "none"};
+std::unique_ptr<ChildProcess> start_agent(std::vector<std::string> args, const std::string &store = "") {
+    // No control socket, and no store unless asked: two agents run at once (mixed run).
+    std::vector<std::string> argv = {agent_bin(), "run", "--store", store.empty() ? "none" : store, "--socket", "none"};
     argv.insert(argv.end(), args.begin(), args.end());
     // A bound, in case the test dies between here and SIGINT.
     argv.insert(argv.end(), {"--duration", "240"});
@@ -218,7 +218,7 @@ RunResult run_scenarios(const std::vector<Scenario *> &scenarios, const RunOptio
                 flags.push_back(flag);
     agent_args.insert(agent_args.end(), flags.begin(), flags.end());
     for (const auto &a : agent_args) result.agent_args += a + " ";
-    auto agent = start_agent(agent_args);
+    auto agent = start_agent(agent_args, options.store_path);
     std::unique_ptr<ChildProcess> text_agent;
     if (options.text_tables_agent) {
         std::vector<std::string> args = {"--pid", std::to_string(front.master_pid()), "--format", "table"};

@@ -99,6 +99,9 @@ struct RunOptions {
     // Extra agent arguments; RSTWATCH_SCENARIO_AGENT_ARGS (e.g. "--all")
     // replaces "--pid <master>" when set, to look at the backend side too.
     bool text_tables_agent = false;  // also run `rstwatch run --format table` (mixed run)
+    // The agent's --store ("": none). It stays after the run, for
+    // `rstwatch explain --store` (explain_scenarios_test).
+    std::string store_path;
 };
 
 struct RunResult {

@@ -1,5 +1,7 @@
 #include "nginx_lab.h"
 
+#include "explain/error_log_line.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -397,51 +399,14 @@ std::string ChildProcess::describe_status(int status) {
 
 // --------------------------------------------------------- error-log parsing
 
+// The agent's own parser (agent/explain), so that the tests read nginx's
+// lines as `rstwatch explain` does.
 std::optional<UpstreamResetLine> parse_upstream_reset_line(std::string_view line) {
-    // 2026/11/24 02:30:00 [error] 1234#1234: *5 recv() failed (104: Connection reset by peer)
-    //   while reading response header from upstream, client: ..., upstream: "http://127.0.0.1:8081/", ...
-    static constexpr std::string_view kReset = "failed (104: Connection reset by peer)";
-    auto reset_at = line.find(kReset);
-    if (reset_at == std::string_view::npos) return std::nullopt;
-
-    UpstreamResetLine r;
-    r.line = std::string(line);
-
-    auto level_end = line.find("] ");
-    if (level_end == std::string_view::npos || level_end > reset_at) return std::nullopt;
-    auto pid_start = level_end + 2;
-    auto hash = line.find('#', pid_start);
-    if (hash == std::string_view::npos) return std::nullopt;
-    std::string pid_text(line.substr(pid_start, hash - pid_start));
-    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-    r.pid = static_cast<pid_t>(std::stol(pid_text));
-
-    auto ctx_start = reset_at + kReset.size();
-    if (ctx_start < line.size() && line[ctx_start] == ' ') ++ctx_start;
-    auto ctx_end = line.find(", client:", ctx_start);
-    r.context = std::string(line.substr(ctx_start, ctx_end == std::string_view::npos ? std::string_view::npos
-                                                                                        : ctx_end - ctx_start));
-    if (r.context.find("upstream") == std::string::npos) return std::nullopt;  // a client-side reset
-
-    static constexpr std::string_view kUp = "upstream: \"";
-    auto up = line.find(kUp);
-    if (up == std::string_view::npos) return std::nullopt;
-    auto value_start = up + kUp.size();
-    auto value_end = line.find('"', value_start);
-    if (value_end == std::string_view::npos) return std::nullopt;
-    std::string_view url = line.substr(value_start, value_end - value_start);
-    // Strip the scheme ("http://") and the path.
-    if (auto scheme = url.find("://"); scheme != std::string_view::npos) url.remove_prefix(scheme + 3);
-    size_t host_end = 0;
-    if (!url.empty() && url[0] == '[') {
-        auto bracket = url.find(']');
-        if (bracket == std::string_view::npos) return std::nullopt;
-        host_end = bracket + 1;
-    }
-    auto slash = url.find('/', host_end);
-    r.upstream = std::string(url.substr(0, slash));
-    if (r.upstream.empty()) return std::nullopt;
-    return r;
+    auto failure = rstwatch::parse_upstream_failure(line);
+    if (!failure || failure->kind != rstwatch::FailureKind::Reset || !failure->pid ||
+        failure->upstream_kind == rstwatch::UpstreamKind::Missing)
+        return std::nullopt;
+    return UpstreamResetLine{static_cast<pid_t>(*failure->pid), failure->upstream, failure->context, failure->raw};
 }
 
 // ------------------------------------------------------------------ NginxLab

@@ -148,10 +148,11 @@ struct NginxLabOptions {
     std::chrono::milliseconds start_timeout = 10s;
 };
 
-// nginx's "recv() failed (104: Connection reset by peer) ... upstream" line.
+// nginx's "recv() failed (104: Connection reset by peer) ... upstream" line
+// (or any other call's 104 while talking to the upstream).
 struct UpstreamResetLine {
     pid_t pid = 0;            // the worker that logged it (the "1234" of "1234#1234")
-    std::string upstream;     // "127.0.0.1:8081" or "[::1]:8081"
+    std::string upstream;     // "127.0.0.1:8081" or "[::1]:8081", as the agent writes addresses
     std::string context;      // "while reading response header from upstream", ...
     std::string line;         // the raw line
 };

@@ -176,6 +176,43 @@ TEST_F(BadInput, DumpNamesWhatItCannotReach)
     expect_refused({"dump", "--store", at("unreadable")}, 1, "--store", /*as_nobody=*/geteuid() == 0);
 }
 
+TEST_F(BadInput, ExplainOptionsRefuseMalformedValues)
+{
+    const std::vector<BadValues> cases = {
+        {"--since", {"abc", "-5", "0", "5w", "1e309", "1e306d", "", nullptr}},
+        {"--tz", {"", "Mars/Olympus", "../../etc/passwd", "/etc/localtime", "Europe", "--json", nullptr}},
+        {"--store", {"", nullptr}},
+        {"--socket", {"", nullptr}},
+    };
+    for (const auto &c : cases)
+        for (const char *value : c.values) {
+            Args args{"explain", c.option};
+            if (value)
+                args.insert(args.end(), {value, at("text")});
+            expect_refused(args, 2, c.option);
+        }
+    for (const char *flag : {"--json", "--follow"})
+        expect_refused({"explain", std::string(flag) + "=maybe", at("text")}, 2, flag);
+    expect_refused({"explain", "--store", at("a.db"), "--socket", at("a.sock"), at("text")}, 2, "--socket");
+    expect_refused({"explain", ""}, 2, "FILE");
+    expect_refused({"explain", "--no-such-option"}, 2, "--no-such-option");
+}
+
+TEST_F(BadInput, ExplainNamesWhatItCannotRead)
+{
+    // The log, before the store: not there, a folder, not readable.
+    for (const char *log : {"nope.log", "folder"})
+        expect_refused({"explain", "--store", at("nope.db"), at(log)}, 1, at(log));
+    chmod(dir_.c_str(), 0755);
+    expect_refused({"explain", "--store", at("nope.db"), at("unreadable")}, 1, at("unreadable"),
+                   /*as_nobody=*/geteuid() == 0);
+    // A store that is not one, and no agent on the socket.
+    for (const char *store : {"nope.db", "folder", "fifo", "text", "empty"})
+        expect_refused({"explain", "--store", at(store), at("text")}, 1, "--store");
+    for (const char *socket : {"nope.sock", "text", "folder"})
+        expect_refused({"explain", "--socket", at(socket), at("text")}, 1, "--socket");
+}
+
 TEST_F(BadInput, RefusedStartsCreateNothing)
 {
     if (rwtest::run_agent_binary({"run", "--check"}).exit_code != 0)

@@ -69,6 +69,11 @@ TEST(Cli, MistakesAreUsageErrorsThatNameTheOption)
                                            {{"run", "--comm", "a-name-longer-than-15"}, "--comm"},
                                            {{"run", "--ring-buffer-kb", "3000"}, "--ring-buffer-kb"},
                                            {{"dump", "--since", "5w"}, "--since"},
+                                           {{"explain", "--since", "5w"}, "--since"},
+                                           {{"explain", "--tz", "Mars/Olympus"}, "--tz"},
+                                           {{"explain", "--tz", "../../etc/passwd"}, "--tz"},
+                                           {{"explain", "--store", "a.db", "--socket", "b.sock"}, "--socket"},
+                                           {{"explain", ""}, "FILE"},
                                            {{"frobnicate"}, "run, dump"},
                                            {{}, "run, dump"}}) {
         auto out = parse(c.args);
@@ -131,6 +136,25 @@ TEST(Cli, TooManyPidsAreRefused)
                       "8", "-p", "9"});
     EXPECT_EQ(out.exit_code, 2);
     EXPECT_NE(out.message.find("at most 8"), std::string::npos) << out.message;
+}
+
+TEST(Cli, ExplainReadsNginxsLogWithTheStoreByDefault)
+{
+    auto out = parse({"explain"});
+    ASSERT_EQ(out.action, CliOutcome::Action::Explain) << out.message;
+    EXPECT_EQ(out.explain.files, std::vector<std::string>{"/var/log/nginx/error.log"});
+    EXPECT_EQ(out.explain.store_path, kDefaultStorePath);
+    EXPECT_EQ(out.explain.socket_path, "");
+    EXPECT_FALSE(out.explain.since_s);
+
+    out = parse({"explain", "--socket", "/run/x.sock", "--since", "10m", "--follow", "--json", "--tz",
+                 "Europe/Berlin", "a.log", "-", "b.log.2.gz"});
+    ASSERT_EQ(out.action, CliOutcome::Action::Explain) << out.message;
+    EXPECT_EQ(out.explain.files, (std::vector<std::string>{"a.log", "-", "b.log.2.gz"}));
+    EXPECT_EQ(out.explain.store_path, "") << "the agent's store, through its socket";
+    EXPECT_EQ(out.explain.since_s, 600);
+    EXPECT_TRUE(out.explain.follow && out.explain.json);
+    EXPECT_EQ(out.explain.time_zone, "Europe/Berlin");
 }
 
 TEST(Cli, HelpEndsWithExamples)

@@ -348,6 +348,26 @@ TEST_F(ProtocolTest, PingLiveDumpAndMistakes)
     EXPECT_EQ(flushes_, 0);
 }
 
+// `rstwatch explain --socket`: the agent writes out what it holds and says
+// where its store is.
+TEST_F(ProtocolTest, FlushAnswersWithTheStore)
+{
+    {
+        auto answer = protocol("");
+        EXPECT_NE(answer({{"cmd", "flush"}}).value("error", "").find("--store none"), std::string::npos);
+        EXPECT_EQ(flushes_, 0);
+    }
+    stop_ = true;
+    loop_.join();
+    stop_ = false;
+    auto answer = protocol("relative.db");
+    json flushed = answer({{"cmd", "flush"}});
+    EXPECT_EQ(flushes_, 1);
+    EXPECT_EQ(flushed["ok"], true);
+    EXPECT_EQ(flushed["store"], (std::filesystem::current_path() / "relative.db").string())
+        << "absolute: the client runs elsewhere";
+}
+
 TEST_F(ProtocolTest, SinceReadsTheStoreAfterFlushingIt)
 {
     const std::string store_path = (dir_ / "rstwatch.db").string();

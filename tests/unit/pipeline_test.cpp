@@ -24,6 +24,7 @@
 #include "outputs/reporter.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/recording.h"
+#include "readme_sample.h"
 #include "tables/tables.h"
 
 namespace rstwatch {
@@ -34,13 +35,7 @@ const std::string kReadme = std::string(RSTWATCH_SOURCE_DIR) + "/README.md";
 constexpr const char *kSampleBegin = "<!-- sample-output:begin -->\n```text\n";
 constexpr const char *kSampleEnd = "```\n<!-- sample-output:end -->";
 
-std::string read_file(const std::string &path)
-{
-    std::ifstream in(path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
+std::string read_file(const std::string &path) { return readme_sample::read_text(path); }
 
 // A temporary file that the Reporter writes into, read back at the end.
 class CapturedOutput {
@@ -121,21 +116,8 @@ TEST(Pipeline, ReplayOfARealKeepaliveRaceNamesItsCause)
 
 TEST(Pipeline, ReadmeSampleIsTheReplayedTextOutput)
 {
-    const std::string sample = replay(kRecording, false).output;
-    std::string readme = read_file(kReadme);
-    const size_t begin = readme.find(kSampleBegin);
-    const size_t end = readme.find(kSampleEnd);
-    ASSERT_NE(begin, std::string::npos) << kReadme << " has no " << kSampleBegin;
-    ASSERT_NE(end, std::string::npos) << kReadme << " has no " << kSampleEnd;
-    const size_t from = begin + std::strlen(kSampleBegin);
-    if (std::getenv("RSTWATCH_UPDATE_README")) {
-        readme.replace(from, end - from, sample);
-        std::ofstream(kReadme) << readme;
-        return;
-    }
-    EXPECT_EQ(readme.substr(from, end - from), sample)
-        << "README.md's sample output is not what rstwatch prints for data/keepalive_race.rwrec; to take the "
-           "new output: RSTWATCH_UPDATE_README=1 tests/unit/unit_pipeline --gtest_filter='*Readme*'";
+    readme_sample::expect_readme_block(kReadme, kSampleBegin, kSampleEnd, replay(kRecording, false).output,
+                                 "tests/unit/unit_pipeline --gtest_filter='*Readme*' (data/keepalive_race.rwrec)");
 }
 
 TEST(Pipeline, UndecodableRecordIsCountedAndTheRestGoesOn)

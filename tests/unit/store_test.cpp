@@ -287,6 +287,35 @@ TEST_F(StoreTest, TheRetiredRemoteIndexIsDroppedFromAnOlderStore)
     EXPECT_EQ(read_all().size(), 2u);
 }
 
+// What `rstwatch explain` matches nginx's lines with: received resets on
+// upstream connections with an owner, by time, oldest first.
+TEST_F(StoreTest, UpstreamResetsAreThoseNginxLogs)
+{
+    ResetEvent sent = reset(1, "10.0.0.9:80", kT0 + 1);
+    sent.direction = Direction::Sent;
+    ResetEvent client = reset(1, "10.0.0.7:51000", kT0 + 2);
+    client.role = Role::Downstream;
+    ResetEvent unowned = reset(0, "10.0.0.9:80", kT0 + 3);
+    unowned.owner_known = false;
+    {
+        auto store = Store::open_for_writing(path_);
+        EXPECT_FALSE(store->first_time_ns());
+        EXPECT_EQ(store->append({reset(2, "10.0.0.2:80", kT0 + 20), sent, client, unowned, oom(kT0 + 4),
+                                 reset(1, "10.0.0.1:80", kT0 + 10), reset(3, "10.0.0.3:80", kT0 + 30)}),
+                  "");
+    }
+    auto store = Store::open_read_only(path_);
+    auto rows = store->upstream_resets(kT0, kT0 + 30, 10);
+    ASSERT_EQ(rows.size(), 2u);
+    EXPECT_EQ(rows[0].time_ns, kT0 + 10) << "oldest first";
+    EXPECT_NE(rows[0].json.find("10.0.0.1:80"), std::string::npos);
+    EXPECT_EQ(rows[1].time_ns, kT0 + 20);
+    EXPECT_EQ(store->upstream_resets(kT0, kT0 + 31, 1).size(), 1u);
+    EXPECT_EQ(store->first_time_ns(), kT0 + 1);
+    EXPECT_TRUE(store->has_records_of(77, kT0, kT0 + 5)) << "any record of the process";
+    EXPECT_FALSE(store->has_records_of(3, kT0, kT0 + 30)) << "[from, to)";
+}
+
 TEST_F(StoreTest, SinceSelectsRecentRecords)
 {
     Store::open_for_writing(path_)->append({reset(1, "a:1", kT0), reset(2, "b:1", kT0 + 10 * kDayNs)});
