@@ -263,6 +263,8 @@ void Diagnoser::diagnose_backend_exit(const ResetEvent &r, const ResetEvent &pee
 void Diagnoser::diagnose_from_afar(const ResetEvent &r, Diagnosis &d) const
 {
     const bool reused = r.pool_idle_ms.has_value();
+    // Unknown time since the request counts as prompt: the wider candidates.
+    const bool late = r.since_request_ms && *r.since_request_ms > kPromptResetMs;
     d.evidence.push_back(fact(kernel_.socketless_sent_resets ? EvidenceCode::BackendElsewhere
                                                              : EvidenceCode::SocketlessResetsUntraced));
     if (r.rst_ttl && r.data_ttl && r.rst_ttl != r.data_ttl) {
@@ -293,10 +295,13 @@ void Diagnoser::diagnose_from_afar(const ResetEvent &r, Diagnosis &d) const
         unknown_on_a_live_socket(r, d);
     else if (!kernel_.socketless_sent_resets && (r.in_request || reused))
         unknown_without_socketless_resets(r, d);
-    else if (reused && r.in_request)
+    else if (reused && r.in_request && !late)
         unknown_on_reuse(r, d);
     else if (r.in_request)
-        unknown_on_a_live_socket(r, d);  // a fresh connection: its socket was there
+        // A fresh connection (its socket was there), or a reset long after
+        // the request: a closed, forgotten or restarted connection answers
+        // at once, or after nginx's retransmissions (stalled, above).
+        unknown_on_a_live_socket(r, d);
 }
 
 // nginx's segments went unacknowledged, then the reset: a path that drops

@@ -505,6 +505,21 @@ TEST(Diagnosis, APooledResetAfterTheBackendAcknowledgedTheRequestIsNoIdleCause)
     EXPECT_EQ(result.hint.code, HintCode::BackendEndedMidRequest);
 }
 
+// A reset seconds after a request on a pooled connection, nothing stalled:
+// no idle close, restarted host or forgotten flow (they answer at once),
+// so the candidates are those of a late reset, not those of reuse.
+TEST(Diagnosis, ALateResetOnReuseFromAfarHasTheCandidatesOfALateReset)
+{
+    Diagnoser d;
+    ResetEvent r = reused(nginx_received(3000), 4000);
+    r.since_request_ms = 2000;
+    auto result = diagnose_after(d, {}, r);
+    EXPECT_EQ(result.cause, Cause::Unknown);
+    EXPECT_TRUE(has(result, EvidenceCode::CandidatesLateReset)) << all_evidence(result);
+    EXPECT_FALSE(has(result, EvidenceCode::CandidatesOnReuse)) << all_evidence(result);
+    EXPECT_EQ(result.hint.code, HintCode::BackendGaveUpLate);
+}
+
 // The backend's FIN arrived before its reset: it closed the connection as
 // nginx reused it, which no middlebox or restarted host does.
 TEST(Diagnosis, AResetAfterTheBackendsFinOnReuseIsTheKeepaliveRaceFromAfar)
