@@ -28,6 +28,9 @@ public:
     std::vector<std::string> agent_flags() const override {
         return ttl_ ? std::vector<std::string>{"--ttl-evidence"} : std::vector<std::string>{};
     }
+    // Most of them: pool a connection, then POST on it (not retried by nginx).
+    void warm(const Front &f) override { warm_statuses.push_back(f.request("GET", "/warm")); }
+    void trigger(const Front &f) override { trigger_statuses.push_back(f.request("POST", "/orders", kSmallBody)); }
 
 protected:
     // Starts rstwatch-test-backend in the guest (in namespace `ns` if given)
@@ -109,9 +112,7 @@ public:
                          " --tcp-flags FIN FIN -j DROP");
         start_backend(host_.ip4(), "--mode ok --keepalive-timeout 1000");
     }
-    void warm(const Front &f) override { warm_statuses.push_back(f.request("GET", "/warm")); }
     std::chrono::milliseconds idle() const override { return 2000ms; }
-    void trigger(const Front &f) override { trigger_statuses.push_back(f.request("POST", "/orders", kSmallBody)); }
 };
 
 // middlebox_idle: the guest routes for a backend in a namespace of its own
@@ -148,9 +149,7 @@ sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
 )");
         start_backend("198.19.200.2", "--mode ok", "mbb");
     }
-    void warm(const Front &f) override { warm_statuses.push_back(f.request("GET", "/warm")); }
     std::chrono::milliseconds idle() const override { return 4500ms; }
-    void trigger(const Front &f) override { trigger_statuses.push_back(f.request("POST", "/orders", kSmallBody)); }
 };
 
 // mtu_blackhole: guest -> router namespace -> backend namespace; the
@@ -238,10 +237,9 @@ public:
         return {"candidates: keepalive_race, stale_reuse, middlebox_idle"};
     }
     void setup(NetnsLab &) override { start_backend(host_.ip4(), "--mode ok"); }
-    void warm(const Front &f) override { warm_statuses.push_back(f.request("GET", "/warm")); }
     void trigger(const Front &f) override {
         host_.power_cycle();
-        trigger_statuses.push_back(f.request("POST", "/orders", kSmallBody));
+        RemoteScenario::trigger(f);
     }
 };
 
